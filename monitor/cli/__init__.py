@@ -1,0 +1,43 @@
+"""The `netpol-drift` command line: parse, call the stage functions, print. No analysis logic lives here.
+
+Each sub-module registers its own sub-commands (offline analysis, live runs, history). Every error of ours
+becomes one line on stderr and exit code 2; a traceback is always a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from monitor import __version__
+from monitor.errors import NetpolDriftError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from monitor.cli import history, live, offline
+
+    parser = argparse.ArgumentParser(
+        prog="netpol-drift",
+        description="Proves what Kubernetes NetworkPolicies really do, and alerts when that changes.")
+    parser.add_argument("--version", action="version", version=f"netpol-drift {__version__}")
+    parser.add_argument("--config", metavar="FILE", help="settings file (YAML); NETPOL_DRIFT_* env overrides it")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (offline, live, history):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NetpolDriftError as e:
+        print(f"netpol-drift: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # `netpol-drift matrix --format tsv | head` is normal use, not an error.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        return 130

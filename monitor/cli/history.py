@@ -1,0 +1,9 @@
+"""Sub-commands of the history part (placeholder until that part lands: registers nothing)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    del sub

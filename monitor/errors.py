@@ -1,0 +1,47 @@
+"""The project's own error classes.
+
+Every error a user can cause (bad suite, config, manifests, an unreachable API or database) is one of these,
+and its str() is the one line the CLI prints before exiting 2. This module must not import anything heavy.
+"""
+
+from __future__ import annotations
+
+
+class NetpolDriftError(Exception):
+    """Base class: anything the CLI reports as one line and exit code 2."""
+
+
+class InputError(NetpolDriftError):
+    """Invalid user input, located as precisely as we can: file, object, field."""
+
+    def __init__(self, message: str, *, file: str | None = None, obj: str | None = None,
+                 field: str | None = None) -> None:
+        self.message = message
+        self.file = file
+        self.obj = obj
+        self.field = field
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = [p for p in (self.file, self.obj, self.field) if p]
+        return ": ".join([*where, self.message])
+
+    def located(self, *, file: str | None = None, obj: str | None = None) -> InputError:
+        """The same error with the outer location filled in where the raiser did not know it."""
+        return InputError(self.message, file=self.file or file, obj=self.obj or obj, field=self.field)
+
+
+class ClusterError(NetpolDriftError):
+    """The Kubernetes API could not be reached or refused a call."""
+
+
+class StoreError(NetpolDriftError):
+    """The database could not be reached, or holds something we cannot read."""
+
+
+class ProbeError(NetpolDriftError):
+    """A probe pod could not be run or its result could not be read."""
+
+
+class AlertError(NetpolDriftError):
+    """Slack refused or could not be reached; the alert stays queued."""

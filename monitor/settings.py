@@ -1,0 +1,247 @@
+"""Settings: one frozen object read once from the config file and NETPOL_DRIFT_* environment variables.
+
+The file is YAML with the sections below; every key is documented in config/netpol-drift.yaml. Unknown keys
+and wrongly typed values are errors naming file and key. Environment variables override the file:
+NETPOL_DRIFT_<SECTION>_<KEY> (e.g. NETPOL_DRIFT_STORE_URL). Secrets (Slack token and webhook, database
+password) are accepted only from the environment and never appear in `describe()`.
+This module must not read settings anywhere else than `load_settings`, nor keep any global state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from monitor.errors import InputError
+
+ENV_PREFIX = "NETPOL_DRIFT_"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    name: str = "default"
+    kubeconfig: str | None = None  # None: in-cluster config when available, else ~/.kube/config
+    context: str | None = None
+    request_timeout_seconds: float = 10.0
+    retries: int = 3
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    image: str = "netpol-drift:0.1.0"
+    namespace: str = "netpol-drift"  # where the monitor runs; its ConfigMap owns the probe pods
+    owner_configmap: str = "netpol-drift-probe-owner"
+    timeout_seconds: float = 3.0
+    concurrency: int = 10
+    run_deadline_seconds: int = 300
+    per_node: bool = False
+    refused_means: str = "deny"  # allow | deny | unknown: REJECTing CNIs make refused mean blocked
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str = "sqlite:///netpol-drift.db"
+    retention_days: int = 90
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    confirmations: int = 1  # re-probes of a changed case before it becomes drift
+    auto_known_good: bool = True  # a run with no violations becomes the new known-good baseline
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    interval_seconds: int = 300
+    debounce_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    channel: str | None = None
+    base_url: str | None = None  # None: Slack's own API; tests point this at a local stand-in
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    listen: str = "0.0.0.0:8080"
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Only ever from the environment; repr hides the values so that logging Settings never leaks them."""
+
+    slack_token: str | None = field(default=None, repr=False)
+    slack_webhook_url: str | None = field(default=None, repr=False)
+    database_password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster: ClusterSettings = ClusterSettings()
+    probe: ProbeSettings = ProbeSettings()
+    store: StoreSettings = StoreSettings()
+    drift: DriftSettings = DriftSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    slack: SlackSettings = SlackSettings()
+    web: WebSettings = WebSettings()
+    suite: str | None = None  # path of the suite file
+    log_level: str = "INFO"
+    secrets: Secrets = Secrets()
+
+    def describe(self) -> list[str]:
+        """`key = value` lines for the start-up log, secrets shown only as set/unset."""
+        lines = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "secrets":
+                lines += [f"secrets.{s.name} = {'<set>' if getattr(value, s.name) else '<unset>'}"
+                          for s in dataclasses.fields(value)]
+            elif dataclasses.is_dataclass(value):
+                lines += [f"{f.name}.{s.name} = {getattr(value, s.name)!r}" for s in dataclasses.fields(value)]
+            else:
+                lines.append(f"{f.name} = {value!r}")
+        return lines
+
+
+_SECRET_ENV = {
+    "slack_token": "SLACK_TOKEN",
+    "slack_webhook_url": "SLACK_WEBHOOK_URL",
+    "database_password": "DATABASE_PASSWORD",
+}
+_CHOICES = {("probe", "refused_means"): ("allow", "deny", "unknown"),
+            (None, "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR")}
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Reads the file (if any) then applies the environment. Raises InputError on any bad key or value."""
+    env = os.environ if env is None else env
+    source = str(path) if path else "<defaults>"
+    raw: dict = {}
+    if path:
+        import yaml  # local: the probe agent imports settings-free code paths and must start fast
+
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise InputError(f"cannot read config: {e.strerror}", file=source) from e
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise InputError(f"not valid YAML: {_yaml_problem(e)}", file=source) from e
+        if not isinstance(raw, dict):
+            raise InputError("the config must be a mapping of sections", file=source)
+    for key in ("secrets", "slack_token", "database_password"):
+        if key in raw:
+            raise InputError("secrets are read only from the environment (NETPOL_DRIFT_*)", file=source,
+                             field=key)
+    values = _build(Settings, raw, source, prefix="")
+    values = _apply_env(values, env)
+    secrets = Secrets(**{k: env.get(ENV_PREFIX + v) or None for k, v in _SECRET_ENV.items()})
+    return dataclasses.replace(values, secrets=secrets)
+
+
+def _yaml_problem(e: Exception) -> str:
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
+def _build(cls: type, raw: Mapping, source: str, prefix: str):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name != "secrets"}
+    for key in raw:
+        if key not in known:
+            raise InputError(f"unknown key (known: {', '.join(sorted(known))})", file=source,
+                             field=prefix + str(key))
+    kwargs = {}
+    for name in known:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            section = raw[name] or {}
+            if not isinstance(section, dict):
+                raise InputError("must be a mapping", file=source, field=prefix + name)
+            kwargs[name] = _build(hint, section, source, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(raw[name], hint, source, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value, hint, source: str, key: str):
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if value is None:
+        if optional:
+            return None
+        raise InputError(f"must be a {base.__name__}, not empty", file=source, field=key)
+    try:
+        if base is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                value = value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError
+        elif base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            value = int(value)
+        elif base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            value = float(value)
+        elif base is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            value = str(value)
+    except (TypeError, ValueError):
+        raise InputError(f"must be a {base.__name__}, got {value!r}", file=source, field=key) from None
+    section, _, name = key.rpartition(".")
+    choices = _CHOICES.get((section or None, name))
+    if choices and value not in choices:
+        raise InputError(f"must be one of {', '.join(choices)}, got {value!r}", file=source, field=key)
+    if base in (int, float) and value < 0:
+        raise InputError(f"must not be negative, got {value!r}", file=source, field=key)
+    return value
+
+
+def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
+    secret_names = {ENV_PREFIX + v for v in _SECRET_ENV.values()}
+    updates: dict = {}
+    for var, text in env.items():
+        if not var.startswith(ENV_PREFIX) or var in secret_names:
+            continue
+        rest = var[len(ENV_PREFIX):].lower()
+        target = _env_target(settings, rest)
+        if target is None:
+            raise InputError("unknown setting", file="environment", field=var)
+        section, name = target
+        if section:
+            hint = typing.get_type_hints(type(getattr(settings, section)))[name]
+            updates.setdefault(section, {})[name] = _coerce(text, hint, "environment", f"{section}.{name}")
+        else:
+            updates[name] = _coerce(text, typing.get_type_hints(Settings)[name], "environment", name)
+    for section, fields_ in list(updates.items()):
+        if isinstance(fields_, dict):
+            updates[section] = dataclasses.replace(getattr(settings, section), **fields_)
+    return dataclasses.replace(settings, **updates)
+
+
+def _env_target(settings: Settings, rest: str) -> tuple[str | None, str] | None:
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "secrets":
+            continue
+        if dataclasses.is_dataclass(value):
+            for sub in dataclasses.fields(value):
+                if rest == f"{f.name}_{sub.name}":
+                    return f.name, sub.name
+        elif rest == f.name:
+            return None, f.name
+    return None

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the lab and the PostgreSQL tests need, only those missing.
+# Needs root (or sudo) the first time; a no-op afterwards.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip || need+=(iproute2)
+have iptables || need+=(iptables)
+have ipset || need+=(ipset)
+have conntrack || need+=(conntrack)
+have openssl || need+=(openssl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+[[ ${#need[@]} -eq 0 ]] && exit 0
+echo "install-deps: installing ${need[*]}" >&2
+SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
