@@ -1,0 +1,264 @@
+"""Policy evaluation for one flow or one pod pair: the reference semantics, with explanations.
+
+Order of evaluation, per direction (egress at the source, ingress at the destination), per connection:
+1. Admin tier (AdminNetworkPolicy v1alpha1, ClusterNetworkPolicy v1alpha2 tier Admin), by priority then rule
+   order: the first matching rule decides Allow or Deny; Pass hands the connection to the next tier.
+2. NetworkPolicy v1: if any policy of the pod's namespace selects the pod for this direction, the union of
+   their rules decides (anything not allowed is denied).
+3. Baseline tier (BaselineAdminNetworkPolicy, ClusterNetworkPolicy tier Baseline), first match decides.
+4. Otherwise allowed.
+A flow is allowed only when both directions allow it. Connections are evaluated as sets (interval algebra),
+so a point query and a whole connection set take the same code path. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from monitor.engine.connset import ALL, EMPTY, ConnSet
+from monitor.engine.selectors import describe_selector, ip_block_matches, ip_in, selector_matches
+from monitor.models import (
+    AdminPolicy,
+    AdminRule,
+    AdminSelector,
+    NetworkPolicy,
+    Pod,
+    PolicyPeer,
+    PolicyRule,
+    Snapshot,
+)
+
+Endpoint = Pod | str  # a pod, or an IP address outside the cluster's pods
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one connection, with the reasons a person needs to trust or fix it."""
+
+    allowed: bool
+    reason: str
+    egress_policies: tuple[str, ...] = ()  # policies that select the source for egress
+    ingress_policies: tuple[str, ...] = ()  # policies that select the destination for ingress
+    egress_allowed: bool = True
+    ingress_allowed: bool = True
+
+
+class Engine:
+    """Answers reachability questions for one snapshot. Build once per snapshot; queries are cheap."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.ns_labels: dict[str, dict[str, str]] = {n.name: dict(n.labels) for n in snapshot.namespaces}
+        self.policies_by_ns: dict[str, list[NetworkPolicy]] = defaultdict(list)
+        for p in snapshot.policies:
+            self.policies_by_ns[p.namespace].append(p)
+        order = sorted(snapshot.admin_policies, key=lambda p: (p.priority, p.kind, p.name))
+        self.admin_tier = [p for p in order if p.tier == "Admin"]
+        self.baseline_tier = [p for p in order if p.tier == "Baseline"]
+        self.pod_by_ip = {p.ip: p for p in snapshot.pods if p.ip and not p.host_network}
+        self._labels_cache: dict[int, dict[str, str]] = {}
+
+    # ------------------------------------------------------------------------------------------ queries
+    def resolve(self, endpoint: Endpoint) -> Endpoint:
+        """An IP that belongs to a pod is that pod: policies select it by labels, not by address."""
+        if isinstance(endpoint, str):
+            return self.pod_by_ip.get(endpoint, endpoint)
+        return endpoint
+
+    def connections(self, src: Endpoint, dst: Endpoint) -> ConnSet:
+        """Every (protocol, port) on which src may open a connection to dst."""
+        src, dst = self.resolve(src), self.resolve(dst)
+        egress = self._direction(src, dst, dst, "egress", ALL, None)
+        if not egress:
+            return EMPTY
+        return egress & self._direction(dst, src, dst, "ingress", egress, None)
+
+    def decide(self, src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> Decision:
+        src, dst = self.resolve(src), self.resolve(dst)
+        conn = ConnSet.ports(protocol, port)
+        etrace: list[str] = []
+        itrace: list[str] = []
+        egress = bool(self._direction(src, dst, dst, "egress", conn, etrace))
+        ingress = bool(self._direction(dst, src, dst, "ingress", conn, itrace))
+        allowed = egress and ingress
+        verb = "allowed" if allowed else "denied"
+        parts = [f"egress: {'; '.join(etrace)}", f"ingress: {'; '.join(itrace)}"]
+        if not allowed:
+            # Lead with the direction that blocked: that is what a person has to fix.
+            parts = [p for p, ok in zip(parts, (egress, ingress), strict=True) if not ok]
+        return Decision(allowed, f"{verb} {protocol}/{port}: " + " | ".join(parts),
+                        tuple(p.ref for p in self._selecting(src, "Egress")) if isinstance(src, Pod) else (),
+                        tuple(p.ref for p in self._selecting(dst, "Ingress")) if isinstance(dst, Pod) else (),
+                        egress, ingress)
+
+    # ------------------------------------------------------------------------------------------ directions
+    def _direction(self, subject: Endpoint, peer: Endpoint, dst: Endpoint, direction: str,
+                   universe: ConnSet, trace: list[str] | None) -> ConnSet:
+        """What `subject` allows in `direction` with `peer`, within `universe`."""
+        if not isinstance(subject, Pod) or subject.host_network:
+            if trace is not None:
+                what = "host-network pod" if isinstance(subject, Pod) else "address outside the pods"
+                trace.append(f"{_name(subject)} is a {what}, no policy applies")
+            return universe
+        pending, allowed, passed = universe, EMPTY, EMPTY
+        for policy, rule in self._admin_rules(self.admin_tier, subject, peer, direction):
+            hit = pending & self._admin_rule_conns(rule, dst)
+            if not hit:
+                continue
+            pending = pending - hit
+            if rule.action == "Allow":
+                allowed = allowed | hit
+            elif rule.action == "Pass":
+                passed = passed | hit
+            if trace is not None:
+                trace.append(f"{policy.ref} rule {rule.name!r} {rule.action.lower()}s it")
+            if not pending:
+                break
+        rest = pending | passed
+        if not rest:
+            return allowed
+        isolating = self._selecting(subject, "Ingress" if direction == "ingress" else "Egress")
+        if isolating:
+            np_allowed, rules = self._np_allowed(isolating, peer, dst, direction, rest, trace is not None)
+            if trace is not None:
+                names = ", ".join(p.ref for p in isolating)
+                if np_allowed:
+                    trace.append(f"{_name(subject)} is isolated by NetworkPolicy {names}; allowed by "
+                                 + ", ".join(rules))
+                else:
+                    trace.append(f"{_name(subject)} is isolated by NetworkPolicy {names} and no rule allows "
+                                 f"{_describe_peer(peer)}")
+            return allowed | np_allowed
+        for policy, rule in self._admin_rules(self.baseline_tier, subject, peer, direction):
+            hit = rest & self._admin_rule_conns(rule, dst)
+            if not hit:
+                continue
+            rest = rest - hit
+            if rule.action in ("Allow", "Pass"):
+                allowed = allowed | hit
+            if trace is not None:
+                trace.append(f"{policy.ref} rule {rule.name!r} {rule.action.lower()}s it")
+            if not rest:
+                return allowed
+        if trace is not None:
+            trace.append(f"no NetworkPolicy selects {_name(subject)} for {direction}")
+        return allowed | rest
+
+    def _selecting(self, pod: Pod, policy_type: str) -> list[NetworkPolicy]:
+        if pod.host_network:
+            return []
+        labels = self._labels(pod)
+        return [p for p in self.policies_by_ns.get(pod.namespace, ())
+                if policy_type in p.policy_types and selector_matches(p.pod_selector, labels)]
+
+    def _np_allowed(self, policies: Sequence[NetworkPolicy], peer: Endpoint, dst: Endpoint, direction: str,
+                    universe: ConnSet, explain: bool) -> tuple[ConnSet, list[str]]:
+        allowed, rules = EMPTY, []
+        for policy in policies:
+            for i, rule in enumerate(policy.ingress if direction == "ingress" else policy.egress):
+                if not self._np_peers_match(rule, policy.namespace, peer):
+                    continue
+                hit = universe & np_rule_conns(rule, dst)
+                if hit:
+                    allowed = allowed | hit
+                    if explain:
+                        rules.append(f"{policy.ref} {direction}[{i}]")
+        return allowed, rules
+
+    def _np_peers_match(self, rule: PolicyRule, policy_ns: str, peer: Endpoint) -> bool:
+        if not rule.peers:
+            return True
+        return any(self._np_peer_matches(p, policy_ns, peer) for p in rule.peers)
+
+    def _np_peer_matches(self, peer_spec: PolicyPeer, policy_ns: str, peer: Endpoint) -> bool:
+        if peer_spec.ip_block is not None:
+            # An ipBlock that covers a pod's IP selects that pod (as the upstream e2e suite expects).
+            return ip_block_matches(peer_spec.ip_block, peer.ip if isinstance(peer, Pod) else peer)
+        if not isinstance(peer, Pod) or peer.host_network:
+            return False
+        if peer_spec.namespace_selector is None:
+            if peer.namespace != policy_ns:
+                return False
+        elif not selector_matches(peer_spec.namespace_selector, self.ns_labels.get(peer.namespace, {})):
+            return False
+        return peer_spec.pod_selector is None or selector_matches(peer_spec.pod_selector, self._labels(peer))
+
+    # ------------------------------------------------------------------------------------------ admin
+    def _admin_rules(self, tier: list[AdminPolicy], subject: Pod, peer: Endpoint, direction: str):
+        for policy in tier:
+            if not self._admin_selects(policy.subject, subject):
+                continue
+            for rule in policy.ingress if direction == "ingress" else policy.egress:
+                if any(self._admin_peer_matches(p, peer) for p in rule.peers):
+                    yield policy, rule
+
+    def _admin_selects(self, sel: AdminSelector, pod: Pod) -> bool:
+        if pod.host_network or sel.networks:
+            return False
+        if sel.namespace_selector is not None and not selector_matches(
+                sel.namespace_selector, self.ns_labels.get(pod.namespace, {})):
+            return False
+        return sel.pod_selector is None or selector_matches(sel.pod_selector, self._labels(pod))
+
+    def _admin_peer_matches(self, sel: AdminSelector, peer: Endpoint) -> bool:
+        if sel.networks:
+            ip = peer.ip if isinstance(peer, Pod) else peer
+            return ip is not None and any(ip_in(ip, c) for c in sel.networks)
+        return isinstance(peer, Pod) and self._admin_selects(sel, peer)
+
+    def _admin_rule_conns(self, rule: AdminRule, dst: Endpoint) -> ConnSet:
+        if rule.ports is None:
+            return ALL
+        out = EMPTY
+        for p in rule.ports:
+            if p.named is not None:
+                # A named port matches the destination container port of that name, whatever its protocol.
+                if isinstance(dst, Pod):
+                    for cp in dst.ports:
+                        if cp.name == p.named:
+                            out = out | ConnSet.ports(cp.protocol, cp.port)
+            else:
+                out = out | ConnSet.ports(p.protocol, p.port, p.end_port)
+        return out
+
+    def _labels(self, pod: Pod) -> dict[str, str]:
+        key = id(pod.labels)
+        cached = self._labels_cache.get(key)
+        if cached is None:
+            cached = self._labels_cache[key] = dict(pod.labels)
+        return cached
+
+
+def np_rule_conns(rule: PolicyRule, dst: Endpoint) -> ConnSet:
+    """The connections a NetworkPolicy rule's ports allow towards dst (named ports resolve on dst)."""
+    if not rule.ports:
+        return ALL
+    out = EMPTY
+    for p in rule.ports:
+        if isinstance(p.port, str):
+            if isinstance(dst, Pod):
+                for cp in dst.ports:
+                    if cp.name == p.port and cp.protocol == p.protocol:
+                        out = out | ConnSet.ports(p.protocol, cp.port)
+        else:
+            out = out | ConnSet.ports(p.protocol, p.port, p.end_port)
+    return out
+
+
+def _name(endpoint: Endpoint) -> str:
+    return endpoint.ref if isinstance(endpoint, Pod) else endpoint
+
+
+def _describe_peer(peer: Endpoint) -> str:
+    if isinstance(peer, Pod):
+        return f"{peer.ref} [{describe_selector_labels(peer)}]"
+    return peer
+
+
+def describe_selector_labels(pod: Pod) -> str:
+    return ",".join(f"{k}={v}" for k, v in pod.labels) or "no labels"
+
+
+__all__ = ["Decision", "Endpoint", "Engine", "describe_selector", "np_rule_conns"]

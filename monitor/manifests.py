@@ -1,0 +1,532 @@
+"""Reads Kubernetes manifests (YAML or JSON, multi-document, `kind: List`) into a Snapshot.
+
+Also home of the object parsers shared with live mode: plain dicts in the API's JSON shape -> models. Policy
+objects are parsed strictly (an unknown field is an error, since a typo silently changes what a policy
+allows); other objects are read for the few fields the engine needs. Every error is an InputError naming the
+file, the object (Kind ns/name) and the field path. This module must not evaluate policies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from monitor.errors import InputError
+from monitor.models import (
+    PROTOCOLS,
+    AdminPolicy,
+    AdminPort,
+    AdminRule,
+    AdminSelector,
+    ContainerPort,
+    IPBlock,
+    LabelSelector,
+    Namespace,
+    NetworkPolicy,
+    Pod,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
+    Requirement,
+    Service,
+    ServicePort,
+    Snapshot,
+    labels_of,
+)
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob",
+                  "ReplicationController")
+_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+class _Ctx:
+    """Where we are while parsing one object, for error messages."""
+
+    def __init__(self, source: str, obj: dict) -> None:
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        self.source = source
+        ns = meta.get("namespace")
+        name = meta.get("name", "<unnamed>")
+        self.obj = f"{obj.get('kind', '<no kind>')} {ns + '/' if ns else ''}{name}"
+
+    def error(self, field: str, message: str) -> InputError:
+        return InputError(message, file=self.source, obj=self.obj, field=field)
+
+
+# --------------------------------------------------------------------------------------------- file reading
+def iter_manifest_files(directory: str | Path) -> list[Path]:
+    root = Path(directory)
+    if not root.exists():
+        raise InputError("no such directory", file=str(root))
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES)
+
+
+def iter_documents(path: Path) -> Iterator[dict]:
+    """Every object in a file, with `kind: List` (and *List kinds) flattened."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read: {e}", file=str(path)) from e
+    try:
+        if path.suffix.lower() == ".json":
+            docs = [json.loads(text)]
+        else:
+            docs = list(yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", file=str(path)) from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise InputError(f"not valid YAML: {getattr(e, 'problem', None) or e}{where}", file=str(path)) from e
+    for doc in docs:
+        yield from _flatten(doc, str(path))
+
+
+def _flatten(doc: Any, source: str) -> Iterator[dict]:
+    if doc is None:
+        return
+    if not isinstance(doc, dict):
+        raise InputError(f"a manifest must be a mapping, got {type(doc).__name__}", file=source)
+    kind = doc.get("kind", "")
+    if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):
+        for item in doc["items"]:
+            yield from _flatten(item, source)
+    else:
+        yield doc
+
+
+def load_manifests(directory: str | Path) -> Snapshot:
+    """All supported objects under a directory; unsupported kinds are ignored (a cluster dump has many)."""
+    namespaces, pods, services, policies, admin = [], [], [], [], []
+    for path in iter_manifest_files(directory):
+        for obj in iter_documents(path):
+            for parsed in parse_object(obj, str(path)):
+                {Namespace: namespaces, Pod: pods, Service: services, NetworkPolicy: policies,
+                 AdminPolicy: admin}[type(parsed)].append(parsed)
+    _reject_duplicates(pods, "Pod", str(directory))
+    _reject_duplicates(policies, "NetworkPolicy", str(directory))
+    return Snapshot.build(namespaces, pods, services, policies, admin)
+
+
+def _reject_duplicates(objects: list, kind: str, source: str) -> None:
+    seen = set()
+    for o in objects:
+        if o.ref in seen:
+            raise InputError("defined twice", file=source, obj=f"{kind} {o.ref}")
+        seen.add(o.ref)
+
+
+def parse_object(obj: dict, source: str) -> list:
+    """The model objects one API object contributes (a workload contributes its representative pod)."""
+    kind = obj.get("kind")
+    if kind == "Namespace":
+        return [parse_namespace(obj, source)]
+    if kind == "Pod":
+        return [parse_pod(obj, source)]
+    if kind in WORKLOAD_KINDS:
+        pod = parse_workload(obj, source)
+        return [pod] if pod else []
+    if kind == "Service":
+        return [parse_service(obj, source)]
+    if kind == "NetworkPolicy":
+        return [parse_network_policy(obj, source)]
+    if kind in ("AdminNetworkPolicy", "BaselineAdminNetworkPolicy", "ClusterNetworkPolicy"):
+        return [parse_admin_policy(obj, source)]
+    return []
+
+
+# ------------------------------------------------------------------------------------------ small helpers
+def _meta(obj: dict, ctx: _Ctx, namespaced: bool = True) -> tuple[str, str, dict]:
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        raise ctx.error("metadata", "missing or not a mapping")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise ctx.error("metadata.name", "missing")
+    ns = meta.get("namespace") or "default" if namespaced else ""
+    if not isinstance(ns, str):
+        raise ctx.error("metadata.namespace", "must be a string")
+    labels = meta.get("labels") or {}
+    _check_labels(labels, ctx, "metadata.labels")
+    return ns, name, labels
+
+
+def _check_labels(labels: Any, ctx: _Ctx, field: str) -> None:
+    if not isinstance(labels, dict):
+        raise ctx.error(field, "must be a mapping of strings")
+    for k, v in labels.items():
+        if not isinstance(k, str) or isinstance(v, (dict, list)):
+            raise ctx.error(f"{field}.{k}", "label keys and values must be strings")
+
+
+def _mapping(value: Any, ctx: _Ctx, field: str, allowed: Iterable[str]) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ctx.error(field, f"must be a mapping, got {type(value).__name__}")
+    allowed = tuple(allowed)
+    for key in value:
+        if key not in allowed:
+            raise ctx.error(f"{field}.{key}" if field else key,
+                            f"unknown field (expected one of: {', '.join(allowed)})")
+    return value
+
+
+def _list(value: Any, ctx: _Ctx, field: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ctx.error(field, f"must be a list, got {type(value).__name__}")
+    return value
+
+
+def _protocol(value: Any, ctx: _Ctx, field: str) -> str:
+    proto = "TCP" if value is None else value
+    if proto not in PROTOCOLS:
+        raise ctx.error(field, f"unsupported protocol {proto!r} (expected TCP, UDP or SCTP)")
+    return proto
+
+
+def _port_number(value: Any, ctx: _Ctx, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ctx.error(field, f"must be a port number 1-65535, got {value!r}")
+    return value
+
+
+def _cidr(value: Any, ctx: _Ctx, field: str) -> str:
+    try:
+        return str(ipaddress.ip_network(str(value), strict=False))
+    except ValueError as e:
+        raise ctx.error(field, f"invalid CIDR {value!r}") from e
+
+
+def parse_selector(value: Any, ctx: _Ctx, field: str) -> LabelSelector:
+    sel = _mapping(value, ctx, field, ("matchLabels", "matchExpressions"))
+    match_labels = sel.get("matchLabels") or {}
+    _check_labels(match_labels, ctx, f"{field}.matchLabels")
+    reqs = []
+    for i, expr in enumerate(_list(sel.get("matchExpressions"), ctx, f"{field}.matchExpressions")):
+        f = f"{field}.matchExpressions[{i}]"
+        expr = _mapping(expr, ctx, f, ("key", "operator", "values"))
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values")
+        if not isinstance(key, str) or not key:
+            raise ctx.error(f"{f}.key", "missing")
+        if op not in _OPERATORS:
+            raise ctx.error(f"{f}.operator", f"invalid operator {op!r} (expected In, NotIn, Exists or DoesNotExist)")
+        values = _list(values, ctx, f"{f}.values")
+        if op in ("In", "NotIn") and not values:
+            raise ctx.error(f"{f}.values", f"must be non-empty for operator {op}")
+        if op in ("Exists", "DoesNotExist") and values:
+            raise ctx.error(f"{f}.values", f"must be empty for operator {op}")
+        reqs.append(Requirement(key, op, tuple(sorted(str(v) for v in values))))
+    return LabelSelector(labels_of(match_labels), tuple(reqs))
+
+
+# ------------------------------------------------------------------------------------------ cluster objects
+def parse_namespace(obj: dict, source: str) -> Namespace:
+    ctx = _Ctx(source, obj)
+    _, name, labels = _meta(obj, ctx, namespaced=False)
+    return Namespace(name, labels_of(labels))
+
+
+def _container_ports(spec: dict, ctx: _Ctx, field: str) -> tuple[ContainerPort, ...]:
+    ports = []
+    for ci, c in enumerate(_list(spec.get("containers"), ctx, f"{field}.containers")):
+        if not isinstance(c, dict):
+            raise ctx.error(f"{field}.containers[{ci}]", "must be a mapping")
+        for pi, p in enumerate(_list(c.get("ports"), ctx, f"{field}.containers[{ci}].ports")):
+            pf = f"{field}.containers[{ci}].ports[{pi}]"
+            if not isinstance(p, dict):
+                raise ctx.error(pf, "must be a mapping")
+            if p.get("containerPort") is None:
+                # Lenient like the API server's non-strict decoding: a misspelt key leaves the port unset,
+                # and such a port cannot be connected to or named by a policy.
+                continue
+            ports.append(ContainerPort(_port_number(p.get("containerPort"), ctx, f"{pf}.containerPort"),
+                                       _protocol(p.get("protocol"), ctx, f"{pf}.protocol"), p.get("name")))
+    return tuple(ports)
+
+
+def parse_pod(obj: dict, source: str) -> Pod:
+    ctx = _Ctx(source, obj)
+    ns, name, labels = _meta(obj, ctx)
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    if not isinstance(spec, dict) or not isinstance(status, dict):
+        raise ctx.error("spec", "spec and status must be mappings")
+    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+    owner = next((o for o in owners if isinstance(o, dict) and o.get("controller")), owners[0] if owners else None)
+    workload = f"{owner.get('kind')}/{owner.get('name')}" if isinstance(owner, dict) else None
+    ip = status.get("podIP") or None
+    if ip is not None:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError as e:
+            raise ctx.error("status.podIP", f"invalid IP {ip!r}") from e
+    return Pod(ns, name, labels_of(labels), ip, _container_ports(spec, ctx, "spec"), spec.get("nodeName"),
+               bool(spec.get("hostNetwork")), workload)
+
+
+def parse_workload(obj: dict, source: str) -> Pod | None:
+    """One representative pod, named after the workload, with the template's labels and ports."""
+    ctx = _Ctx(source, obj)
+    ns, name, _ = _meta(obj, ctx)
+    spec = obj.get("spec") or {}
+    template_field = "spec.template"
+    if obj["kind"] == "CronJob":
+        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
+        template_field = "spec.jobTemplate.spec.template"
+    template = spec.get("template")
+    if not isinstance(template, dict):
+        raise ctx.error(template_field, "missing pod template")
+    tmeta = template.get("metadata") or {}
+    labels = tmeta.get("labels") or {}
+    _check_labels(labels, ctx, f"{template_field}.metadata.labels")
+    tspec = template.get("spec") or {}
+    return Pod(ns, name, labels_of(labels), None, _container_ports(tspec, ctx, f"{template_field}.spec"),
+               None, bool(tspec.get("hostNetwork")), f"{obj['kind']}/{name}")
+
+
+def parse_service(obj: dict, source: str) -> Service:
+    ctx = _Ctx(source, obj)
+    ns, name, _ = _meta(obj, ctx)
+    spec = obj.get("spec") or {}
+    selector = spec.get("selector")
+    if selector is not None:
+        _check_labels(selector, ctx, "spec.selector")
+    ports = []
+    for i, p in enumerate(_list(spec.get("ports"), ctx, "spec.ports")):
+        f = f"spec.ports[{i}]"
+        port = _port_number(p.get("port"), ctx, f"{f}.port")
+        target = p.get("targetPort", port)
+        if not isinstance(target, str):
+            target = _port_number(target, ctx, f"{f}.targetPort")
+        ports.append(ServicePort(port, target, _protocol(p.get("protocol"), ctx, f"{f}.protocol"), p.get("name")))
+    cluster_ip = spec.get("clusterIP")
+    return Service(ns, name, labels_of(selector) if selector is not None else None,
+                   cluster_ip if cluster_ip and cluster_ip != "None" else None, tuple(ports))
+
+
+# ------------------------------------------------------------------------------------ NetworkPolicy v1
+_OBJECT_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
+
+
+def parse_network_policy(obj: dict, source: str) -> NetworkPolicy:
+    ctx = _Ctx(source, obj)
+    _mapping(obj, ctx, "", _OBJECT_KEYS)
+    ns, name, _ = _meta(obj, ctx)
+    spec = _mapping(obj.get("spec"), ctx, "spec", ("podSelector", "policyTypes", "ingress", "egress"))
+    if "podSelector" not in spec:
+        raise ctx.error("spec.podSelector", "missing (use {} to select every pod of the namespace)")
+    pod_selector = parse_selector(spec.get("podSelector"), ctx, "spec.podSelector")
+    ingress = tuple(_np_rule(r, ctx, f"spec.ingress[{i}]", "from")
+                    for i, r in enumerate(_list(spec.get("ingress"), ctx, "spec.ingress")))
+    egress = tuple(_np_rule(r, ctx, f"spec.egress[{i}]", "to")
+                   for i, r in enumerate(_list(spec.get("egress"), ctx, "spec.egress")))
+    types = spec.get("policyTypes")
+    if types is None:
+        # API defaulting: Ingress always, Egress only when the policy has egress rules.
+        policy_types = frozenset({"Ingress", "Egress"} if egress else {"Ingress"})
+    else:
+        for i, t in enumerate(_list(types, ctx, "spec.policyTypes")):
+            if t not in ("Ingress", "Egress"):
+                raise ctx.error(f"spec.policyTypes[{i}]", f"invalid policy type {t!r} (expected Ingress or Egress)")
+        policy_types = frozenset(types)
+    return NetworkPolicy(ns, name, pod_selector, policy_types, ingress, egress)
+
+
+def _np_rule(rule: Any, ctx: _Ctx, field: str, peers_key: str) -> PolicyRule:
+    rule = _mapping(rule, ctx, field, (peers_key, "ports"))
+    peers = []
+    for i, peer in enumerate(_list(rule.get(peers_key), ctx, f"{field}.{peers_key}")):
+        pf = f"{field}.{peers_key}[{i}]"
+        peer = _mapping(peer, ctx, pf, ("podSelector", "namespaceSelector", "ipBlock"))
+        if not peer:
+            raise ctx.error(pf, "a peer must set podSelector, namespaceSelector or ipBlock")
+        if "ipBlock" in peer:
+            if len(peer) > 1:
+                raise ctx.error(pf, "ipBlock cannot be combined with podSelector or namespaceSelector")
+            block = _mapping(peer["ipBlock"], ctx, f"{pf}.ipBlock", ("cidr", "except"))
+            if "cidr" not in block:
+                raise ctx.error(f"{pf}.ipBlock.cidr", "missing")
+            cidr = _cidr(block["cidr"], ctx, f"{pf}.ipBlock.cidr")
+            excepts = tuple(_cidr(e, ctx, f"{pf}.ipBlock.except[{j}]")
+                            for j, e in enumerate(_list(block.get("except"), ctx, f"{pf}.ipBlock.except")))
+            peers.append(PolicyPeer(ip_block=IPBlock(cidr, excepts)))
+            continue
+        pod_sel = parse_selector(peer["podSelector"], ctx, f"{pf}.podSelector") if "podSelector" in peer else None
+        ns_sel = (parse_selector(peer["namespaceSelector"], ctx, f"{pf}.namespaceSelector")
+                  if "namespaceSelector" in peer else None)
+        peers.append(PolicyPeer(pod_selector=pod_sel, namespace_selector=ns_sel))
+    ports = []
+    for i, port in enumerate(_list(rule.get("ports"), ctx, f"{field}.ports")):
+        pf = f"{field}.ports[{i}]"
+        port = _mapping(port, ctx, pf, ("protocol", "port", "endPort"))
+        proto = _protocol(port.get("protocol"), ctx, f"{pf}.protocol")
+        number = port.get("port")
+        end = port.get("endPort")
+        if isinstance(number, str):
+            if number.isdigit():
+                number = _port_number(int(number), ctx, f"{pf}.port")
+            elif end is not None:
+                raise ctx.error(f"{pf}.endPort", "not allowed with a named port")
+        elif number is not None:
+            number = _port_number(number, ctx, f"{pf}.port")
+        if end is not None:
+            if number is None:
+                raise ctx.error(f"{pf}.endPort", "needs port")
+            end = _port_number(end, ctx, f"{pf}.endPort")
+            if end < number:
+                raise ctx.error(f"{pf}.endPort", f"must be >= port ({number})")
+        ports.append(PolicyPort(proto, number, end))
+    return PolicyRule(tuple(peers), tuple(ports))
+
+
+# ------------------------------------------------------- AdminNetworkPolicy, BANP (v1alpha1), CNP (v1alpha2)
+def parse_admin_policy(obj: dict, source: str) -> AdminPolicy:
+    ctx = _Ctx(source, obj)
+    _mapping(obj, ctx, "", _OBJECT_KEYS)
+    _, name, _ = _meta(obj, ctx, namespaced=False)
+    kind = obj["kind"]
+    v2 = kind == "ClusterNetworkPolicy"
+    if v2:
+        spec = _mapping(obj.get("spec"), ctx, "spec", ("tier", "priority", "subject", "ingress", "egress"))
+        tier = spec.get("tier")
+        if tier not in ("Admin", "Baseline"):
+            raise ctx.error("spec.tier", f"must be Admin or Baseline, got {tier!r}")
+    elif kind == "AdminNetworkPolicy":
+        spec = _mapping(obj.get("spec"), ctx, "spec", ("priority", "subject", "ingress", "egress"))
+        tier = "Admin"
+    else:
+        spec = _mapping(obj.get("spec"), ctx, "spec", ("subject", "ingress", "egress"))
+        tier = "Baseline"
+    priority = 0
+    if kind != "BaselineAdminNetworkPolicy":
+        priority = spec.get("priority")
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1000:
+            raise ctx.error("spec.priority", f"must be an integer 0-1000, got {priority!r}")
+    subject = _admin_subject(spec.get("subject"), ctx, "spec.subject")
+    actions = ("Accept", "Deny", "Pass") if v2 else (
+        ("Allow", "Deny", "Pass") if kind == "AdminNetworkPolicy" else ("Allow", "Deny"))
+    ingress = tuple(_admin_rule(r, ctx, f"spec.ingress[{i}]", "from", actions, v2)
+                    for i, r in enumerate(_list(spec.get("ingress"), ctx, "spec.ingress")))
+    egress = tuple(_admin_rule(r, ctx, f"spec.egress[{i}]", "to", actions, v2)
+                   for i, r in enumerate(_list(spec.get("egress"), ctx, "spec.egress")))
+    return AdminPolicy(kind, name, tier, priority, subject, ingress, egress)
+
+
+def _namespaced_pod(value: Any, ctx: _Ctx, field: str) -> AdminSelector:
+    pods = _mapping(value, ctx, field, ("namespaceSelector", "podSelector"))
+    if "podSelector" not in pods:
+        raise ctx.error(f"{field}.podSelector", "missing")
+    return AdminSelector(parse_selector(pods.get("namespaceSelector") or {}, ctx, f"{field}.namespaceSelector"),
+                         parse_selector(pods["podSelector"], ctx, f"{field}.podSelector"))
+
+
+def _admin_subject(value: Any, ctx: _Ctx, field: str) -> AdminSelector:
+    subject = _mapping(value, ctx, field, ("namespaces", "pods"))
+    if len(subject) != 1:
+        raise ctx.error(field, "exactly one of namespaces or pods must be set")
+    if "namespaces" in subject:
+        return AdminSelector(parse_selector(subject["namespaces"] or {}, ctx, f"{field}.namespaces"))
+    return _namespaced_pod(subject["pods"], ctx, f"{field}.pods")
+
+
+def _admin_rule(rule: Any, ctx: _Ctx, field: str, peers_key: str, actions: tuple[str, ...],
+                v2: bool) -> AdminRule:
+    ports_key = "protocols" if v2 else "ports"
+    rule = _mapping(rule, ctx, field, ("name", "action", peers_key, ports_key))
+    action = rule.get("action")
+    if action not in actions:
+        raise ctx.error(f"{field}.action", f"invalid action {action!r} (expected {', '.join(actions)})")
+    peer_fields = ("namespaces", "pods") + (("nodes", "networks") + (("domainNames",) if v2 else ())
+                                            if peers_key == "to" else ())
+    peers_raw = _list(rule.get(peers_key), ctx, f"{field}.{peers_key}")
+    if not peers_raw:
+        raise ctx.error(f"{field}.{peers_key}", "must list at least one peer")
+    peers = []
+    for i, peer in enumerate(peers_raw):
+        pf = f"{field}.{peers_key}[{i}]"
+        peer = _mapping(peer, ctx, pf, peer_fields)
+        if len(peer) != 1:
+            raise ctx.error(pf, f"exactly one of {', '.join(peer_fields)} must be set")
+        (key, value), = peer.items()
+        if key == "namespaces":
+            peers.append(AdminSelector(parse_selector(value or {}, ctx, f"{pf}.namespaces")))
+        elif key == "pods":
+            peers.append(_namespaced_pod(value, ctx, f"{pf}.pods"))
+        elif key == "networks":
+            cidrs = tuple(_cidr(c, ctx, f"{pf}.networks[{j}]") for j, c in enumerate(_list(value, ctx, pf)))
+            peers.append(AdminSelector(networks=cidrs))
+        # nodes and domainNames select no pod and no pod IP; kept out of the model on purpose.
+    ports = _admin_ports_v2(rule.get(ports_key), ctx, f"{field}.{ports_key}") if v2 else \
+        _admin_ports_v1(rule.get(ports_key), ctx, f"{field}.{ports_key}")
+    name = str(rule.get("name") or f"{(peers_key == 'from' and 'ingress') or 'egress'}[{field.rsplit('[', 1)[1]}")
+    return AdminRule(name, "Allow" if action == "Accept" else action, tuple(peers), ports)
+
+
+def _admin_ports_v1(value: Any, ctx: _Ctx, field: str) -> tuple[AdminPort, ...] | None:
+    if value is None:
+        return None
+    ports = []
+    for i, p in enumerate(_list(value, ctx, field)):
+        pf = f"{field}[{i}]"
+        p = _mapping(p, ctx, pf, ("portNumber", "namedPort", "portRange"))
+        if len(p) != 1:
+            raise ctx.error(pf, "exactly one of portNumber, namedPort or portRange must be set")
+        if "namedPort" in p:
+            ports.append(AdminPort("TCP", named=str(p["namedPort"])))
+        elif "portNumber" in p:
+            n = _mapping(p["portNumber"], ctx, f"{pf}.portNumber", ("protocol", "port"))
+            ports.append(AdminPort(_protocol(n.get("protocol"), ctx, f"{pf}.portNumber.protocol"),
+                                   _port_number(n.get("port"), ctx, f"{pf}.portNumber.port")))
+        else:
+            r = _mapping(p["portRange"], ctx, f"{pf}.portRange", ("protocol", "start", "end"))
+            start = _port_number(r.get("start"), ctx, f"{pf}.portRange.start")
+            end = _port_number(r.get("end"), ctx, f"{pf}.portRange.end")
+            if end < start:
+                raise ctx.error(f"{pf}.portRange.end", f"must be >= start ({start})")
+            ports.append(AdminPort(_protocol(r.get("protocol"), ctx, f"{pf}.portRange.protocol"), start, end))
+    return tuple(ports)
+
+
+def _admin_ports_v2(value: Any, ctx: _Ctx, field: str) -> tuple[AdminPort, ...] | None:
+    if value is None:
+        return None
+    ports = []
+    for i, p in enumerate(_list(value, ctx, field)):
+        pf = f"{field}[{i}]"
+        p = _mapping(p, ctx, pf, ("tcp", "udp", "sctp", "destinationNamedPort"))
+        if len(p) != 1:
+            raise ctx.error(pf, "exactly one of tcp, udp, sctp or destinationNamedPort must be set")
+        (key, value_), = p.items()
+        if key == "destinationNamedPort":
+            ports.append(AdminPort("TCP", named=str(value_)))
+            continue
+        proto = key.upper()
+        spec = _mapping(value_, ctx, f"{pf}.{key}", ("destinationPort",))
+        dest = spec.get("destinationPort")
+        if dest is None:
+            ports.append(AdminPort(proto))
+            continue
+        dest = _mapping(dest, ctx, f"{pf}.{key}.destinationPort", ("number", "range"))
+        if len(dest) != 1:
+            raise ctx.error(f"{pf}.{key}.destinationPort", "exactly one of number or range must be set")
+        if "number" in dest:
+            ports.append(AdminPort(proto, _port_number(dest["number"], ctx, f"{pf}.{key}.destinationPort.number")))
+        else:
+            rf = f"{pf}.{key}.destinationPort.range"
+            r = _mapping(dest["range"], ctx, rf, ("start", "end"))
+            start, end = _port_number(r.get("start"), ctx, f"{rf}.start"), _port_number(r.get("end"), ctx, f"{rf}.end")
+            if end <= start:
+                raise ctx.error(f"{rf}.end", f"must be greater than start ({start})")
+            ports.append(AdminPort(proto, start, end))
+    return tuple(ports)
