@@ -1,0 +1,149 @@
+"""`netpol-drift probe-agent`: runs inside a probe pod, probes every target of its source at once, reports.
+
+It opens one connection (TCP, SCTP) or exchanges one datagram (UDP) per target, all in parallel, each bounded
+by the timeout, classifies what happened (connected, refused, timeout, unreachable, error) with the latency,
+and writes the compact result (monitor.probe.wire) to the termination message file, and to stdout.
+The targets come from its own command line or environment: a probe pod has no API token and must not need
+one. This module must not import anything beyond the standard library and monitor.probe.wire (it starts in
+every probe pod, and start-up time is part of every run), nor talk to the Kubernetes API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import os
+import socket
+import sys
+import time
+
+from monitor.probe.wire import ProbeTarget, TargetOutcome, WireError, decode_targets, encode_result
+
+DEFAULT_TIMEOUT = 3.0
+DEFAULT_RESULT_FILE = "/dev/termination-log"
+TARGETS_ENV = "NETPOL_DRIFT_PROBE_TARGETS"
+RESULT_FILE_ENV = "NETPOL_DRIFT_RESULT_FILE"
+# Far more than a suite gives one source, but a ceiling so that a huge target list cannot exhaust the pod's
+# file descriptors (every open probe holds one).
+MAX_OPEN = 512
+UDP_PAYLOAD = b"netpol-drift probe\n"
+
+# ICMP host/network unreachable and friends: the packet could not be delivered, which is not a refusal.
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _classify(exc: OSError, elapsed_ms: float) -> TargetOutcome:
+    if isinstance(exc, ConnectionRefusedError):
+        return TargetOutcome("refused", elapsed_ms)
+    code = exc.errno
+    name = errno.errorcode.get(code, type(exc).__name__) if code is not None else type(exc).__name__
+    if code in _UNREACHABLE:
+        return TargetOutcome("unreachable", elapsed_ms, name)
+    return TargetOutcome("error", elapsed_ms, name)
+
+
+async def _probe_stream(target: ProbeTarget, timeout: float, proto: int) -> TargetOutcome:
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    try:
+        sock = socket.socket(_family(target.host), socket.SOCK_STREAM, proto)
+    except OSError as e:  # SCTP without kernel support: we cannot probe, and say so
+        return TargetOutcome("error", None, errno.errorcode.get(e.errno or 0, "socket"))
+    with sock:
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, (target.host, target.port)), timeout)
+        except TimeoutError:
+            return TargetOutcome("timeout")
+        except OSError as e:
+            return _classify(e, (time.perf_counter() - started) * 1000)
+        return TargetOutcome("connected", (time.perf_counter() - started) * 1000)
+
+
+async def _probe_udp(target: ProbeTarget, timeout: float) -> TargetOutcome:
+    """A reply means connected, an ICMP port unreachable means refused, silence is `timeout` (the verdict
+    for a silent UDP target is `unknown`: a dropped datagram and an ignored one look the same)."""
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    with socket.socket(_family(target.host), socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        try:
+            sock.connect((target.host, target.port))  # connected UDP: ICMP errors come back to us
+            await loop.sock_sendall(sock, UDP_PAYLOAD)
+            await asyncio.wait_for(loop.sock_recv(sock, 2048), timeout)
+        except TimeoutError:
+            return TargetOutcome("timeout")
+        except OSError as e:
+            return _classify(e, (time.perf_counter() - started) * 1000)
+        return TargetOutcome("connected", (time.perf_counter() - started) * 1000)
+
+
+async def probe_target(target: ProbeTarget, timeout: float) -> TargetOutcome:
+    try:
+        if target.protocol == "UDP":
+            return await _probe_udp(target, timeout)
+        proto = socket.IPPROTO_SCTP if target.protocol == "SCTP" else 0
+        return await _probe_stream(target, timeout, proto)
+    except Exception as e:  # one broken target must not lose the results of the others
+        return TargetOutcome("error", None, type(e).__name__)
+
+
+async def probe_all(targets: list[ProbeTarget], timeout: float) -> list[TargetOutcome]:
+    gate = asyncio.Semaphore(MAX_OPEN)
+
+    async def bounded(target: ProbeTarget) -> TargetOutcome:
+        async with gate:
+            return await probe_target(target, timeout)
+
+    return list(await asyncio.gather(*(bounded(t) for t in targets)))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--targets", help=f"comma-separated targets like T10.0.0.5:80,U10.0.0.6:53 "
+                                          f"(default: ${TARGETS_ENV})")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds per target (default {DEFAULT_TIMEOUT:g}); all targets run in parallel")
+    parser.add_argument("--result-file", help=f"where the result goes (default: ${RESULT_FILE_ENV} or "
+                                              f"{DEFAULT_RESULT_FILE}, the container termination message)")
+
+
+def run_agent(targets_text: str | None, timeout: float, result_file: str | None) -> int:
+    """Probes, writes the result, returns the exit code (0 once a result is written, 2 for bad targets)."""
+    text = targets_text if targets_text is not None else os.environ.get(TARGETS_ENV, "")
+    path = result_file or os.environ.get(RESULT_FILE_ENV) or DEFAULT_RESULT_FILE
+    try:
+        targets = decode_targets(text)
+    except WireError as e:
+        _write(path, f"error: {e}"[:4000])
+        print(f"netpol-drift probe-agent: {e}", file=sys.stderr)
+        return 2
+    outcomes = asyncio.run(probe_all(targets, timeout))
+    result = encode_result(outcomes)
+    _write(path, result)
+    print(result)
+    return 0
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="ascii") as f:
+            f.write(text)
+    except OSError as e:
+        # Without the file the runner sees no result and skips this source's flows: say why in the pod log.
+        print(f"netpol-drift probe-agent: cannot write {path}: {e.strerror}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="netpol-drift probe-agent")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_agent(args.targets, args.timeout, args.result_file)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
