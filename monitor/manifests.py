@@ -208,7 +208,7 @@ def _cidr(value: Any, ctx: _Ctx, field: str) -> str:
         raise ctx.error(field, f"invalid CIDR {value!r}") from e
 
 
-def parse_selector(value: Any, ctx: _Ctx, field: str) -> LabelSelector:
+def parse_selector(value: Any, ctx: Any, field: str) -> LabelSelector:
     sel = _mapping(value, ctx, field, ("matchLabels", "matchExpressions"))
     match_labels = sel.get("matchLabels") or {}
     _check_labels(match_labels, ctx, f"{field}.matchLabels")

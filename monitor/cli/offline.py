@@ -1,9 +1,170 @@
-"""Sub-commands of the offline analyzer (placeholder: filled in with the engine)."""
+"""Sub-commands of the offline analyzer: `matrix`, `check`, `diff` (DESIGN.md's stable contracts).
+
+Parse, call monitor.analyze, print. Table output is for people (aligned, coloured on a terminal); JSON and
+tsv are for scripts and keep their shape.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+from monitor import analyze
+from monitor.errors import InputError
+from monitor.manifests import load_manifests
+from monitor.models import PROTOCOLS, Verdict, to_jsonable
+from monitor.render import Painter, stdout_painter, table
+from monitor.suite import load_suite, validate_suite
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    del sub
+    p = sub.add_parser("matrix", help="who can reach whom, from manifests",
+                       description="Reachability between every ordered pair of pods in a manifests directory.")
+    p.add_argument("--manifests", required=True, metavar="DIR", help="directory of .yaml/.yml/.json manifests")
+    p.add_argument("--port", action="append", default=[], metavar="PORT/PROTOCOL",
+                   help="port to evaluate (repeatable; default: every port some pod declares)")
+    p.add_argument("--format", choices=("table", "json", "tsv"), default="table")
+    p.set_defaults(func=matrix_command)
+
+    p = sub.add_parser("check", help="evaluate a suite against manifests, statically",
+                       description="Exit 0 when every case meets its expectation, 1 when some do not, 2 on bad input.")
+    p.add_argument("--manifests", required=True, metavar="DIR")
+    p.add_argument("--suite", required=True, metavar="FILE")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=check_command)
+
+    p = sub.add_parser("diff", help="flows whose verdict differs between two manifest sets (or two stored runs)",
+                       description="netpol-drift diff --before DIR --after DIR, or netpol-drift diff RUN RUN.")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="two stored run ids (history)")
+    p.add_argument("--before", metavar="DIR")
+    p.add_argument("--after", metavar="DIR")
+    p.add_argument("--db", metavar="URL", help="database URL for a run diff (default: store.url setting)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=diff_command)
+
+
+def parse_port(text: str) -> tuple[int, str]:
+    number, _, proto = text.partition("/")
+    proto = (proto or "TCP").upper()
+    if not number.isdigit() or not 1 <= int(number) <= 65535 or proto not in PROTOCOLS:
+        raise InputError(f"invalid port {text!r} (expected PORT/PROTOCOL such as 80/TCP)", field="--port")
+    return int(number), proto
+
+
+# ------------------------------------------------------------------------------------------------ matrix
+def matrix_command(args: argparse.Namespace) -> int:
+    ports = [parse_port(p) for p in args.port]
+    snapshot = load_manifests(args.manifests)
+    out = sys.stdout
+    if args.format == "tsv":
+        # Streamed: big clusters produce millions of lines, so write in chunks instead of building a list.
+        buf = []
+        for line in analyze.connection_lines(snapshot):
+            buf.append(line)
+            if len(buf) >= 8192:
+                out.write("".join(buf))
+                buf.clear()
+        out.write("".join(buf))
+        return 0
+    ports = ports or analyze.declared_ports(snapshot)
+    flows = list(analyze.matrix_flows(snapshot, ports))
+    pods = [p.ref for p in snapshot.pods]
+    if args.format == "json":
+        json.dump({"pods": pods, "flows": [
+            {"from": f.source, "to": f.destination, "port": f.port, "protocol": f.protocol,
+             "allowed": f.allowed, "reason": f.reason} for f in flows]}, out, indent=2)
+        out.write("\n")
+        return 0
+    out.write(render_matrix_table(pods, ports, flows, stdout_painter()) + "\n")
+    return 0
+
+
+def render_matrix_table(pods: list[str], ports: list[tuple[int, str]], flows: list[analyze.MatrixFlow],
+                        paint: Painter) -> str:
+    if not pods:
+        return "no pods in the manifests"
+    if not ports:
+        return "no ports declared by any pod: pass --port PORT/PROTOCOL"
+    index = {p: i for i, p in enumerate(pods)}
+    grid = {(f.source, f.destination, f.port, f.protocol): f.allowed for f in flows}
+    blocks = []
+    for port, proto in ports:
+        headers = [f"{proto}/{port}  from \\ to", *[str(i + 1) for i in range(len(pods))]]
+        rows = []
+        for src in pods:
+            row = [f"{index[src] + 1:>2} {src}"]
+            for dst in pods:
+                if src == dst:
+                    row.append(paint("·", "grey"))
+                else:
+                    ok = grid[(src, dst, port, proto)]
+                    row.append(paint("✓", "green") if ok else paint("✗", "red"))
+            rows.append(row)
+        blocks.append(table(headers, rows, paint))
+    legend = paint("✓ allowed  ✗ denied  · same pod; columns are the numbered pods", "grey")
+    return "\n\n".join(blocks) + "\n" + legend
+
+
+# ------------------------------------------------------------------------------------------------- check
+def check_command(args: argparse.Namespace) -> int:
+    snapshot = load_manifests(args.manifests)
+    suite = load_suite(args.suite)
+    validate_suite(suite, snapshot)
+    checks = analyze.check_suite(snapshot, suite)
+    failed = [c for c in checks if c.status == "fail"]
+    if args.format == "json":
+        json.dump({"suite": suite.name, "ok": not failed, "cases": [
+            {"name": c.name, "from": c.source, "to": c.destination, "ports": c.ports, "protocol": c.protocol,
+             "expect": c.expected.value, "result": c.status,
+             "flows": [{"from": f.source, "to": f.destination, "port": f.port, "protocol": f.protocol,
+                        "intent": f.intent.value, "reason": f.explanation or f.reason} for f in c.flows]}
+            for c in checks]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        paint = stdout_painter()
+        colour = {"pass": "green", "fail": "red", "skipped": "yellow"}
+        rows = []
+        for c in checks:
+            intents = {f.intent for f in c.flows if f.intent in (Verdict.ALLOW, Verdict.DENY)}
+            intent = "/".join(sorted(v.value for v in intents)) or "-"
+            rows.append([paint(c.status.upper(), colour[c.status]), c.name, c.source, c.destination,
+                         f"{c.ports}/{c.protocol}", c.expected.value, intent, c.summary])
+        print(table(["RESULT", "CASE", "FROM", "TO", "PORT", "EXPECT", "POLICIES SAY", "WHY"], rows, paint))
+        counts = {s: sum(1 for c in checks if c.status == s) for s in ("pass", "fail", "skipped")}
+        print(f"\n{suite.name}: {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped")
+    return 1 if failed else 0
+
+
+# -------------------------------------------------------------------------------------------------- diff
+def diff_command(args: argparse.Namespace) -> int:
+    if args.runs:
+        if len(args.runs) != 2 or args.before or args.after:
+            raise InputError("give two run ids, or --before DIR --after DIR", field="diff")
+        from monitor.cli import history
+
+        return history.run_diff_command(args, args.runs[0], args.runs[1])
+    if not args.before or not args.after:
+        raise InputError("needs --before DIR and --after DIR (or two run ids)", field="diff")
+    before, after = load_manifests(args.before), load_manifests(args.after)
+    changes, policies = analyze.reachability_diff(before, after)
+    if args.format == "json":
+        json.dump({"policy_changes": to_jsonable(policies), "flows": [
+            {"from": c.source, "to": c.destination, "before": c.before, "after": c.after, "added": c.added,
+             "removed": c.removed, "causes": list(c.causes)} for c in changes]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    paint = stdout_painter()
+    for label, refs, colour in (("added", policies.added, "green"), ("removed", policies.removed, "red"),
+                                ("changed", policies.changed, "yellow")):
+        for ref in refs:
+            print(f"policy {paint(label, colour)}: {ref}")
+    if not changes:
+        print("no flow changed")
+        return 0
+    rows = [[c.source, c.destination, c.before, c.after,
+             paint("+" + c.added, "green") if c.added else "", paint("-" + c.removed, "red") if c.removed else "",
+             "; ".join(c.causes)] for c in changes]
+    print(table(["FROM", "TO", "BEFORE", "AFTER", "GAINED", "LOST", "CAUSE"], rows, paint))
+    print(f"\n{len(changes)} flow(s) changed")
+    return 0
