@@ -1,0 +1,1 @@
+"""Test suite of netpol-drift (unit, conformance, PostgreSQL and lab tests)."""

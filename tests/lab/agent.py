@@ -1,0 +1,542 @@
+"""The lab node agent: the kubelet of the lab, realizing pods as Linux network namespaces.
+
+Job (LAB.md "Lab node agent contract"): register Node lab-node (InternalIP 169.254.77.2, Ready); bind Pending
+pods to it; give each pod a network namespace and an IP from 10.244.0.0/24; report hostIP/podIP while Pending;
+wait until kube-router's rules mention the pod IP; run each container's command (image ignored; command mapped
+to this host, the venv's bin dir first on PATH) in the pod namespace; report Running, then the termination
+(exit code, reason, times, the termination message file's content <= 4 KiB); on deletion kill the processes,
+remove the namespace, free the IP and delete the pod with grace 0. It survives its own restart: at start it
+re-adopts the pods it still has state for and removes every pod namespace no live pod owns.
+
+Conventions: a container whose command is exactly ["lab-listener"], or that has no command at all, runs the lab
+listener (tests/lab/listener.py): real TCP and UDP servers on each declared containerPort. A container with a
+readinessProbe is never Ready. restartPolicy is treated as Never. activeDeadlineSeconds is enforced.
+
+Must not: touch the root namespace's firewall or links, signal processes it did not start, or run anything
+outside the pod namespaces except `ip`, `iptables-save` and `conntrack` in the node namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import config as C
+from . import netns
+from .rest import ApiError, Rest
+
+TERMINATION_MESSAGE_LIMIT = 4096
+KUBE_ROUTER_WAIT = float(os.environ.get("LAB_KUBE_ROUTER_WAIT", "30"))
+POLL = 0.2
+
+# Runs inside `ip netns exec` (which gives it a private mount namespace): binds the pod's termination message
+# file over the container's terminationMessagePath, runs the command, records its exit code atomically.
+WRAPPER = r"""
+ef=$1 mf=$2 mp=$3 wd=$4; shift 4
+if [ -n "$mp" ]; then
+  mount --bind "$mf" "$mp" || { echo 126 >"$ef.tmp"; mv "$ef.tmp" "$ef"; exit 126; }
+fi
+cd "$wd" 2>/dev/null || cd /
+"$@"
+rc=$?
+echo "$rc" >"$ef.tmp"; mv "$ef.tmp" "$ef"
+exit "$rc"
+"""
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def log(msg: str) -> None:
+    print(f"{dt.datetime.now().strftime('%H:%M:%S.%f')[:-3]} {msg}", flush=True)
+
+
+def default_command_map() -> dict[str, list[str]]:
+    """Container command[0] (or its basename) -> the argv prefix that runs it on this host."""
+    m: dict[str, list[str]] = {}
+    if (C.VENV_BIN / "netpol-drift").exists():
+        m["netpol-drift"] = [str(C.VENV_BIN / "netpol-drift")]
+    extra = os.environ.get("LAB_COMMAND_MAP")  # JSON: {"name": "host command line", ...}
+    if extra:
+        m.update({k: shlex.split(v) for k, v in json.loads(extra).items()})
+    return m
+
+
+@dataclass
+class PodRec:
+    uid: str
+    namespace: str
+    name: str
+    netns: str
+    veth: str
+    ip: str
+    dir: Path
+    containers: list[dict[str, Any]] = field(default_factory=list)
+    pgids: dict[str, int] = field(default_factory=dict)
+    start_time: str = ""
+    started_at: str = ""
+    started_mono: float = 0.0
+    deadline: float | None = None
+    ready: bool = True
+    running: bool = False
+    done: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def save(self) -> None:
+        meta = {k: getattr(self, k) for k in ("uid", "namespace", "name", "netns", "veth", "ip", "containers",
+                                              "pgids", "start_time", "started_at", "deadline", "ready",
+                                              "running")}
+        tmp = self.dir / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(self.dir / "meta.json")
+
+    @classmethod
+    def load(cls, d: Path) -> PodRec:
+        meta = json.loads((d / "meta.json").read_text())
+        rec = cls(dir=d, **{k: v for k, v in meta.items() if k in cls.__dataclass_fields__})
+        rec.started_mono = time.monotonic()  # deadline accounting restarts with the agent (conservative)
+        return rec
+
+
+class Agent:
+    def __init__(self, kubeconfig: Path, paths: C.Paths = C.PATHS) -> None:
+        self.api = Rest(kubeconfig)
+        self.paths = paths
+        self.pods: dict[str, PodRec] = {}
+        self.busy: set[str] = set()  # uids with a start or delete thread running
+        self.lock = threading.Lock()
+        self.pool = [str(ip) for ip in ipaddress.ip_network(C.POD_CIDR).hosts()][1:]  # .1 stays unused
+        self.next_ip = 0
+        self.stop = threading.Event()
+        self.command_map = default_command_map()
+        paths.agent.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------------------------------------ node
+    def register_node(self) -> None:
+        body = {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": C.NODE_NAME, "labels": {"kubernetes.io/hostname": C.NODE_NAME,
+                                                         "kubernetes.io/os": "linux"}},
+            "spec": {"podCIDR": C.POD_CIDR, "podCIDRs": [C.POD_CIDR]},
+        }
+        if not self.api.exists(f"/api/v1/nodes/{C.NODE_NAME}"):
+            self.api.post("/api/v1/nodes", body)
+        t = now()
+        res = {"cpu": "8", "memory": "16Gi", "pods": "250"}
+        self.api.merge_patch(f"/api/v1/nodes/{C.NODE_NAME}/status", {"status": {
+            "addresses": [{"type": "InternalIP", "address": C.NODE_IP}, {"type": "Hostname", "address": C.NODE_NAME}],
+            "capacity": res, "allocatable": res,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "LabAgentReady",
+                            "message": "lab node agent is running", "lastHeartbeatTime": t,
+                            "lastTransitionTime": t}],
+        }})
+        log(f"node {C.NODE_NAME} registered and Ready")
+
+    # ----------------------------------------------------------------------------------------- addressing
+    def allocate(self, preferred: str | None) -> str:
+        with self.lock:
+            used = {r.ip for r in self.pods.values()}
+            if preferred and preferred in self.pool and preferred not in used:
+                return preferred
+            # Round-robin, so a freed IP is not reused at once (stale conntrack / enforcer state).
+            for i in range(len(self.pool)):
+                ip = self.pool[(self.next_ip + i) % len(self.pool)]
+                if ip not in used:
+                    self.next_ip = (self.next_ip + i + 1) % len(self.pool)
+                    return ip
+        raise RuntimeError(f"pod CIDR {C.POD_CIDR} exhausted")
+
+    # ---------------------------------------------------------------------------------------- reconcile
+    def adopt(self) -> None:
+        """At start: re-adopt pods we still have state for, remove every pod netns/veth nobody owns."""
+        live = {p["metadata"]["uid"]: p for p in self.list_pods()}
+        for d in sorted(self.paths.agent.iterdir()) if self.paths.agent.exists() else []:
+            try:
+                rec = PodRec.load(d)
+            except (OSError, ValueError, TypeError):
+                shutil.rmtree(d, ignore_errors=True)
+                continue
+            pod = live.get(rec.uid)
+            alive = pod is not None and not pod["metadata"].get("deletionTimestamp") and pod.get(
+                "status", {}).get("phase") not in ("Succeeded", "Failed")
+            if alive and rec.running and netns.netns_exists(rec.netns):
+                self.pods[rec.uid] = rec
+                log(f"re-adopted {rec.namespace}/{rec.name} ({rec.ip}, {rec.netns})")
+            else:
+                log(f"cleaning stale state of {rec.namespace}/{rec.name} ({rec.netns})")
+                self.kill(rec)
+                netns.pod_down(rec.netns, rec.veth, rec.ip)
+                shutil.rmtree(d, ignore_errors=True)
+        owned = {r.netns for r in self.pods.values()}
+        for ns in netns.pod_netns_list():
+            if ns not in owned:
+                netns.pod_down(ns, C.POD_VETH_PREFIX + ns[len(C.POD_NETNS_PREFIX):], None)
+                log(f"removed orphan netns {ns}")
+        out = netns.run(["ip", "-n", C.NODE_NETNS, "-o", "link", "show"], check=False).stdout
+        owned_veths = {r.veth for r in self.pods.values()}
+        for m in re.finditer(r"^\d+: (" + C.POD_VETH_PREFIX + r"[0-9a-f]+)@", out, re.M):
+            if m.group(1) not in owned_veths:
+                netns.run(["ip", "-n", C.NODE_NETNS, "link", "del", m.group(1)], check=False)
+                log(f"removed orphan veth {m.group(1)}")
+
+    def list_pods(self) -> list[dict[str, Any]]:
+        return self.api.get("/api/v1/pods")["items"]
+
+    def run(self) -> None:
+        self.register_node()
+        self.adopt()
+        last_node = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                self.sync()
+                if time.monotonic() - last_node > 60:
+                    self.register_node()  # heartbeat; also re-creates the node if someone deleted it
+                    last_node = time.monotonic()
+            except Exception as e:  # the agent must keep running through API hiccups
+                log(f"sync error: {e!r}")
+                time.sleep(1)
+            self.stop.wait(POLL)
+
+    def sync(self) -> None:
+        pods = self.list_pods()
+        seen = set()
+        for pod in pods:
+            md, spec = pod["metadata"], pod["spec"]
+            uid = md["uid"]
+            seen.add(uid)
+            node = spec.get("nodeName")
+            if node and node != C.NODE_NAME:
+                continue
+            if uid in self.busy:
+                continue
+            phase = pod.get("status", {}).get("phase")
+            if md.get("deletionTimestamp"):
+                self.spawn(uid, self.delete_pod, pod)
+            elif not node:
+                self.bind(pod)
+            elif uid not in self.pods and phase not in ("Succeeded", "Failed"):
+                self.spawn(uid, self.start_pod_or_fail, pod)
+        for uid, rec in list(self.pods.items()):
+            if uid in self.busy:
+                continue
+            if uid not in seen:
+                log(f"{rec.namespace}/{rec.name} vanished from the API: tearing down")
+                self.teardown(rec)
+            elif rec.running:
+                self.check(rec)
+
+    def spawn(self, uid: str, fn: Any, pod: dict[str, Any]) -> None:
+        self.busy.add(uid)
+
+        def body() -> None:
+            try:
+                fn(pod)
+            except Exception as e:
+                log(f"{fn.__name__} {pod['metadata']['namespace']}/{pod['metadata']['name']}: {e!r}")
+            finally:
+                self.busy.discard(uid)
+
+        threading.Thread(target=body, daemon=True, name=f"{fn.__name__}-{uid[:8]}").start()
+
+    # --------------------------------------------------------------------------------------------- binding
+    def bind(self, pod: dict[str, Any]) -> None:
+        md = pod["metadata"]
+        try:
+            self.api.post(f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}/binding", {
+                "apiVersion": "v1", "kind": "Binding", "metadata": {"name": md["name"], "uid": md["uid"]},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": C.NODE_NAME}})
+            log(f"bound {md['namespace']}/{md['name']}")
+        except ApiError as e:
+            if e.status not in (404, 409):
+                raise
+
+    # ------------------------------------------------------------------------------------------- start pod
+    def status_path(self, rec: PodRec) -> str:
+        return f"/api/v1/namespaces/{rec.namespace}/pods/{rec.name}/status"
+
+    def start_pod_or_fail(self, pod: dict[str, Any]) -> None:
+        try:
+            self.start_pod(pod)
+        except Exception as e:
+            rec = self.pods.get(pod["metadata"]["uid"])
+            if rec is None:
+                raise
+            log(f"{rec.namespace}/{rec.name}: could not start: {e!r}")
+            self.teardown(rec)
+            self.patch_status(rec, "Failed", exits={c["name"]: 128 for c in rec.containers}, reason="LabAgentError")
+            raise
+
+    def start_pod(self, pod: dict[str, Any]) -> None:
+        md, spec = pod["metadata"], pod["spec"]
+        uid = md["uid"]
+        ns_name, veth = netns.pod_names(uid)
+        ip = self.allocate(pod.get("status", {}).get("podIP"))
+        d = self.paths.agent / uid
+        d.mkdir(parents=True, exist_ok=True)
+        rec = PodRec(uid=uid, namespace=md["namespace"], name=md["name"], netns=ns_name, veth=veth, ip=ip, dir=d,
+                     containers=spec.get("containers", []), start_time=now())
+        rec.ready = not any(c.get("readinessProbe") for c in rec.containers)
+        if spec.get("activeDeadlineSeconds"):
+            rec.deadline = float(spec["activeDeadlineSeconds"])
+        with self.lock:
+            self.pods[uid] = rec
+        rec.save()
+        netns.pod_up(ns_name, veth, ip)
+        log(f"{rec.namespace}/{rec.name}: netns {ns_name} ip {ip}")
+        self.patch_status(rec, "Pending", waiting="ContainerCreating")
+        t0 = time.monotonic()
+        pattern = re.compile(r"(?<![\d.])" + re.escape(ip) + r"(?![\d])")
+        synced = False
+        while time.monotonic() - t0 < KUBE_ROUTER_WAIT and not rec.cancel.is_set():
+            try:
+                if pattern.search(netns.node_iptables()):
+                    synced = True
+                    break
+            except Exception as e:
+                log(f"iptables-save failed: {e!r}")
+            time.sleep(0.1)
+        if rec.cancel.is_set():
+            return
+        log(f"{rec.namespace}/{rec.name}: kube-router rules "
+            + (f"present after {time.monotonic() - t0:.2f}s" if synced else f"ABSENT after {KUBE_ROUTER_WAIT}s"))
+        for c in rec.containers:
+            rec.pgids[c["name"]] = self.exec_container(rec, c, pod)
+        self.wait_listeners(rec)
+        rec.started_at = now()
+        rec.started_mono = time.monotonic()
+        rec.running = True
+        rec.save()
+        self.patch_status(rec, "Running")
+        log(f"{rec.namespace}/{rec.name}: running {[self.argv(c) for c in rec.containers]}")
+
+    def is_listener(self, c: dict[str, Any]) -> bool:
+        cmd, args = list(c.get("command") or []), list(c.get("args") or [])
+        return (not cmd and not args) or cmd == [C.LISTENER_COMMAND]
+
+    def wait_listeners(self, rec: PodRec, timeout: float = 10.0) -> None:
+        """Lab listeners report Running only once their sockets are bound (they print a line then)."""
+        t0 = time.monotonic()
+        for c in rec.containers:
+            if not self.is_listener(c):
+                continue
+            f = rec.dir / f"{c['name']}.log"
+            while time.monotonic() - t0 < timeout and not rec.cancel.is_set():
+                if b"lab-listener:" in f.read_bytes() or (rec.dir / f"{c['name']}.exit").exists():
+                    break
+                time.sleep(0.02)
+
+    def argv(self, c: dict[str, Any]) -> list[str]:
+        cmd, args = list(c.get("command") or []), list(c.get("args") or [])
+        if self.is_listener(c):
+            argv = [str(C.PYTHON), str(Path(__file__).with_name("listener.py"))]
+            for p in c.get("ports") or []:
+                proto = p.get("protocol", "TCP")
+                if proto in ("TCP", "UDP"):
+                    argv += [f"--{proto.lower()}", str(p["containerPort"])]
+            return argv
+        argv = cmd + args
+        mapped = self.command_map.get(argv[0]) or self.command_map.get(os.path.basename(argv[0]))
+        return mapped + argv[1:] if mapped else argv
+
+    def env(self, rec: PodRec, c: dict[str, Any], pod: dict[str, Any]) -> dict[str, str]:
+        env = {
+            "PATH": f"{C.VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(rec.dir), "HOSTNAME": rec.name, "LANG": "C.UTF-8",
+            "NETPOL_DRIFT_LAB": str(self.paths.root), "LAB_PROC": f"pod:{rec.uid}", "LAB_POD_UID": rec.uid,
+        }
+        fields = {"metadata.name": rec.name, "metadata.namespace": rec.namespace, "metadata.uid": rec.uid,
+                  "spec.nodeName": C.NODE_NAME, "status.podIP": rec.ip, "status.hostIP": C.NODE_IP,
+                  "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default")}
+        for e in c.get("env") or []:
+            if "value" in e:
+                env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                        lambda m: env.get(m.group(1), m.group(0)), str(e["value"]))
+            elif (ref := (e.get("valueFrom") or {}).get("fieldRef")) and ref.get("fieldPath") in fields:
+                env[e["name"]] = fields[ref["fieldPath"]]
+            elif e.get("valueFrom") is None:
+                env[e["name"]] = ""
+        return env
+
+    def exec_container(self, rec: PodRec, c: dict[str, Any], pod: dict[str, Any]) -> int:
+        name = c["name"]
+        msg_file = rec.dir / f"{name}.termination-log"
+        msg_file.write_bytes(b"")
+        target = c.get("terminationMessagePath", "/dev/termination-log")
+        if target and not os.path.exists(target):
+            if os.path.isdir(os.path.dirname(target)):
+                Path(target).touch()
+                with open(self.paths.created_files, "a") as f:
+                    f.write(target + "\n")
+            else:
+                log(f"{rec.namespace}/{rec.name}: no directory for terminationMessagePath {target}")
+                target = ""
+        exit_file = rec.dir / f"{name}.exit"
+        exit_file.unlink(missing_ok=True)
+        argv = ["ip", "netns", "exec", rec.netns, "sh", "-c", WRAPPER, "sh", str(exit_file), str(msg_file),
+                target or "", c.get("workingDir") or str(rec.dir), *self.argv(c)]
+        with open(rec.dir / f"{name}.log", "ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env=self.env(rec, c, pod), start_new_session=True)
+        threading.Thread(target=proc.wait, daemon=True).start()  # reap; the exit code comes from exit_file
+        return proc.pid
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def check(self, rec: PodRec) -> None:
+        exits = {}
+        for c in rec.containers:
+            f = rec.dir / f"{c['name']}.exit"
+            if f.exists():
+                exits[c["name"]] = int(f.read_text().strip() or 1)
+            elif not self.group_alive(rec.pgids.get(c["name"])):
+                time.sleep(0.05)
+                exits[c["name"]] = int(f.read_text().strip() or 1) if f.exists() else 137
+        over = rec.deadline is not None and time.monotonic() - rec.started_mono > rec.deadline
+        if len(exits) == len(rec.containers):
+            self.finish(rec, exits, None)
+        elif over:
+            self.kill(rec)
+            self.finish(rec, {c["name"]: exits.get(c["name"], 137) for c in rec.containers}, "DeadlineExceeded")
+
+    @staticmethod
+    def group_alive(pgid: int | None) -> bool:
+        if not pgid:
+            return False
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def finish(self, rec: PodRec, exits: dict[str, int], reason: str | None) -> None:
+        rec.running = False
+        rec.done = True
+        phase = "Succeeded" if reason is None and all(v == 0 for v in exits.values()) else "Failed"
+        self.patch_status(rec, phase, exits=exits, reason=reason)
+        log(f"{rec.namespace}/{rec.name}: {phase} {exits}" + (f" ({reason})" if reason else ""))
+        self.teardown(rec)  # like a kubelet tearing down a finished pod's sandbox
+
+    def message(self, rec: PodRec, c: dict[str, Any], code: int) -> str:
+        raw = (rec.dir / f"{c['name']}.termination-log").read_bytes()[:TERMINATION_MESSAGE_LIMIT]
+        if not raw and code != 0 and c.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            try:
+                raw = (rec.dir / f"{c['name']}.log").read_bytes()[-2048:]
+            except OSError:
+                raw = b""
+        return raw.decode("utf-8", errors="replace")
+
+    def patch_status(self, rec: PodRec, phase: str, waiting: str | None = None,
+                     exits: dict[str, int] | None = None, reason: str | None = None) -> None:
+        t = now()
+        running = phase == "Running"
+        ready = running and rec.ready
+        cond = [
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": rec.start_time},
+            {"type": "Initialized", "status": "True", "lastTransitionTime": rec.start_time},
+            {"type": "ContainersReady", "status": "True" if ready else "False", "lastTransitionTime": t},
+            {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": t},
+        ]
+        statuses = []
+        for c in rec.containers:
+            st: dict[str, Any] = {"name": c["name"], "image": c.get("image", ""), "imageID": "",
+                                  "containerID": f"lab://{rec.uid}/{c['name']}", "restartCount": 0,
+                                  "ready": ready, "started": running}
+            if exits is not None:
+                code = exits[c["name"]]
+                st["state"] = {"terminated": {
+                    "exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"),
+                    "startedAt": rec.started_at or t, "finishedAt": t,
+                    "message": self.message(rec, c, code), "containerID": st["containerID"]}}
+            elif running:
+                st["state"] = {"running": {"startedAt": rec.started_at}}
+            else:
+                st["state"] = {"waiting": {"reason": waiting or "ContainerCreating"}}
+            statuses.append(st)
+        status: dict[str, Any] = {
+            "phase": phase, "hostIP": C.NODE_IP, "hostIPs": [{"ip": C.NODE_IP}], "podIP": rec.ip,
+            "podIPs": [{"ip": rec.ip}], "startTime": rec.start_time, "conditions": cond,
+            "containerStatuses": statuses, "qosClass": "BestEffort",
+        }
+        if reason:
+            status["reason"] = reason
+        try:
+            self.api.merge_patch(self.status_path(rec), {"status": status})
+        except ApiError as e:
+            if e.status != 404:
+                raise
+
+    def kill(self, rec: PodRec, grace: float = 2.0) -> None:
+        groups = [g for g in rec.pgids.values() if self.group_alive(g) and self._ours(g, rec.uid)]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for g in groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(g, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and any(self.group_alive(g) for g in groups):
+                time.sleep(0.05)
+            groups = [g for g in groups if self.group_alive(g)]
+            if not groups:
+                return
+
+    @staticmethod
+    def _ours(pgid: int, uid: str) -> bool:
+        """The group leader (if still there) carries the pod's uid in its environment."""
+        try:
+            env = Path(f"/proc/{pgid}/environ").read_bytes()
+        except OSError:
+            return True  # leader gone, group members remain: the pgid cannot have been reused meanwhile
+        return f"LAB_POD_UID={uid}".encode() in env.split(b"\0")
+
+    def teardown(self, rec: PodRec) -> None:
+        rec.cancel.set()
+        with rec.lock:
+            self.kill(rec)
+            netns.pod_down(rec.netns, rec.veth, rec.ip)
+            shutil.rmtree(rec.dir, ignore_errors=True)
+            with self.lock:
+                self.pods.pop(rec.uid, None)
+
+    def delete_pod(self, pod: dict[str, Any]) -> None:
+        md = pod["metadata"]
+        rec = self.pods.get(md["uid"])
+        if rec:
+            self.teardown(rec)
+            log(f"{rec.namespace}/{rec.name}: deleted (netns {rec.netns}, ip {rec.ip} freed)")
+        self.api.delete(f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}",
+                        {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                         "preconditions": {"uid": md["uid"]}})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tests.lab.agent", description="the lab node agent")
+    ap.add_argument("--kubeconfig", type=Path, default=C.PATHS.admin_kubeconfig)
+    a = ap.parse_args(argv)
+    agent = Agent(a.kubeconfig)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stop.set())
+    log(f"lab node agent starting (pid {os.getpid()}, command map {agent.command_map})")
+    agent.run()
+    log("lab node agent stopped (pod processes and namespaces stay; a restarted agent re-adopts them)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""`up`, `down` and `status` of the lab: etcd, kube-apiserver, the node namespace, the node agent, kube-router.
+
+Job: bring the whole lab up in order (printing progress), tear down every process, namespace, link, route
+and file it made (idempotently), and say what runs. Must not: touch the root namespace's firewall, bind
+anything outside loopback / the lab's link-local link, or leave anything behind after `down`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from . import config as C
+from . import netns, procs
+
+COMPONENTS = ("etcd", "kube-apiserver", "agent", "kube-router")
+
+
+def say(msg: str) -> None:
+    print(f"[lab {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, veth links, iptables inside the node "
+                       "namespace); run as root, e.g. `sudo make lab-up`")
+
+
+def _missing_binaries() -> list[str]:
+    return [str(C.binary(n)) for n in ("etcd", "kube-apiserver", "kube-router") if not C.binary(n).exists()]
+
+
+# ------------------------------------------------------------------------------------------------- credentials
+def _credentials(p: C.Paths) -> None:
+    p.pki.mkdir(parents=True, exist_ok=True)
+    os.chmod(p.pki, 0o700)
+    if not p.sa_key.exists():
+        subprocess.run(["openssl", "genrsa", "-out", str(p.sa_key), "2048"], check=True, capture_output=True)
+        subprocess.run(["openssl", "rsa", "-in", str(p.sa_key), "-pubout", "-out", str(p.sa_pub)],
+                       check=True, capture_output=True)
+    if not p.tokens.exists():
+        admin, monitor, router = (secrets.token_hex(24) for _ in range(3))
+        p.admin_token.write_text(admin)
+        p.monitor_token.write_text(monitor)
+        groups = f"system:serviceaccounts,system:serviceaccounts:{C.MONITOR_NAMESPACE}"
+        p.tokens.write_text(
+            f'{admin},{C.ADMIN_USER},lab-admin,"system:masters"\n'
+            f'{router},kube-router,kube-router,"system:masters"\n'
+            f'{monitor},{C.MONITOR_USER},netpol-drift-sa,"{groups}"\n'
+        )
+        (p.pki / "kube-router.token").write_text(router)
+        for f in (p.tokens, p.admin_token, p.monitor_token, p.pki / "kube-router.token"):
+            os.chmod(f, 0o600)
+
+
+def _ca_file(p: C.Paths) -> Path:
+    return p.cert_dir / "apiserver.crt"
+
+
+def _write_kubeconfig(path: Path, user: str, token: str, p: C.Paths) -> None:
+    ca = base64.b64encode(_ca_file(p).read_bytes()).decode()
+    cfg = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "lab", "cluster": {"server": C.APISERVER_URL, "certificate-authority-data": ca}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": user}}],
+    }
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.chmod(path, 0o600)
+
+
+# ------------------------------------------------------------------------------------------------------ probes
+def _http_ok(url: str, token: str | None = None, ca: Path | None = None, timeout: float = 2.0) -> bool:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    ctx = None
+    if url.startswith("https"):
+        ctx = ssl.create_default_context(cafile=str(ca)) if ca and ca.exists() else ssl._create_unverified_context()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ssl.SSLError):
+        return False
+
+
+def _wait(what: str, fn, timeout: float, proc: str | None = None, p: C.Paths = C.PATHS) -> float:
+    t0 = time.monotonic()
+    while not fn():
+        if proc and procs.pid_of(proc, p) is None:
+            tail = _tail(p.log(proc))
+            raise LabError(f"{proc} exited while waiting for {what}; last lines of {p.log(proc)}:\n{tail}")
+        if time.monotonic() - t0 > timeout:
+            raise LabError(f"timed out after {timeout:.0f}s waiting for {what}"
+                           + (f"; last lines of {p.log(proc)}:\n{_tail(p.log(proc))}" if proc else ""))
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def _tail(path: Path, n: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def apiserver_ready(p: C.Paths = C.PATHS) -> bool:
+    token = p.admin_token.read_text() if p.admin_token.exists() else None
+    return _http_ok(f"{C.APISERVER_URL}/readyz", token, _ca_file(p))
+
+
+def node_ready(p: C.Paths = C.PATHS) -> bool:
+    from . import kube
+
+    try:
+        node = kube.core(p.admin_kubeconfig).read_node(C.NODE_NAME)
+    except Exception:
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+
+
+def kube_router_synced() -> bool:
+    """kube-router has installed its top-level chains in the node namespace."""
+    try:
+        return "KUBE-ROUTER-FORWARD" in netns.node_iptables()
+    except Exception:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------------------- up
+def up(p: C.Paths = C.PATHS) -> None:
+    require_root()
+    t_start = time.monotonic()
+    missing = _missing_binaries()
+    if missing:
+        raise LabError("lab binaries missing (build them with `make lab-build` or `bash tests/lab/build.sh`): "
+                       + ", ".join(missing))
+    running = {n: procs.pid_of(n, p) for n in COMPONENTS}
+    if all(running.values()) and apiserver_ready(p) and node_ready(p):
+        say(f"already up ({', '.join(f'{n}={pid}' for n, pid in running.items())})")
+        return
+    if any(running.values()) or netns.netns_exists(C.NODE_NETNS) or p.root.exists():
+        say("a partial lab is present: tearing it down first")
+        down(p)
+    for d in (p.root, p.logs, p.pids, p.agent):
+        d.mkdir(parents=True, exist_ok=True)
+    os.chmod(p.root, 0o755)
+    _credentials(p)
+
+    say(f"node namespace {C.NODE_NETNS}: link {C.ROOT_VETH} {C.ROOT_IP} <-> {C.NODE_VETH} {C.NODE_IP}, "
+        f"route {C.POD_CIDR}")
+    netns.node_up()
+
+    say(f"etcd {C.ETCD_VERSION} on 127.0.0.1:{C.ETCD_CLIENT_PORT}")
+    procs.start("etcd", [
+        str(C.binary("etcd")), "--name", "lab", "--data-dir", str(p.etcd_data),
+        "--listen-client-urls", f"http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
+        "--advertise-client-urls", f"http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
+        "--listen-peer-urls", f"http://127.0.0.1:{C.ETCD_PEER_PORT}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{C.ETCD_PEER_PORT}",
+        "--initial-cluster", f"lab=http://127.0.0.1:{C.ETCD_PEER_PORT}",
+        "--unsafe-no-fsync", "--log-level", "warn",
+    ], paths=p)
+    dt = _wait("etcd /health", lambda: _http_ok(f"http://127.0.0.1:{C.ETCD_CLIENT_PORT}/health"), 30, "etcd", p)
+    say(f"etcd healthy ({dt:.1f}s)")
+
+    say(f"kube-apiserver {C.K8S_VERSION} on {C.APISERVER_URL} (RBAC, static tokens)")
+    p.cert_dir.mkdir(parents=True, exist_ok=True)
+    procs.start("kube-apiserver", [
+        str(C.binary("kube-apiserver")),
+        f"--etcd-servers=http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
+        f"--bind-address={C.ROOT_IP}", f"--advertise-address={C.ROOT_IP}", f"--secure-port={C.APISERVER_PORT}",
+        f"--cert-dir={p.cert_dir}",
+        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-key-file={p.sa_pub}", f"--service-account-signing-key-file={p.sa_key}",
+        f"--service-cluster-ip-range={C.SERVICE_CIDR}",
+        "--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none",
+        "--authorization-mode=RBAC", f"--token-auth-file={p.tokens}",
+        "--anonymous-auth=false", "--profiling=false", "--v=1",
+    ], paths=p)
+    dt = _wait("kube-apiserver /readyz", lambda: apiserver_ready(p), 90, "kube-apiserver", p)
+    say(f"kube-apiserver ready ({dt:.1f}s)")
+
+    _write_kubeconfig(p.admin_kubeconfig, C.ADMIN_USER, p.admin_token.read_text(), p)
+    _write_kubeconfig(p.monitor_kubeconfig, C.MONITOR_USER, p.monitor_token.read_text(), p)
+    _write_kubeconfig(p.root / "kube-router.kubeconfig", "kube-router",
+                      (p.pki / "kube-router.token").read_text(), p)
+
+    from . import kube
+
+    rbac = C.REPO / "deploy" / "rbac.yaml"
+    kube.wait_for("RBAC bootstrap", lambda: kube.core(p.admin_kubeconfig).list_namespace(), 30)
+    kube.apply(rbac.read_text(), kubeconfig=p.admin_kubeconfig)
+    say(f"applied {rbac.relative_to(C.REPO)} (monitor identity {C.MONITOR_USER})")
+
+    say("node agent")
+    procs.start("agent", [str(C.PYTHON), "-m", "tests.lab.agent", "--kubeconfig", str(p.admin_kubeconfig)],
+                paths=p, cwd=C.REPO)
+    dt = _wait(f"node {C.NODE_NAME} Ready", lambda: node_ready(p), 30, "agent", p)
+    say(f"node {C.NODE_NAME} Ready ({dt:.1f}s)")
+
+    say(f"kube-router {C.KUBE_ROUTER_VERSION} in {C.NODE_NETNS} (firewall only)")
+    procs.start("kube-router", [
+        "ip", "netns", "exec", C.NODE_NETNS, str(C.binary("kube-router")),
+        f"--kubeconfig={p.root / 'kube-router.kubeconfig'}", f"--hostname-override={C.NODE_NAME}",
+        "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
+        f"--health-port={C.KUBE_ROUTER_HEALTH_PORT}", "--metrics-port=0",
+        f"--service-cluster-ip-range={C.SERVICE_CIDR}", "--v=1",
+    ], env={"NODE_NAME": C.NODE_NAME}, paths=p)
+    dt = _wait("kube-router chains in the node namespace", kube_router_synced, 60, "kube-router", p)
+    say(f"kube-router enforcing ({dt:.1f}s)")
+    say(f"lab up in {time.monotonic() - t_start:.1f}s; admin kubeconfig {p.admin_kubeconfig}, "
+        f"monitor kubeconfig {p.monitor_kubeconfig}")
+
+
+# -------------------------------------------------------------------------------------------------------- down
+def _created_files(p: C.Paths) -> list[Path]:
+    try:
+        return [Path(line) for line in p.created_files.read_text().splitlines() if line.strip()]
+    except OSError:
+        return []
+
+
+def down(p: C.Paths = C.PATHS) -> None:
+    require_root()
+    # The agent first (so it stops realizing pods), then everything else that carries the lab's marker.
+    agent = procs.pid_of("agent", p)
+    if agent:
+        procs.stop([agent])
+        say(f"stopped agent (pid {agent})")
+    found = procs.lab_processes(p)
+    if found:
+        procs.stop(sorted(found))
+        say("stopped " + ", ".join(f"{name} (pid {pid})" for pid, name in sorted(found.items())))
+    for ns in netns.pod_netns_list():
+        netns.run(["ip", "netns", "del", ns], check=False)
+        say(f"removed pod netns {ns}")
+    for item in netns.node_down():
+        say(f"removed {item}")
+    for f in _created_files(p):
+        if f.is_file() and f.stat().st_size == 0:
+            f.unlink()
+            say(f"removed {f}")
+    if p.root.exists():
+        shutil.rmtree(p.root)
+        say(f"removed {p.root}")
+    say("lab down")
+
+
+# ------------------------------------------------------------------------------------------------------ status
+def status(p: C.Paths = C.PATHS) -> int:
+    """Prints what runs; returns 0 when the whole lab is up, 1 when part of it is, 3 when nothing is."""
+    rows = []
+    for n in COMPONENTS:
+        pid = procs.pid_of(n, p)
+        rows.append((n, f"running (pid {pid})" if pid else "not running"))
+    ok_api = apiserver_ready(p) if p.admin_token.exists() else False
+    rows.append(("apiserver /readyz", "ok" if ok_api else "no"))
+    rows.append((f"node {C.NODE_NAME}", "Ready" if ok_api and node_ready(p) else "not ready"))
+    rows.append((f"netns {C.NODE_NETNS}", "present" if netns.netns_exists(C.NODE_NETNS) else "absent"))
+    pods = netns.pod_netns_list()
+    rows.append(("pod namespaces", str(len(pods))))
+    rows.append(("state dir", str(p.root) if p.root.exists() else "absent"))
+    width = max(len(r[0]) for r in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    up_count = sum(1 for n in COMPONENTS if procs.pid_of(n, p))
+    if up_count == len(COMPONENTS) and ok_api:
+        return 0
+    return 1 if up_count or pods or netns.netns_exists(C.NODE_NETNS) else 3
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("up", help="start the lab (no-op when it runs)")
+    sub.add_parser("down", help="stop the lab and remove everything it made (idempotent)")
+    sub.add_parser("status", help="say what runs (exit 0 up, 1 partly, 3 down)")
+    kc = sub.add_parser("kubeconfig", help="print the path of a lab kubeconfig")
+    kc.add_argument("--monitor", action="store_true", help="the monitor's ServiceAccount identity")
+    kc.add_argument("--print", action="store_true", dest="show", help="print the content, not the path")
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "up":
+            up()
+        elif a.cmd == "down":
+            down()
+        elif a.cmd == "status":
+            return status()
+        else:
+            path = C.PATHS.monitor_kubeconfig if a.monitor else C.PATHS.admin_kubeconfig
+            if not path.exists():
+                print(f"lab not up: {path} missing", file=sys.stderr)
+                return 1
+            print(path.read_text() if a.show else path)
+    except LabError as e:
+        print(f"lab: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
