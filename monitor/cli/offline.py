@@ -129,7 +129,8 @@ def check_command(args: argparse.Namespace) -> int:
             intents = {f.intent for f in c.flows if f.intent in (Verdict.ALLOW, Verdict.DENY)}
             intent = "/".join(sorted(v.value for v in intents)) or "-"
             rows.append([paint(c.status.upper(), colour[c.status]), c.name, c.source, c.destination,
-                         f"{c.ports}/{c.protocol}", c.expected.value, intent, c.summary])
+                         f"{c.ports}/{c.protocol}", c.expected.value, intent,
+                         "" if c.status == "pass" else c.summary])
         print(table(["RESULT", "CASE", "FROM", "TO", "PORT", "EXPECT", "POLICIES SAY", "WHY"], rows, paint))
         counts = {s: sum(1 for c in checks if c.status == s) for s in ("pass", "fail", "skipped")}
         print(f"\n{suite.name}: {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped")
