@@ -1,0 +1,291 @@
+"""The offline analyzer's command-line contracts (DESIGN.md): shapes, exit codes, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from monitor.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+TWO_PODS = """
+    apiVersion: v1
+    kind: List
+    items:
+      - apiVersion: v1
+        kind: Pod
+        metadata: {name: a, namespace: ns1, labels: {app: a}}
+        spec: {containers: [{name: c, ports: [{containerPort: 80}, {containerPort: 53, protocol: UDP}]}]}
+        status: {podIP: 10.0.0.1}
+      - apiVersion: v1
+        kind: Pod
+        metadata: {name: b, namespace: ns2, labels: {app: b}}
+        spec: {containers: [{name: c, ports: [{name: web, containerPort: 8080}]}]}
+        status: {podIP: 10.0.0.2}
+    """
+
+
+def test_matrix_json_has_one_flow_per_ordered_pair_and_port(tmp_path, capsys):
+    write(tmp_path, "m/pods.yaml", TWO_PODS)
+    write(tmp_path, "m/np.yaml", """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: only-web, namespace: ns2}
+        spec:
+          podSelector: {}
+          ingress: [{ports: [{port: web}]}]
+        """)
+    code, out, _ = run(capsys, "matrix", "--manifests", str(tmp_path / "m"), "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["pods"] == ["ns1/a", "ns2/b"]
+    # Without --port: every port/protocol some pod declares (TCP 80, TCP 8080, UDP 53) x 2 ordered pairs.
+    assert len(data["flows"]) == 6
+    assert set(data["flows"][0]) == {"from", "to", "port", "protocol", "allowed", "reason"}
+    verdicts = {(f["from"], f["to"], f["port"], f["protocol"]): f["allowed"] for f in data["flows"]}
+    assert verdicts[("ns1/a", "ns2/b", 8080, "TCP")] is True
+    assert verdicts[("ns1/a", "ns2/b", 80, "TCP")] is False
+    assert verdicts[("ns2/b", "ns1/a", 80, "TCP")] is True
+    denied = next(f for f in data["flows"] if f["to"] == "ns2/b" and f["port"] == 80)
+    assert "ns2/only-web" in denied["reason"]
+
+
+def test_matrix_tsv_is_the_full_connection_set(tmp_path, capsys):
+    write(tmp_path, "m/pods.yaml", TWO_PODS)
+    write(tmp_path, "m/np.yaml", """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: ranges, namespace: ns2}
+        spec:
+          podSelector: {}
+          ingress:
+            - ports: [{port: 9000, endPort: 9100}, {port: 80}, {protocol: UDP, port: 53}, {port: web}]
+        """)
+    code, out, _ = run(capsys, "matrix", "--manifests", str(tmp_path / "m"), "--format", "tsv")
+    assert code == 0
+    assert out.splitlines() == ["ns1/a\tns2/b\tTCP:80,8080,9000-9100;UDP:53", "ns2/b\tns1/a\tall"]
+
+
+def test_matrix_table_marks_allowed_and_denied(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    write(tmp_path, "m/pods.yaml", TWO_PODS)
+    code, out, _ = run(capsys, "matrix", "--manifests", str(tmp_path / "m"), "--port", "80/TCP")
+    assert code == 0
+    assert "TCP/80" in out and out.count("✓") == 3  # two allowed cells + the legend
+
+
+def test_check_exit_codes_follow_the_suite(capsys):
+    code, out, _ = run(capsys, "check", "--manifests", str(EXAMPLES / "shop"), "--suite",
+                       str(EXAMPLES / "shop" / "suite.yaml"), "--format", "json")
+    assert code == 0
+    assert json.loads(out)["ok"] is True
+    code, out, _ = run(capsys, "check", "--manifests", str(EXAMPLES / "shop-changed"), "--suite",
+                       str(EXAMPLES / "shop" / "suite.yaml"), "--format", "json")
+    assert code == 1
+    failed = [c["name"] for c in json.loads(out)["cases"] if c["result"] == "fail"]
+    assert failed == ["api-to-payments"]
+
+
+def test_check_reports_a_case_without_pods_as_skipped(tmp_path, capsys):
+    suite = write(tmp_path, "suite.yaml", """
+        cases:
+          - name: ghost
+            from: {namespace: shop, workload: does-not-run}
+            to: {namespace: shop, workload: api}
+            port: 9000
+            expect: allow
+        """)
+    code, out, _ = run(capsys, "check", "--manifests", str(EXAMPLES / "shop"), "--suite", str(suite),
+                       "--format", "json")
+    assert code == 0
+    case = json.loads(out)["cases"][0]
+    assert case["result"] == "skipped"
+    assert case["flows"][0]["reason"] == "no live pod matches source shop/does-not-run"
+
+
+def test_diff_names_the_policy_that_cut_a_flow(capsys):
+    code, out, _ = run(capsys, "diff", "--before", str(EXAMPLES / "shop"), "--after",
+                       str(EXAMPLES / "shop-changed"), "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["policy_changes"]["changed"] == ["shop/api-egress", "shop/api-to-db", "shop/scrape-metrics"]
+    lost = {(f["from"], f["to"]): f for f in data["flows"]}
+    assert lost[("shop/api", "payments/gateway")]["removed"] == "TCP:8443"
+    assert lost[("shop/api", "payments/gateway")]["causes"] == ["policy shop/api-egress changed"]
+    assert len(data["flows"]) == 2
+
+
+# ----------------------------------------------------------------------------------------- bad input
+BAD_INPUT = [
+    ("malformed YAML", "p.yaml", "kind: NetworkPolicy\nmetadata: {name: x\n",
+     "{file}: not valid YAML: did not find expected ',' or '}}' (line 3, column 1)"),
+    ("invalid selector operator", "p.yaml", """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: bad-op, namespace: shop}
+        spec:
+          podSelector: {matchExpressions: [{key: app, operator: Equals, values: [a]}]}
+        """,
+     "{file}: NetworkPolicy shop/bad-op: spec.podSelector.matchExpressions[0].operator: invalid operator "
+     "'Equals' (expected In, NotIn, Exists or DoesNotExist)"),
+    ("unknown policy field", "p.yaml", """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: typo, namespace: shop}
+        spec:
+          podSelector: {}
+          ingress: [{form: [{podSelector: {}}]}]
+        """,
+     "{file}: NetworkPolicy shop/typo: spec.ingress[0].form: unknown field (expected one of: from, ports)"),
+    ("ipBlock mixed with a selector", "p.yaml", """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: mixed, namespace: shop}
+        spec:
+          podSelector: {}
+          egress: [{to: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}]
+        """,
+     "{file}: NetworkPolicy shop/mixed: spec.egress[0].to[0]: ipBlock cannot be combined with podSelector or "
+     "namespaceSelector"),
+    ("bad CIDR", "p.yaml", """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: cidr, namespace: shop}
+        spec:
+          podSelector: {}
+          egress: [{to: [{ipBlock: {cidr: 10.0.0.0/33}}]}]
+        """,
+     "{file}: NetworkPolicy shop/cidr: spec.egress[0].to[0].ipBlock.cidr: invalid CIDR '10.0.0.0/33'"),
+    ("bad protocol", "p.yaml", """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: proto, namespace: shop}
+        spec:
+          podSelector: {}
+          ingress: [{ports: [{protocol: ICMP}]}]
+        """,
+     "{file}: NetworkPolicy shop/proto: spec.ingress[0].ports[0].protocol: unsupported protocol 'ICMP' "
+     "(expected TCP, UDP or SCTP)"),
+    ("ANP with a bad action", "p.yaml", """
+        apiVersion: policy.networking.k8s.io/v1alpha1
+        kind: AdminNetworkPolicy
+        metadata: {name: anp}
+        spec:
+          priority: 10
+          subject: {namespaces: {}}
+          ingress: [{action: Accept, from: [{namespaces: {}}]}]
+        """,
+     "{file}: AdminNetworkPolicy anp: spec.ingress[0].action: invalid action 'Accept' (expected Allow, Deny, Pass)"),
+    ("CNP with a bad tier", "p.yaml", """
+        apiVersion: policy.networking.k8s.io/v1alpha2
+        kind: ClusterNetworkPolicy
+        metadata: {name: cnp}
+        spec: {tier: Developer, priority: 1, subject: {namespaces: {}}}
+        """,
+     "{file}: ClusterNetworkPolicy cnp: spec.tier: must be Admin or Baseline, got 'Developer'"),
+    ("not a mapping", "p.json", "[1, 2]", "{file}: a manifest must be a mapping, got list"),
+]
+
+
+@pytest.mark.parametrize(("what", "name", "text", "message"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+def test_bad_manifests_fail_with_one_line(tmp_path, capsys, what, name, text, message):
+    path = write(tmp_path, f"m/{name}", text)
+    code, out, err = run(capsys, "matrix", "--manifests", str(tmp_path / "m"), "--format", "json")
+    assert code == 2
+    assert out == ""
+    assert err == f"netpol-drift: error: {message.format(file=path)}\n"
+
+
+BAD_SUITES = [
+    ("missing namespace", """
+        cases:
+          - name: to-nowhere
+            from: {namespace: shop, workload: frontend}
+            to: {namespace: nope, workload: api}
+            port: 80
+            expect: allow
+        """, "{file}: case to-nowhere: to.namespace: namespace 'nope' does not exist"),
+    ("unknown case key", """
+        cases:
+          - name: c1
+            from: {namespace: shop, workload: frontend}
+            to: {namespace: shop, workload: api}
+            port: 80
+            expect: allow
+            timeout: 3
+        """, "{file}: case c1: timeout: unknown key (expected one of: name, from, to, port, ports, protocol, expect, "
+             "description)"),
+    ("bad expectation", """
+        cases:
+          - name: c1
+            from: {namespace: shop, workload: frontend}
+            to: {namespace: shop, workload: api}
+            port: 80
+            expect: maybe
+        """, "{file}: case c1: expect: must be allow or deny, got 'maybe'"),
+    ("duplicate names", """
+        cases:
+          - {name: c1, from: {namespace: shop, pod: a}, to: {namespace: shop, pod: b}, port: 80, expect: allow}
+          - {name: c1, from: {namespace: shop, pod: b}, to: {namespace: shop, pod: a}, port: 80, expect: allow}
+        """, "{file}: case c1: name: duplicate case name (names must be unique: history aligns on them)"),
+    ("bad port", """
+        cases:
+          - {name: c1, from: {namespace: shop, pod: a}, to: {namespace: shop, pod: b}, port: 70000, expect: allow}
+        """, "{file}: case c1: port: must be 1-65535, got 70000"),
+    ("source as a service", """
+        cases:
+          - {name: c1, from: {service: shop/api}, to: {namespace: shop, pod: b}, port: 80, expect: allow}
+        """, "{file}: case c1: from.service: only a destination can be a Service or an address"),
+    ("missing service", """
+        cases:
+          - {name: c1, from: {namespace: shop, workload: api}, to: {service: shop/nope}, port: 80, expect: allow}
+        """, "{file}: case c1: to.service: Service 'shop/nope' does not exist"),
+    ("bad selector in a suite", """
+        cases:
+          - name: c1
+            from: {namespace: shop, podSelector: {matchExpressions: [{key: app, operator: In}]}}
+            to: {namespace: shop, workload: api}
+            port: 80
+            expect: allow
+        """, "{file}: case c1: from.podSelector.matchExpressions[0].values: must be non-empty for operator In"),
+    ("empty suite", "cases: []\n", "{file}: cases: must be a non-empty list"),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "message"), BAD_SUITES, ids=[b[0] for b in BAD_SUITES])
+def test_bad_suites_fail_with_one_line(tmp_path, capsys, what, text, message):
+    suite = write(tmp_path, "suite.yaml", text)
+    code, out, err = run(capsys, "check", "--manifests", str(EXAMPLES / "shop"), "--suite", str(suite))
+    assert (code, out) == (2, "")
+    assert err == f"netpol-drift: error: {message.format(file=suite)}\n"
+
+
+def test_missing_directory_and_bad_port_flag(tmp_path, capsys):
+    code, _, err = run(capsys, "matrix", "--manifests", str(tmp_path / "nope"))
+    assert (code, err) == (2, f"netpol-drift: error: {tmp_path / 'nope'}: no such directory\n")
+    code, _, err = run(capsys, "matrix", "--manifests", str(EXAMPLES / "shop"), "--port", "80/ICMP")
+    assert (code, err) == (2, "netpol-drift: error: --port: invalid port '80/ICMP' (expected PORT/PROTOCOL such "
+                              "as 80/TCP)\n")
+
+
+def test_diff_needs_both_directories(capsys):
+    code, _, err = run(capsys, "diff", "--before", str(EXAMPLES / "shop"))
+    assert (code, err) == (2, "netpol-drift: error: diff: needs --before DIR and --after DIR (or two run ids)\n")
