@@ -114,6 +114,7 @@ _SECRET_ENV = {
     "slack_webhook_url": "SLACK_WEBHOOK_URL",
     "database_password": "DATABASE_PASSWORD",
 }
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 _CHOICES = {("probe", "refused_means"): ("allow", "deny", "unknown"),
             (None, "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR")}
 
@@ -181,7 +182,7 @@ def _coerce(value, hint, source: str, key: str):
     if value is None:
         if optional:
             return None
-        raise InputError(f"must be a {base.__name__}, not empty", file=source, field=key)
+        raise InputError(f"must be {_TYPE_NAMES[base]}, not empty", file=source, field=key)
     try:
         if base is bool:
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
@@ -201,7 +202,7 @@ def _coerce(value, hint, source: str, key: str):
                 raise ValueError
             value = str(value)
     except (TypeError, ValueError):
-        raise InputError(f"must be a {base.__name__}, got {value!r}", file=source, field=key) from None
+        raise InputError(f"must be {_TYPE_NAMES[base]}, got {value!r}", file=source, field=key) from None
     section, _, name = key.rpartition(".")
     choices = _CHOICES.get((section or None, name))
     if choices and value not in choices:
