@@ -7,6 +7,7 @@ cluster adapter, engine and planner are imported inside the commands that need t
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,3 +18,168 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "termination message file. Runs inside probe pods; needs no API access.")
     agent.add_arguments(p)
     p.set_defaults(func=lambda a: agent.run_agent(a.targets, a.timeout, a.result_file))
+
+    p = sub.add_parser("run", help="snapshot the cluster, probe the suite with real packets, report",
+                       description="Snapshots the cluster, plans the suite, probes it with short-lived probe "
+                                   "pods and prints per case: expected, policies say, observed, verdict. "
+                                   "Exit 0 when every case meets its expectation, 1 when some do not, "
+                                   "2 on bad input or an unreachable cluster.")
+    p.add_argument("--once", action="store_true", required=True,
+                   help="one run, then exit (the scheduled service is `netpol-drift serve`)")
+    p.add_argument("--suite", metavar="FILE", help="suite file (default: the `suite` setting)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    _cluster_flags(p)
+    p.add_argument("--per-node", action="store_true", default=None,
+                   help="one probe pod per source per node (default: the probe.per_node setting)")
+    p.add_argument("--via-cluster-ip", action="store_true",
+                   help="for Service destinations, probe the ClusterIP too (needs a service proxy)")
+    p.set_defaults(func=run_command)
+
+    p = sub.add_parser("suite", help="work with suite files")
+    suite_sub = p.add_subparsers(dest="suite_command", metavar="SUBCOMMAND", required=True)
+    g = suite_sub.add_parser("generate", help="write a baseline suite from what the policies say today",
+                             description="One case per ordered pair of workload identities on the "
+                                         "destination's declared ports, allowed and denied, expectation = "
+                                         "the engine's verdict, as a commented YAML suite for review.")
+    g.add_argument("--namespace", action="append", default=[], metavar="NS",
+                   help="only workloads of this namespace (repeatable; default: all)")
+    g.add_argument("--max-cases", type=int, metavar="N", help="at most N cases (allowed and denied mixed)")
+    g.add_argument("--manifests", metavar="DIR", help="read manifests instead of a live cluster")
+    g.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    _cluster_flags(g)
+    g.set_defaults(func=generate_command)
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: cluster.kubeconfig setting, "
+                                                        "in-cluster config, $KUBECONFIG, ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: cluster.context setting or current)")
+
+
+def _settings(args: argparse.Namespace):
+    import dataclasses
+
+    from monitor.settings import load_settings
+
+    settings = load_settings(args.config)
+    if getattr(args, "per_node", None):
+        settings = dataclasses.replace(settings, probe=dataclasses.replace(settings.probe, per_node=True))
+    return settings
+
+
+def _connect(args: argparse.Namespace, settings):
+    from monitor.cluster import ClusterAdapter
+
+    return ClusterAdapter.connect(settings.cluster, kubeconfig=args.kubeconfig, context=args.context)
+
+
+def _terminate_gracefully() -> None:
+    """SIGTERM becomes SystemExit so that the runner's cleanup (deleting its probe pods) still runs."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    import json
+    import logging
+    import uuid
+    from datetime import UTC, datetime
+
+    from monitor.errors import InputError
+    from monitor.models import to_jsonable
+    from monitor.render import stdout_painter, table
+    from monitor.run import run_once
+    from monitor.suite import load_suite
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    suite_path = args.suite or settings.suite
+    if not suite_path:
+        raise InputError("no suite: give --suite FILE or set `suite` in the config")
+    suite = load_suite(suite_path)
+    _terminate_gracefully()
+    adapter = _connect(args, settings)
+    try:
+        live = run_once(adapter, suite, settings, datetime.now(UTC), uuid.uuid4().hex[:10],
+                        via_cluster_ip=args.via_cluster_ip)
+    finally:
+        adapter.close()
+    run = live.run
+    if args.format == "json":
+        json.dump({"run": run.id, "cluster": run.cluster, "suite": suite.name, "ok": live.ok,
+                   "snapshot_digest": run.snapshot_digest, "suite_digest": run.suite_digest,
+                   "started_at": run.started_at, "finished_at": run.finished_at, "status": run.status,
+                   "probe_pods": live.probe_pods,
+                   "cases": [{"name": c.name, "expect": c.expected.value, "result": c.status,
+                              "intent": c.intent, "observed": c.observed, "verdict": c.verdict,
+                              "enforcement_gap": c.enforcement_gap, "explanation": c.explanation,
+                              "flows": [to_jsonable(f) | {"violation": f.violation,
+                                                          "enforcement_gap": f.enforcement_gap}
+                                        for f in c.flows]}
+                             for c in live.cases]}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0 if live.ok else 1
+    paint = stdout_painter()
+    colour = {"pass": "green", "fail": "red", "partial": "yellow", "unknown": "yellow", "skipped": "yellow"}
+    rows = []
+    for c in live.cases:
+        result = paint(c.status.upper(), colour[c.status])
+        gap = paint("GAP", "magenta") if c.enforcement_gap else ""
+        rows.append([result, c.name, c.expected.value, c.intent, c.observed, c.verdict, gap,
+                     c.explanation[:160]])
+    print(table(["RESULT", "CASE", "EXPECT", "POLICIES SAY", "OBSERVED", "VERDICT", "", "WHY"], rows, paint))
+    counts = {s: sum(1 for c in live.cases if c.status == s)
+              for s in ("pass", "fail", "partial", "unknown", "skipped")}
+    gaps = sum(1 for c in live.cases if c.enforcement_gap)
+    print(f"\n{suite.name} on {run.cluster}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+          + f"; {gaps} enforcement gap(s); {live.probe_pods} probe pod(s) in {live.probe_seconds:.1f}s; "
+            f"run {run.id}, snapshot {run.snapshot_digest[:19]}")
+    return 0 if live.ok else 1
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from monitor.engine import Engine
+    from monitor.errors import InputError
+    from monitor.plan import generate_cases, render_suite_yaml
+
+    if args.max_cases is not None and args.max_cases < 1:
+        raise InputError("--max-cases must be at least 1")
+    if args.manifests:
+        from monitor.manifests import load_manifests
+
+        snapshot = load_manifests(args.manifests)
+        source = f"manifests in {args.manifests}"
+    else:
+        from monitor.live_snapshot import take_snapshot
+
+        settings = _settings(args)
+        adapter = _connect(args, settings)
+        try:
+            snapshot = take_snapshot(adapter, datetime.now(UTC))
+        finally:
+            adapter.close()
+        source = f"cluster {settings.cluster.name} ({adapter.server})"
+    known = {n.name for n in snapshot.namespaces}
+    for ns in args.namespace:
+        if ns not in known:
+            raise InputError(f"namespace {ns!r} does not exist", field="--namespace")
+    engine = Engine(snapshot)
+    cases = generate_cases(snapshot, tuple(args.namespace), args.max_cases, engine.decide)
+    text = render_suite_yaml(cases, source)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            raise InputError(f"cannot write: {e.strerror}", file=args.output) from e
+        print(f"wrote {len(cases)} case(s) to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

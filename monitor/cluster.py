@@ -1,0 +1,433 @@
+"""The cluster adapter: the only module that imports `kubernetes`.
+
+Job: log in (in-cluster service account, or a kubeconfig and context), list and watch what a snapshot needs
+(NetworkPolicies, AdminNetworkPolicies/BaselineAdminNetworkPolicies v1alpha1 and ClusterNetworkPolicies
+v1alpha2 where their CRDs exist, Namespaces, Pods, Services, EndpointSlices), and create, watch and delete probe
+pods. Every call has a timeout and is retried with backoff when the failure is transient (network, 429, 5xx).
+API objects become plain dicts (ApiClient.sanitize_for_serialization) and then models through the parsers of
+monitor.manifests, so no kubernetes object ever leaves this module.
+This module must not decide anything about policies, plans or verdicts, nor read settings files: the caller
+passes ClusterSettings in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from monitor.errors import ClusterError, InputError
+from monitor.manifests import parse_admin_policy, parse_namespace, parse_network_policy, parse_pod, parse_service
+from monitor.models import AdminPolicy, Namespace, NetworkPolicy, Pod, Service
+from monitor.settings import ClusterSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PROBE_LABEL = "netpol-drift.io/probe"
+RUN_LABEL = "netpol-drift.io/run"
+# (kind, version, plural): the admin-policy APIs we read when the cluster serves them.
+ADMIN_POLICY_APIS = (
+    ("AdminNetworkPolicy", "v1alpha1", "adminnetworkpolicies"),
+    ("BaselineAdminNetworkPolicy", "v1alpha1", "baselineadminnetworkpolicies"),
+    ("ClusterNetworkPolicy", "v1alpha2", "clusternetworkpolicies"),
+)
+ADMIN_POLICY_GROUP = "policy.networking.k8s.io"
+_TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+# Kinds with a plain list-all method to watch (admin-policy kinds go through the custom-objects API).
+_WATCHABLE = {
+    "Namespace": ("core", "list_namespace"),
+    "Pod": ("core", "list_pod_for_all_namespaces"),
+    "Service": ("core", "list_service_for_all_namespaces"),
+    "NetworkPolicy": ("networking", "list_network_policy_for_all_namespaces"),
+    "EndpointSlice": ("discovery", "list_endpoint_slice_for_all_namespaces"),
+}
+
+
+# ------------------------------------------------------------------------------------------------- errors
+class ClusterConfigError(ClusterError):
+    """No usable kubeconfig, context or in-cluster service account."""
+
+
+class ClusterUnavailableError(ClusterError):
+    """The API server could not be reached or kept failing after the retries."""
+
+
+class ClusterForbiddenError(ClusterError):
+    """Authentication or RBAC refused the call: the monitor's ClusterRole lacks a right."""
+
+
+class ClusterNotFoundError(ClusterError):
+    """The object (or its whole API) does not exist."""
+
+
+class ClusterConflictError(ClusterError):
+    """The object already exists (a create that a retry repeated, or a leftover with the same name)."""
+
+
+class ClusterRejectedError(ClusterError):
+    """The API server refused the request itself (422 invalid, 400 bad request...)."""
+
+
+# ------------------------------------------------------------------------------------- plain data out of here
+@dataclass(frozen=True, slots=True)
+class EndpointSliceInfo:
+    namespace: str
+    name: str
+    service: str | None  # kubernetes.io/service-name
+    addresses: tuple[str, ...]  # ready endpoints only
+    ports: tuple[tuple[str | None, int, str], ...]  # (name, port, protocol)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbePodState:
+    """What the probe runner needs to know of one of its pods."""
+
+    namespace: str
+    name: str
+    phase: str  # Pending, Running, Succeeded, Failed, Unknown, or Deleted when a watch saw it go
+    node: str | None = None
+    unschedulable: str | None = None  # PodScheduled=False: the scheduler's message
+    waiting_reason: str | None = None  # e.g. ErrImagePull, CreateContainerConfigError
+    exit_code: int | None = None
+    termination_message: str | None = None
+    termination_reason: str | None = None
+    deleting: bool = False
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed") or self.exit_code is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    """One watch event: what changed (the service debounces these into runs)."""
+
+    type: str  # ADDED, MODIFIED, DELETED
+    kind: str
+    namespace: str | None
+    name: str
+    resource_version: str | None
+
+
+# ------------------------------------------------------------------------------------------------ adapter
+class ClusterAdapter:
+    def __init__(self, api: client.ApiClient, settings: ClusterSettings) -> None:
+        self._api = api
+        self._settings = settings
+        self._core = client.CoreV1Api(api)
+        self._networking = client.NetworkingV1Api(api)
+        self._discovery = client.DiscoveryV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
+        self.server = api.configuration.host
+
+    @classmethod
+    def connect(cls, settings: ClusterSettings, kubeconfig: str | None = None,
+                context: str | None = None) -> ClusterAdapter:
+        """In-cluster config when running in a pod and no kubeconfig is given; else the kubeconfig
+        (explicit, settings, $KUBECONFIG or ~/.kube/config) and its context."""
+        kubeconfig = kubeconfig or settings.kubeconfig
+        context = context or settings.context
+        cfg = client.Configuration()
+        try:
+            if not kubeconfig and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
+                config.load_incluster_config(client_configuration=cfg)
+            else:
+                config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
+                                        persist_config=False)
+        except (ConfigException, OSError, TypeError, ValueError) as e:
+            where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            raise ClusterConfigError(f"cannot load cluster credentials from {where}"
+                                     f"{f' (context {context})' if context else ''}: {e}") from e
+        # Our own retry loop decides what is transient; urllib3's would retry refused calls silently.
+        cfg.retries = False
+        return cls(client.ApiClient(cfg), settings)
+
+    def close(self) -> None:
+        self._api.close()
+
+    # -------------------------------------------------------------------------------------- call plumbing
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """fn(*args, **kwargs) with a timeout, retried with exponential backoff while the failure is
+        transient; any failure becomes one of our ClusterError subclasses, raised from the original."""
+        kwargs.setdefault("_request_timeout", self._settings.request_timeout_seconds)
+        attempts = self._settings.retries + 1
+        for attempt in range(attempts):
+            try:
+                return fn(*args, **kwargs)
+            except ApiException as e:
+                if e.status in _TRANSIENT_STATUS and attempt + 1 < attempts:
+                    self._backoff(what, attempt, f"HTTP {e.status}")
+                    continue
+                raise _api_error(what, e) from e
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                if attempt + 1 < attempts:
+                    self._backoff(what, attempt, type(e).__name__)
+                    continue
+                raise ClusterUnavailableError(f"{what}: API server {self.server} unreachable after "
+                                              f"{attempts} attempts: {e}") from e
+        raise AssertionError("unreachable")  # the loop always returns or raises
+
+    @staticmethod
+    def _backoff(what: str, attempt: int, why: str) -> None:
+        delay = min(0.2 * 2 ** attempt, 5.0)
+        log.warning("%s failed (%s); retrying in %.1fs", what, why, delay)
+        time.sleep(delay)
+
+    def _plain(self, obj: Any, kind: str, api_version: str) -> dict:
+        data = self._api.sanitize_for_serialization(obj)
+        # Items of a list response carry no kind/apiVersion; the parsers dispatch on them.
+        data.setdefault("kind", kind)
+        data.setdefault("apiVersion", api_version)
+        return data
+
+    # ------------------------------------------------------------------------------------------ snapshot
+    def list_namespaces(self) -> tuple[Namespace, ...]:
+        items = self._call("list namespaces", self._core.list_namespace).items
+        return tuple(parse_namespace(self._plain(i, "Namespace", "v1"), self._source("Namespace"))
+                     for i in items)
+
+    def list_pods(self, namespace: str | None = None) -> tuple[Pod, ...]:
+        """Running pods with an IP, not being deleted and not our own probe pods: the pods a flow can use."""
+        selector = f"!{PROBE_LABEL}"
+        if namespace:
+            resp = self._call(f"list pods in {namespace}", self._core.list_namespaced_pod, namespace,
+                              label_selector=selector)
+        else:
+            resp = self._call("list pods", self._core.list_pod_for_all_namespaces, label_selector=selector)
+        pods = []
+        for item in resp.items:
+            status = item.status
+            if item.metadata.deletion_timestamp or not status or status.phase != "Running" or not status.pod_ip:
+                continue
+            pod = parse_pod(self._plain(item, "Pod", "v1"), self._source("Pod"))
+            pods.append(_stable_workload(pod))
+        return tuple(pods)
+
+    def list_services(self, namespace: str | None = None) -> tuple[Service, ...]:
+        if namespace:
+            resp = self._call(f"list services in {namespace}", self._core.list_namespaced_service, namespace)
+        else:
+            resp = self._call("list services", self._core.list_service_for_all_namespaces)
+        return tuple(parse_service(self._plain(i, "Service", "v1"), self._source("Service")) for i in resp.items)
+
+    def list_network_policies(self, namespace: str | None = None) -> tuple[NetworkPolicy, ...]:
+        if namespace:
+            resp = self._call(f"list networkpolicies in {namespace}",
+                              self._networking.list_namespaced_network_policy, namespace)
+        else:
+            resp = self._call("list networkpolicies", self._networking.list_network_policy_for_all_namespaces)
+        out = []
+        for item in resp.items:
+            data = self._plain(item, "NetworkPolicy", "networking.k8s.io/v1")
+            # The API server fills in status/managedFields etc.; the strict policy parser checks spec only.
+            data = {k: data[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in data}
+            data["metadata"] = _bare_metadata(data["metadata"])
+            out.append(parse_network_policy(data, self._source("NetworkPolicy")))
+        return tuple(out)
+
+    def list_admin_policies(self) -> tuple[AdminPolicy, ...]:
+        """Every admin-tier policy of every API the cluster serves; an API it does not serve is skipped."""
+        out = []
+        for kind, version, plural in ADMIN_POLICY_APIS:
+            try:
+                resp = self._call(f"list {plural}", self._custom.list_cluster_custom_object,
+                                  ADMIN_POLICY_GROUP, version, plural)
+            except ClusterNotFoundError:
+                log.debug("%s/%s %s not served: no such CRD", ADMIN_POLICY_GROUP, version, plural)
+                continue
+            for item in resp.get("items", []):
+                data = {k: item[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in item}
+                data.setdefault("kind", kind)
+                data.setdefault("apiVersion", f"{ADMIN_POLICY_GROUP}/{version}")
+                data["metadata"] = _bare_metadata(data.get("metadata") or {})
+                out.append(parse_admin_policy(data, self._source(kind)))
+        return tuple(out)
+
+    def list_endpoint_slices(self, namespace: str | None = None) -> tuple[EndpointSliceInfo, ...]:
+        if namespace:
+            resp = self._call(f"list endpointslices in {namespace}",
+                              self._discovery.list_namespaced_endpoint_slice, namespace)
+        else:
+            resp = self._call("list endpointslices", self._discovery.list_endpoint_slice_for_all_namespaces)
+        out = []
+        for s in resp.items:
+            labels = s.metadata.labels or {}
+            addresses = tuple(sorted(
+                a for ep in (s.endpoints or []) if not ep.conditions or ep.conditions.ready is not False
+                for a in ep.addresses or ()))
+            ports = tuple(sorted(((p.name, p.port, p.protocol or "TCP") for p in (s.ports or []) if p.port),
+                                 key=lambda p: (p[1], p[2], p[0] or "")))
+            out.append(EndpointSliceInfo(s.metadata.namespace, s.metadata.name,
+                                         labels.get("kubernetes.io/service-name"), addresses, ports))
+        return tuple(out)
+
+    def _source(self, kind: str) -> str:
+        # Error messages from the parsers name the "file": here the API server and the kind.
+        return f"{self.server} ({kind})"
+
+    # ------------------------------------------------------------------------------------------- watches
+
+    def watch_changes(self, kind: str, timeout_seconds: int,
+                      resource_version: str | None = None) -> Iterator[ClusterEvent]:
+        """Events of one kind for at most timeout_seconds (the server closes the watch then); the caller
+        re-watches from the last resource_version. Admin-policy kinds are watched when served."""
+        if kind in _WATCHABLE:
+            api_name, method = _WATCHABLE[kind]
+            fn = getattr({"core": self._core, "networking": self._networking,
+                          "discovery": self._discovery}[api_name], method)
+            args: tuple = ()
+        else:
+            api = next((a for a in ADMIN_POLICY_APIS if a[0] == kind), None)
+            if api is None:
+                raise InputError(f"cannot watch kind {kind!r}")
+            fn, args = self._custom.list_cluster_custom_object, (ADMIN_POLICY_GROUP, api[1], api[2])
+        for event_type, meta in self._stream(f"watch {kind}", fn, *args, timeout_seconds=timeout_seconds,
+                                             resource_version=resource_version):
+            yield ClusterEvent(event_type, kind, meta.get("namespace"), meta.get("name", ""),
+                               meta.get("resourceVersion"))
+
+    def _stream(self, what: str, fn: Callable, *args: Any, timeout_seconds: int,
+                resource_version: str | None = None, label_selector: str | None = None,
+                raw: bool = False) -> Iterator[tuple[str, Any]]:
+        """(event type, metadata dict or the raw object) pairs of one watch request, bounded in time both on
+        the server (timeout_seconds) and on the client (read timeout a little longer)."""
+        kwargs: dict[str, Any] = {"timeout_seconds": max(1, int(timeout_seconds)),
+                                  "_request_timeout": (self._settings.request_timeout_seconds,
+                                                       timeout_seconds + self._settings.request_timeout_seconds)}
+        if resource_version:
+            kwargs["resource_version"] = resource_version
+            kwargs["allow_watch_bookmarks"] = True
+        if label_selector:
+            kwargs["label_selector"] = label_selector
+        w = watch.Watch()
+        try:
+            for event in w.stream(fn, *args, **kwargs):
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    status = obj if isinstance(obj, dict) else self._api.sanitize_for_serialization(obj)
+                    code = status.get("code")
+                    if code == 410:
+                        raise ClusterConflictError(f"{what}: resource version too old (410 Gone): re-list")
+                    raise ClusterRejectedError(f"{what}: watch error {code}: {status.get('message')}")
+                if event["type"] == "BOOKMARK":
+                    continue
+                if raw:
+                    yield event["type"], obj
+                else:
+                    meta = obj.get("metadata", {}) if isinstance(obj, dict) else \
+                        self._api.sanitize_for_serialization(obj.metadata)
+                    yield event["type"], meta
+        except ApiException as e:
+            raise _api_error(what, e) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise ClusterUnavailableError(f"{what}: API server {self.server}: {e}") from e
+        finally:
+            w.stop()
+
+    # ---------------------------------------------------------------------------------------- probe pods
+    def namespace_uid(self, name: str) -> str:
+        ns = self._call(f"read namespace {name}", self._core.read_namespace, name)
+        return ns.metadata.uid
+
+    def create_pod(self, manifest: dict) -> ProbePodState:
+        """Creates a pod from a plain manifest. A 409 is returned as ClusterConflictError: with explicit,
+        run-unique names it means a retried create had already succeeded, which the caller may accept."""
+        ns = manifest["metadata"]["namespace"]
+        name = manifest["metadata"]["name"]
+        pod = self._call(f"create pod {ns}/{name}", self._core.create_namespaced_pod, ns, manifest)
+        return self._probe_state(pod)
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        """Deletes at once (grace period 0: a probe pod has nothing to finish). False if it was gone."""
+        try:
+            self._call(f"delete pod {namespace}/{name}", self._core.delete_namespaced_pod, name, namespace,
+                       grace_period_seconds=0, propagation_policy="Background")
+        except ClusterNotFoundError:
+            return False
+        return True
+
+    def list_probe_pods(self, label_selector: str) -> tuple[tuple[ProbePodState, ...], str]:
+        """The pods matching the selector in every namespace, and the list's resourceVersion to watch from."""
+        resp = self._call(f"list pods {label_selector}", self._core.list_pod_for_all_namespaces,
+                          label_selector=label_selector)
+        return tuple(self._probe_state(p) for p in resp.items), resp.metadata.resource_version
+
+    def watch_probe_pods(self, label_selector: str, resource_version: str,
+                         timeout_seconds: float) -> Iterator[ProbePodState]:
+        for event_type, pod in self._stream(f"watch pods {label_selector}", self._core.list_pod_for_all_namespaces,
+                                            timeout_seconds=max(1, int(timeout_seconds)),
+                                            resource_version=resource_version, label_selector=label_selector,
+                                            raw=True):
+            state = self._probe_state(pod)
+            if event_type == "DELETED":
+                state = replace(state, phase="Deleted", deleting=True)
+            yield state
+
+    @staticmethod
+    def _probe_state(pod: Any) -> ProbePodState:
+        status = pod.status
+        unschedulable = waiting = message = reason = None
+        exit_code = None
+        for cond in (status.conditions if status else None) or []:
+            if cond.type == "PodScheduled" and cond.status == "False":
+                unschedulable = cond.message or cond.reason or "not scheduled"
+        for cs in (status.container_statuses if status else None) or []:
+            if cs.state and cs.state.terminated:
+                t = cs.state.terminated
+                exit_code, message, reason = t.exit_code, t.message, t.reason
+            elif cs.state and cs.state.waiting:
+                waiting = cs.state.waiting.reason
+        return ProbePodState(
+            namespace=pod.metadata.namespace, name=pod.metadata.name,
+            phase=(status.phase if status and status.phase else "Pending"),
+            node=pod.spec.node_name if pod.spec else None, unschedulable=unschedulable, waiting_reason=waiting,
+            exit_code=exit_code, termination_message=message, termination_reason=reason,
+            deleting=pod.metadata.deletion_timestamp is not None,
+            labels=tuple(sorted((pod.metadata.labels or {}).items())))
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def _api_error(what: str, e: ApiException) -> ClusterError:
+    detail = (e.reason or "").strip()
+    body = e.body if isinstance(e.body, str) else ""
+    if body:
+        with contextlib.suppress(ValueError, AttributeError):
+            detail = json.loads(body).get("message") or detail
+    message = f"{what}: HTTP {e.status}: {detail}"
+    if e.status in (401, 403):
+        return ClusterForbiddenError(message)
+    if e.status == 404:
+        return ClusterNotFoundError(message)
+    if e.status == 409:
+        return ClusterConflictError(message)
+    if e.status in _TRANSIENT_STATUS or e.status == 0:
+        return ClusterUnavailableError(message)
+    return ClusterRejectedError(message)
+
+
+def _bare_metadata(meta: dict) -> dict:
+    """Only what identifies an object: the strict parsers need not know the server's bookkeeping fields."""
+    return {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}
+
+
+def _stable_workload(pod: Pod) -> Pod:
+    """A Deployment's pods are owned by a ReplicaSet named <deployment>-<pod-template-hash>; name the
+    Deployment instead, so the source identity survives a rollout."""
+    if pod.workload and pod.workload.startswith("ReplicaSet/"):
+        rs = pod.workload.partition("/")[2]
+        template_hash = dict(pod.labels).get("pod-template-hash")
+        if template_hash and rs.endswith("-" + template_hash):
+            return replace(pod, workload="Deployment/" + rs[: -len(template_hash) - 1])
+    return pod

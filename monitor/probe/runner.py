@@ -1,0 +1,347 @@
+"""The probe runner: turns probe tasks into short-lived probe pods, waits for their results, deletes them.
+
+One pod per task (a source identity, or a source identity on one node in per-node mode), created in the
+source's namespace with the labels of a live pod of that identity (so every policy that selects the workload
+selects the probe too), never Ready, owned by an object of the monitor, locked down to PodSecurity
+"restricted". At most `concurrency` pods exist at once; the run has a deadline. Results come back through the
+termination message (monitor.probe.wire). A pod that could not be scheduled, could not start, or did not finish
+in time gives `skipped` for each of its targets, never a verdict.
+This module must not import kubernetes (it goes through monitor.cluster), evaluate policies, or read the
+clock for anything but deadlines (it takes a monotonic clock so tests can control it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from monitor.cluster import PROBE_LABEL, RUN_LABEL, ClusterAdapter, ClusterConflictError, ProbePodState
+from monitor.errors import ClusterError, ProbeError
+from monitor.models import Labels
+from monitor.probe.wire import ProbeTarget, TargetOutcome, WireError, decode_result, encode_targets
+from monitor.settings import ProbeSettings
+
+log = logging.getLogger(__name__)
+
+SOURCE_ANNOTATION = "netpol-drift.io/source"
+# A termination message holds ~1,500 outcomes in the worst case: stay well below, split bigger tasks.
+MAX_TARGETS_PER_POD = 1000
+# Waiting reasons after which a container will not start within a run (the image is wrong or missing).
+_HOPELESS_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                     "CreateContainerError"}
+# How often the runner re-lists while it waits (a watch can miss nothing, but a deadline must be checked).
+_WATCH_SLICE_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTask:
+    """Everything one probe pod needs: where it runs, what it looks like to policies, what it probes."""
+
+    identity: str  # the source identity, e.g. shop/Deployment/web
+    namespace: str
+    labels: Labels  # of a live pod of the identity
+    targets: tuple[ProbeTarget, ...]
+    node: str | None = None  # per-node mode: pinned here
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeReport:
+    """What one task's probing gave: one outcome per target (None: not probed), or why it was skipped."""
+
+    task: ProbeTask
+    outcomes: tuple[TargetOutcome | None, ...]
+    pod: str | None = None  # namespace/name of the probe pod
+    node: str | None = None  # where it actually ran
+    skipped_reason: str = ""  # set when no outcome came back at all
+
+    def reason_for(self, index: int) -> str:
+        if self.outcomes and self.outcomes[index] is not None:
+            return ""
+        return self.skipped_reason or "the probe pod did not report this target (termination message cut)"
+
+
+@dataclass
+class _Live:
+    """Book-keeping of one created pod while the run waits for it."""
+
+    index: int  # position in the chunk list
+    namespace: str
+    name: str
+    created_at: float
+    unschedulable_since: float | None = None
+    last_state: ProbePodState | None = field(default=None)
+
+
+def probe_selector(run_id: str | None = None) -> str:
+    return f"{PROBE_LABEL}=true" + (f",{RUN_LABEL}={run_id}" if run_id else "")
+
+
+def probe_pod_manifest(task: ProbeTask, name: str, run_id: str, settings: ProbeSettings,
+                       owner_uid: str) -> dict:
+    """The probe pod as a plain manifest. Every field here is there for a reason given in DESIGN.md."""
+    labels = dict(task.labels)
+    labels[PROBE_LABEL] = "true"
+    labels[RUN_LABEL] = run_id
+    timeout = f"{settings.timeout_seconds:g}"
+    spec: dict = {
+        "restartPolicy": "Never",
+        # Bounds the pod even if the runner dies before deleting it (the start-up sweep is the second net).
+        "activeDeadlineSeconds": max(1, int(settings.run_deadline_seconds)),
+        # Probe pods talk to nobody but their targets: no token, no service env vars, no grace period.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 0,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [{
+            "name": "probe",
+            "image": settings.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["netpol-drift", "probe-agent"],
+            "args": ["--timeout", timeout, "--targets", encode_targets(task.targets)],
+            # Never Ready, so no Service ever sends traffic to a probe pod that wears a workload's labels.
+            "readinessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 3600,
+                               "failureThreshold": 1},
+            "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePolicy": "File",
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
+                          "limits": {"cpu": "200m", "memory": "64Mi"}},
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+                "readOnlyRootFilesystem": True,
+                "runAsNonRoot": True,
+            },
+        }],
+    }
+    if task.node:
+        spec["nodeName"] = task.node
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": task.namespace,
+            "labels": labels,
+            "annotations": {SOURCE_ANNOTATION: task.identity},
+            # A controller reference keeps ReplicaSets/StatefulSets whose selector matches the copied labels
+            # from adopting the pod. The owner is the monitor's Namespace: owner references cannot cross
+            # namespaces (the garbage collector would treat a ConfigMap elsewhere as absent and delete the
+            # pod), a cluster-scoped owner can be referenced from every namespace, and uninstalling the
+            # monitor then garbage-collects leftovers too.
+            "ownerReferences": [{
+                "apiVersion": "v1", "kind": "Namespace", "name": settings.namespace, "uid": owner_uid,
+                "controller": True, "blockOwnerDeletion": False,
+            }],
+        },
+        "spec": spec,
+    }
+
+
+def sweep_probe_pods(adapter: ClusterAdapter) -> int:
+    """Deletes every probe pod (of any run): at start-up, all of them are leftovers of a dead run."""
+    pods, _ = adapter.list_probe_pods(probe_selector())
+    deleted = 0
+    for p in pods:
+        if adapter.delete_pod(p.namespace, p.name):
+            deleted += 1
+    if deleted:
+        log.info("start-up sweep deleted %d leftover probe pod(s)", deleted)
+    return deleted
+
+
+def _chunks(tasks: list[ProbeTask]) -> list[tuple[int, int, ProbeTask]]:
+    """(task index, offset of the chunk's first target, chunk task) with at most MAX_TARGETS_PER_POD each."""
+    out = []
+    for i, task in enumerate(tasks):
+        for start in range(0, max(1, len(task.targets)), MAX_TARGETS_PER_POD):
+            chunk = task.targets[start:start + MAX_TARGETS_PER_POD]
+            out.append((i, start, ProbeTask(task.identity, task.namespace, task.labels, chunk, task.node)))
+    return out
+
+
+class ProbeRun:
+    """One run's probe pods, from creation to deletion. Use `run()`; it always deletes what it created."""
+
+    def __init__(self, adapter: ClusterAdapter, settings: ProbeSettings, run_id: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.adapter = adapter
+        self.settings = settings
+        self.run_id = run_id
+        self.clock = clock
+        self.created: list[tuple[str, str]] = []  # still to delete
+        self.pods_created = 0
+        self._chunk_list: list[tuple[int, int, ProbeTask]] = []
+
+    def run(self, tasks: list[ProbeTask]) -> list[ProbeReport]:
+        tasks = [t for t in tasks if t.targets]
+        if not tasks:
+            return []
+        try:
+            owner_uid = self.adapter.namespace_uid(self.settings.namespace)
+        except ClusterError as e:
+            raise ProbeError(f"cannot read the monitor's namespace {self.settings.namespace!r}, the owner of "
+                             f"probe pods: {e}") from e
+        chunks = self._chunk_list = _chunks(tasks)
+        results: dict[int, tuple[list[TargetOutcome | None] | None, str, str | None, str | None]] = {}
+        try:
+            self._drive(chunks, owner_uid, results)
+        finally:
+            self._delete_all()
+        return self._assemble(tasks, chunks, results)
+
+    # --------------------------------------------------------------------------------------------- main loop
+    def _drive(self, chunks: list[tuple[int, int, ProbeTask]], owner_uid: str, results: dict) -> None:
+        started = self.clock()
+        deadline = started + self.settings.run_deadline_seconds
+        waiting = deque(range(len(chunks)))
+        live: dict[str, _Live] = {}  # by pod name
+        selector = probe_selector(self.run_id)
+        concurrency = max(1, self.settings.concurrency)
+        while waiting or live:
+            now = self.clock()
+            while waiting and len(live) < concurrency and now < deadline:
+                c = waiting.popleft()
+                name = f"netpol-drift-probe-{self.run_id}-{c}"
+                task = chunks[c][2]
+                manifest = probe_pod_manifest(task, name, self.run_id, self.settings, owner_uid)
+                try:
+                    self.adapter.create_pod(manifest)
+                except ClusterConflictError:
+                    pass  # a retried create that had succeeded: the name is unique to this run
+                except ClusterError as e:
+                    results[c] = (None, f"could not create the probe pod: {e}", None, None)
+                    continue
+                self.created.append((task.namespace, name))
+                self.pods_created += 1
+                live[name] = _Live(c, task.namespace, name, now)
+            if not live:
+                break
+            if now >= deadline:
+                for item in live.values():
+                    results[item.index] = (None, self._late_reason(item, "the run deadline "
+                                                                         f"({self.settings.run_deadline_seconds}s)"),
+                                           f"{item.namespace}/{item.name}", None)
+                return
+            states, resource_version = self.adapter.list_probe_pods(selector)
+            progressed = self._observe(states, live, results)
+            if progressed:
+                continue
+            # Nothing finished yet: wait on a watch for the next change (or the next deadline check).
+            slice_ = min(_WATCH_SLICE_SECONDS, max(0.0, deadline - self.clock()))
+            try:
+                for state in self.adapter.watch_probe_pods(selector, resource_version, max(1.0, slice_)):
+                    if self._observe([state], live, results):
+                        break
+                    if self.clock() >= deadline:
+                        break
+            except ClusterConflictError:
+                continue  # resource version expired: re-list
+
+    def _observe(self, states: list[ProbePodState] | tuple[ProbePodState, ...], live: dict[str, _Live],
+                 results: dict) -> bool:
+        """Updates book-keeping from pod states; True when some pod is done (finished, failed or hopeless)."""
+        done = False
+        now = self.clock()
+        for s in states:
+            item = live.get(s.name)
+            if item is None:
+                continue
+            item.last_state = s
+            where = f"{s.namespace}/{s.name}"
+            if s.finished:
+                results[item.index] = self._read_result(s, len(self._chunk_targets(item)))
+                done = True
+            elif s.phase == "Deleted" or s.deleting:
+                results[item.index] = (None, "the probe pod was deleted before it finished", where, s.node)
+                done = True
+            elif s.waiting_reason in _HOPELESS_WAITING:
+                results[item.index] = (None, f"the probe container cannot start: {s.waiting_reason} "
+                                             f"(image {self.settings.image})", where, s.node)
+                done = True
+            elif s.unschedulable:
+                item.unschedulable_since = item.unschedulable_since or now
+            if item.index in results:
+                del live[s.name]
+                # Delete at once: frees the slot (and, on a real node, the IP) for the next probe pod.
+                try:
+                    self.adapter.delete_pod(s.namespace, s.name)
+                    self.created.remove((s.namespace, s.name))
+                except ClusterError as e:  # retried once more at the end of the run
+                    log.warning("could not delete probe pod %s: %s", where, e)
+        return done
+
+    def _chunk_targets(self, item: _Live) -> tuple[ProbeTarget, ...]:
+        return self._chunk_list[item.index][2].targets
+
+    def _read_result(self, s: ProbePodState, expected: int) -> tuple:
+        where = f"{s.namespace}/{s.name}"
+        message = (s.termination_message or "").strip()
+        try:
+            count, outcomes = decode_result(message)
+        except WireError:
+            why = message[:200] or s.termination_reason or "no termination message"
+            return (None, f"the probe pod ended (exit code {s.exit_code}) without a result: {why}", where, s.node)
+        if count != expected:
+            return (None, f"the probe pod reported {count} targets, {expected} were given", where, s.node)
+        padded: list[TargetOutcome | None] = [*outcomes, *([None] * (expected - len(outcomes)))]
+        return (padded, "", where, s.node)
+
+    @staticmethod
+    def _late_reason(item: _Live, limit: str) -> str:
+        s = item.last_state
+        if s is None:
+            return f"the probe pod did not appear before {limit}"
+        if s.unschedulable:
+            return f"the probe pod could not be scheduled before {limit}: {s.unschedulable}"
+        if s.phase == "Pending":
+            extra = f" ({s.waiting_reason})" if s.waiting_reason else ""
+            return f"the probe pod was still Pending{extra} at {limit}"
+        return f"the probe pod did not finish before {limit} (phase {s.phase})"
+
+    def _delete_all(self) -> None:
+        for ns, name in self.created:
+            try:
+                self.adapter.delete_pod(ns, name)
+            except ClusterError as e:  # keep deleting the others; the start-up sweep catches this one
+                log.warning("could not delete probe pod %s/%s: %s", ns, name, e)
+
+    def _assemble(self, tasks: list[ProbeTask], chunks: list[tuple[int, int, ProbeTask]],
+                  results: dict) -> list[ProbeReport]:
+        reports = []
+        for i, task in enumerate(tasks):
+            outcomes: list[TargetOutcome | None] = [None] * len(task.targets)
+            reasons, pods, nodes = [], [], []
+            for c, (ti, offset, chunk) in enumerate(chunks):
+                if ti != i:
+                    continue
+                got, reason, pod, node = results.get(c, (None, "the probe pod was not run", None, None))
+                if got is not None:
+                    outcomes[offset:offset + len(chunk.targets)] = got
+                if reason:
+                    reasons.append(reason)
+                pods.append(pod)
+                nodes.append(node)
+            reports.append(ProbeReport(task, tuple(outcomes), next((p for p in pods if p), None),
+                                       next((n for n in nodes if n), None), "; ".join(dict.fromkeys(reasons))))
+        return reports
+
+
+def run_probes(adapter: ClusterAdapter, tasks: list[ProbeTask], settings: ProbeSettings, run_id: str,
+               clock: Callable[[], float] = time.monotonic) -> tuple[list[ProbeReport], int]:
+    """(one report per task with targets, in order; the number of probe pods created)."""
+    runner = ProbeRun(adapter, settings, run_id, clock)
+    reports = runner.run(tasks)
+    return reports, runner.pods_created
+
+
+def pods_needed(tasks: list[ProbeTask]) -> int:
+    return sum(math.ceil(len(t.targets) / MAX_TARGETS_PER_POD) for t in tasks if t.targets)

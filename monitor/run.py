@@ -1,0 +1,225 @@
+"""One live run: snapshot -> plan -> probe -> evaluate -> results (models.Run with FlowResults).
+
+Job: wire the stages in order for one run, with one reading of the clock (`now`, passed in) and one run id;
+map probe outcomes to verdicts (settings.probe.refused_means for `refused`; a silent UDP target is `unknown`);
+fold the replicas of a destination into one result per case, source identity, destination identity and port.
+This module must not import kubernetes, print, or store anything: the CLI prints, the store helper stores.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from monitor.cluster import ClusterAdapter
+from monitor.engine import Engine
+from monitor.live_snapshot import take_snapshot
+from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict
+from monitor.plan import FlowPlan, Plan, plan_suite
+from monitor.probe.runner import ProbeReport, ProbeTask, run_probes, sweep_probe_pods
+from monitor.probe.wire import ProbeTarget, TargetOutcome
+from monitor.settings import Settings
+from monitor.snapshot import snapshot_digest
+from monitor.suite import Suite, validate_suite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSummary:
+    """A case's line in the report: its flows folded into one status."""
+
+    name: str
+    expected: Verdict
+    status: str  # pass, fail, unknown, skipped
+    intent: str  # allow, deny, allow/deny, -
+    observed: str  # outcomes seen, e.g. connected or refused/timeout
+    verdict: str
+    enforcement_gap: bool
+    explanation: str
+    flows: tuple[FlowResult, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRun:
+    run: Run
+    cases: tuple[CaseSummary, ...]
+    snapshot: Snapshot
+    probe_pods: int
+    probe_seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.status == "fail" for c in self.cases)
+
+
+def outcome_verdict(outcome: Outcome, protocol: str, refused_means: str) -> Verdict:
+    """What an outcome says about reachability. Drift works on raw outcomes; this is for expectations."""
+    if outcome is Outcome.CONNECTED:
+        return Verdict.ALLOW
+    if outcome is Outcome.REFUSED:
+        return Verdict(refused_means)
+    if outcome is Outcome.TIMEOUT:
+        # A silent UDP target may be dropped or may simply never answer: no verdict either way.
+        return Verdict.UNKNOWN if protocol == "UDP" else Verdict.DENY
+    if outcome is Outcome.UNREACHABLE:
+        return Verdict.DENY  # ICMP host/admin-prohibited: how several CNIs reject
+    if outcome is Outcome.SKIPPED:
+        return Verdict.SKIPPED
+    return Verdict.UNKNOWN
+
+
+def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: datetime, run_id: str,
+             trigger: str = "manual", via_cluster_ip: bool = False, sweep: bool = True,
+             clock: Callable[[], float] = time.monotonic) -> LiveRun:
+    """Raises our own errors (InputError for a suite that does not fit the cluster, ClusterError...)."""
+    began = clock()
+    if sweep:
+        sweep_probe_pods(adapter)
+    snapshot = take_snapshot(adapter, now)
+    validate_suite(suite, snapshot)
+    plan = plan_suite(suite, snapshot, per_node=settings.probe.per_node, via_cluster_ip=via_cluster_ip)
+    tasks, target_index = probe_tasks(plan)
+    started = clock()
+    reports, pods = run_probes(adapter, tasks, settings.probe, run_id, clock)
+    probe_seconds = clock() - started
+    results = evaluate(plan, snapshot, reports, target_index, settings.probe.refused_means)
+    cases = summarise(suite, results)
+    # The wall clock is read once per run (`now`); the end is `now` plus the monotonic time the run took.
+    finished = now + timedelta(seconds=clock() - began)
+    run = Run(cluster=settings.cluster.name, started_at=now.isoformat(), finished_at=finished.isoformat(),
+              trigger=trigger, snapshot_digest=snapshot_digest(snapshot), suite_digest=suite.digest,
+              results=tuple(results), status="ok" if all(r.outcome is not Outcome.SKIPPED for r in results)
+              else "partial", id=run_id)
+    return LiveRun(run, tuple(cases), snapshot, pods, probe_seconds)
+
+
+def probe_tasks(plan: Plan) -> tuple[list[ProbeTask], list[dict[tuple[str, int, str], int]]]:
+    """One task per source group, each target once (two cases probing the same address share a probe)."""
+    tasks, index = [], []
+    for g in plan.groups:
+        targets: dict[tuple[str, int, str], int] = {}
+        for f in g.flows:
+            key = (f.address or "", f.port or 0, f.protocol)
+            targets.setdefault(key, len(targets))
+        tasks.append(ProbeTask(g.identity, g.namespace, g.representative.labels,
+                               tuple(ProbeTarget(a, p, proto) for a, p, proto in targets), g.node))
+        index.append(targets)
+    return tasks, index
+
+
+def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
+             target_index: list[dict[tuple[str, int, str], int]], refused_means: str) -> list[FlowResult]:
+    engine = Engine(snapshot)
+    backing: dict[str, list] = {}
+    per_flow: list[tuple[FlowPlan, TargetOutcome | None, str, str | None]] = []
+    for group, report, index in zip(plan.groups, reports, target_index, strict=True):
+        for f in group.flows:
+            i = index[(f.address or "", f.port or 0, f.protocol)]
+            per_flow.append((f, report.outcomes[i], report.reason_for(i), report.node or group.node))
+    for f in plan.skipped:
+        per_flow.append((f, None, f.skip_reason, None))
+
+    # Fold the replicas of a destination identity into one result (their outcomes usually agree; when they
+    # do not, the one contradicting the policies is reported, since that is the one someone must look at).
+    folded: dict[tuple, list] = defaultdict(list)
+    for f, got, reason, node in per_flow:
+        folded[(f.case, f.source, f.destination, f.port or 0, f.protocol)].append((f, got, reason, node))
+    results = []
+    for (case, source, destination, port, protocol), items in folded.items():
+        f0 = items[0][0]
+        if f0.skip_reason:
+            results.append(FlowResult(case, source, destination, port, protocol, f0.expected, Verdict.SKIPPED,
+                                      reason=f0.skip_reason))
+            continue
+        intent, explanation = _intent(engine, snapshot, f0, backing)
+        judged = []
+        for f, got, reason, node in items:
+            if got is None:
+                judged.append((Outcome.SKIPPED, Verdict.SKIPPED, None, reason, node, f))
+                continue
+            outcome = Outcome(got.outcome)
+            detail = f"{got.outcome} ({got.detail})" if got.detail else ""
+            judged.append((outcome, outcome_verdict(outcome, protocol, refused_means), got.latency_ms, detail,
+                           node, f))
+        observed = [j for j in judged if j[0] is not Outcome.SKIPPED]
+        pick = next((j for j in observed if j[1] in (Verdict.ALLOW, Verdict.DENY) and j[1] != intent), None) \
+            or (observed[0] if observed else judged[0])
+        outcome, verdict, latency, detail, node, f = pick
+        reason = detail
+        if len({j[0] for j in judged}) > 1:
+            reason = "replicas disagree: " + ", ".join(
+                f"{j[5].destination_pod.ref if j[5].destination_pod else j[5].address}={j[0].value}"
+                for j in judged)
+        elif outcome is Outcome.SKIPPED:
+            reason = judged[0][3]
+        results.append(FlowResult(case, source, destination, port, protocol, f0.expected, intent, outcome,
+                                  verdict, latency, 1 if outcome is not Outcome.SKIPPED else 0, explanation,
+                                  reason, node))
+    order = {c: i for i, c in enumerate(dict.fromkeys(f.case for f, *_ in per_flow))}
+    results.sort(key=lambda r: (order.get(r.case, 0), r.source, r.destination, r.port, r.protocol))
+    return results
+
+
+def _intent(engine: Engine, snapshot: Snapshot, f: FlowPlan, backing: dict[str, list]) -> tuple[Verdict, str]:
+    if f.service and f.destination_pod is None:
+        # Through a ClusterIP: the packet reaches one of the backing pods after DNAT, policies apply there.
+        if f.service not in backing:
+            svc = next(s for s in snapshot.services if s.ref == f.service)
+            wanted = dict(svc.selector or ())
+            backing[f.service] = [p for p in snapshot.pods if p.namespace == svc.namespace and wanted
+                                  and all(dict(p.labels).get(k) == v for k, v in wanted.items())]
+        svc = next(s for s in snapshot.services if s.ref == f.service)
+        sp = next((x for x in svc.ports if x.port == f.port and x.protocol == f.protocol), None)
+        answers = []
+        for pod in backing[f.service]:
+            target = sp.target_port if sp else f.port
+            number = target if isinstance(target, int) else next(
+                (c.port for c in pod.ports if c.name == target and c.protocol == f.protocol), None)
+            if number is not None:
+                answers.append(engine.decide(f.source_pod, pod, number, f.protocol))
+        if not answers:
+            return Verdict.UNKNOWN, f"Service {f.service} has no backing pod for port {f.port}"
+        allowed = {a.allowed for a in answers}
+        if len(allowed) > 1:
+            return Verdict.UNKNOWN, "some backing pods allow it, some deny it: " + answers[0].reason
+        return (Verdict.ALLOW if allowed.pop() else Verdict.DENY), answers[0].reason
+    dst = f.destination_pod if f.destination_pod is not None else f.address
+    d = engine.decide(f.source_pod, dst, f.port, f.protocol)
+    return (Verdict.ALLOW if d.allowed else Verdict.DENY), d.reason
+
+
+def summarise(suite: Suite, results: list[FlowResult]) -> list[CaseSummary]:
+    by_case: dict[str, list[FlowResult]] = defaultdict(list)
+    for r in results:
+        by_case[r.case].append(r)
+    out = []
+    for case in suite.cases:
+        flows = by_case.get(case.name, [])
+        observed = [r for r in flows if r.observed]
+        if any(r.violation for r in flows):
+            status = "fail"
+        elif observed:
+            status = "pass" if len(observed) == len(flows) else "partial"
+        elif any(r.outcome is not Outcome.SKIPPED for r in flows):
+            status = "unknown"
+        else:
+            status = "skipped"
+        intents = sorted({r.intent.value for r in flows if r.intent in (Verdict.ALLOW, Verdict.DENY)})
+        outcomes = sorted({r.outcome.value for r in flows})
+        verdicts = sorted({r.verdict.value for r in flows})
+        bad = [r for r in flows if r.violation] or [r for r in flows if r.enforcement_gap] or flows
+        first = bad[0] if bad else None
+        explanation = ""
+        if first is not None:
+            explanation = first.reason if first.outcome is Outcome.SKIPPED else first.explanation
+            if first.reason and first.outcome is not Outcome.SKIPPED:
+                explanation = f"{first.reason}; {explanation}"
+        out.append(CaseSummary(case.name, case.expect, status, "/".join(intents) or "-", "/".join(outcomes),
+                               "/".join(verdicts), any(r.enforcement_gap for r in flows), explanation,
+                               tuple(flows)))
+    return out
