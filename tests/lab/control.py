@@ -209,8 +209,7 @@ def up(p: C.Paths = C.PATHS) -> None:
     say(f"applied {rbac.relative_to(C.REPO)} (monitor identity {C.MONITOR_USER})")
 
     say("node agent")
-    procs.start("agent", [str(C.PYTHON), "-m", "tests.lab.agent", "--kubeconfig", str(p.admin_kubeconfig)],
-                paths=p, cwd=C.REPO)
+    start_agent(p)
     dt = _wait(f"node {C.NODE_NAME} Ready", lambda: node_ready(p), 30, "agent", p)
     say(f"node {C.NODE_NAME} Ready ({dt:.1f}s)")
 
@@ -226,6 +225,12 @@ def up(p: C.Paths = C.PATHS) -> None:
     say(f"kube-router enforcing ({dt:.1f}s)")
     say(f"lab up in {time.monotonic() - t_start:.1f}s; admin kubeconfig {p.admin_kubeconfig}, "
         f"monitor kubeconfig {p.monitor_kubeconfig}")
+
+
+def start_agent(p: C.Paths = C.PATHS) -> int:
+    """Starts the node agent (also used by tests that restart it)."""
+    return procs.start("agent", [str(C.PYTHON), "-m", "tests.lab.agent", "--kubeconfig", str(p.admin_kubeconfig)],
+                       paths=p, cwd=C.REPO)
 
 
 # -------------------------------------------------------------------------------------------------------- down

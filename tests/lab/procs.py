@@ -32,11 +32,21 @@ def start(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None, 
     full_env.update(env or {})
     full_env[MARKER] = marker_value(paths)
     full_env["LAB_PROC"] = name
+    pidfile = paths.pidfile(name)
+    pidfile.unlink(missing_ok=True)
+    # Detached (setsid -f): the lab outlives the command or test session that started it and is never that
+    # process's child (no zombies, no "subprocess still running" warnings). The shell writes its own pid and
+    # then execs the program, so the pid file names the program itself.
     with open(paths.log(name), "ab") as log:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env=full_env, start_new_session=True, cwd=cwd)
-    paths.pidfile(name).write_text(f"{proc.pid}\n")
-    return proc.pid
+        subprocess.run(["setsid", "-f", "sh", "-c", 'echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec "$@"',
+                        str(pidfile), *argv], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                       env=full_env, cwd=cwd, check=True)
+    deadline = time.monotonic() + 10
+    while not pidfile.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not start (no pid file {pidfile})")
+        time.sleep(0.01)
+    return int(pidfile.read_text())
 
 
 def _environ(pid: int) -> dict[str, str]:

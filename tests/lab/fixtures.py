@@ -1,0 +1,226 @@
+"""pytest fixtures and helpers for tests that run against the lab.
+
+Job: a session-scoped `lab` (brought up if not running, taken down at the end only if this session brought it
+up), a fresh namespace per test (`lab_namespace`), and helpers to apply manifests, wait for pods, wait for
+kube-router to have synced, and probe TCP/UDP from inside a pod's network namespace. Must not: skip when the
+lab cannot run (lab tests FAIL with the reason, e.g. "needs root"), or reuse a namespace between tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import config as C
+from . import control, kube, netns, procs
+from .rest import ApiError, Rest
+
+PROBE = Path(__file__).with_name("probe.py")
+
+
+def pod_manifest(name: str, labels: Mapping[str, str] | None = None, tcp: Iterable[int | tuple[str, int]] = (80,),
+                 udp: Iterable[int | tuple[str, int]] = (), command: list[str] | None = None,
+                 **spec: Any) -> dict[str, Any]:
+    """A lab pod: by default the lab listener with real listeners on the given ports ((name, port) = named)."""
+    ports = []
+    for proto, items in (("TCP", tcp), ("UDP", udp)):
+        for item in items:
+            pname, port = item if isinstance(item, tuple) else (None, item)
+            ports.append({"containerPort": port, "protocol": proto, **({"name": pname} if pname else {})})
+    container = {"name": "main", "image": "lab.local/listener", "command": command or [C.LISTENER_COMMAND],
+                 "ports": ports}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": dict(labels or {})},
+            "spec": {"containers": [container], "restartPolicy": "Never", **spec}}
+
+
+class Lab:
+    """Handle on the running lab for tests (admin identity unless told otherwise)."""
+
+    def __init__(self, paths: C.Paths = C.PATHS) -> None:
+        self.paths = paths
+        self.kubeconfig = paths.admin_kubeconfig
+        self.monitor_kubeconfig = paths.monitor_kubeconfig
+        self.api = Rest(self.kubeconfig)
+
+    # ------------------------------------------------------------------------------------------ objects
+    def apply(self, manifests: Any, namespace: str | None = None) -> list[Any]:
+        """Server-side apply of YAML text, a dict, or dicts (`kind: List` too)."""
+        return kube.apply(manifests, namespace=namespace, kubeconfig=self.kubeconfig)
+
+    def delete(self, manifests: Any, namespace: str | None = None) -> None:
+        kube.delete(manifests, namespace=namespace, kubeconfig=self.kubeconfig)
+
+    def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self.api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                     "metadata": {"name": name, "labels": dict(labels or {})}})
+
+    def delete_namespace(self, name: str, timeout: float = 30.0) -> None:
+        """Deletes the namespace's pods (the agent finishes them), its other content, then the namespace itself
+        (finalized by hand: the lab has no namespace controller)."""
+        base = f"/api/v1/namespaces/{name}"
+        for path in (f"/apis/networking.k8s.io/v1/namespaces/{name}/networkpolicies", f"{base}/services",
+                     f"{base}/configmaps", f"/apis/discovery.k8s.io/v1/namespaces/{name}/endpointslices",
+                     f"{base}/pods"):
+            self.api.delete(path)
+        kube.wait_for(f"pods of namespace {name} to be gone",
+                      lambda: not self.api.get(f"{base}/pods")["items"], timeout)
+        self.api.delete(base)
+        try:
+            ns = self.api.get(base)
+        except ApiError as e:
+            if e.status == 404:
+                return
+            raise
+        ns["spec"]["finalizers"] = []
+        self.api.request("PUT", f"{base}/finalize", ns)
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+
+    # ------------------------------------------------------------------------------------------- waiting
+    def wait_running(self, namespace: str, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Waits until the pod is Running with a podIP (the agent only says Running once kube-router has
+        rules for the pod and lab listeners are bound); fails if it ends first."""
+
+        def check() -> dict[str, Any] | None:
+            pod = self.pod(namespace, name)
+            phase = pod.get("status", {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                raise AssertionError(f"pod {namespace}/{name} ended ({phase}) before running: {pod['status']}")
+            return pod if phase == "Running" and pod["status"].get("podIP") else None
+
+        return _poll(f"pod {namespace}/{name} Running with an IP", check, timeout)
+
+    def wait_finished(self, namespace: str, name: str, timeout: float = 30.0) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            pod = self.pod(namespace, name)
+            return pod if pod.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+        return _poll(f"pod {namespace}/{name} to finish", check, timeout)
+
+    def run_pods(self, namespace: str, manifests: Iterable[dict[str, Any]], timeout: float = 30.0
+                 ) -> dict[str, dict[str, Any]]:
+        """Creates the pods and waits until every one of them is Running; returns name -> pod."""
+        names = []
+        for m in manifests:
+            self.api.post(f"/api/v1/namespaces/{namespace}/pods", m)
+            names.append(m["metadata"]["name"])
+        return {n: self.wait_running(namespace, n, timeout) for n in names}
+
+    def wait_pod_synced(self, pod_ip: str, timeout: float = 20.0) -> None:
+        """kube-router's rules in the node namespace mention the pod IP."""
+        pattern = re.compile(r"(?<![\d.])" + re.escape(pod_ip) + r"(?!\d)")
+        _poll(f"kube-router rules for {pod_ip}", lambda: pattern.search(netns.node_iptables()), timeout)
+
+    def wait_synced(self, since: float | None = None, timeout: float = 20.0, quiet: float = 0.3) -> None:
+        """kube-router has finished a policy sync that started after `since` (default: now) and has been
+        quiet since for `quiet` seconds, so the firewall reflects every API change made before `since`.
+        kube-router logs `Starting sync of iptables with version: <unix ns>` and `sync iptables took ...`."""
+        since_ns = int((since if since is not None else time.time()) * 1e9)
+        log = self.paths.log("kube-router")
+        start_re = re.compile(r"Starting sync of iptables with version: (\d+)")
+
+        def check() -> bool:
+            text = log.read_text(errors="replace")
+            starts = [int(m.group(1)) for m in start_re.finditer(text)]
+            if not starts or starts[-1] < since_ns:
+                return False  # no sync started after the change yet
+            if text.count("sync iptables took") < len(starts):
+                return False  # one is running
+            return time.time_ns() - starts[-1] > quiet * 1e9  # and none was requested just after it
+
+        _poll("kube-router to sync", check, timeout, interval=0.05)
+
+    # -------------------------------------------------------------------------------------------- probing
+    def netns_of(self, pod: Mapping[str, Any]) -> str:
+        return netns.pod_names(pod["metadata"]["uid"])[0]
+
+    def probe(self, src: Mapping[str, Any], targets: Iterable[tuple[str, int, str]], timeout: float = 1.5
+              ) -> dict[tuple[str, int, str], str]:
+        """Real connections from inside src's network namespace, new ones each time (no conntrack reuse).
+        Returns {(ip, port, proto): connected|refused|timeout|unreachable|error}."""
+        targets = list(targets)
+        if not targets:
+            return {}
+        keys = [f"{ip}:{port}/{proto.upper()}" for ip, port, proto in targets]
+        out = subprocess.run(["ip", "netns", "exec", self.netns_of(src), str(C.PYTHON), str(PROBE),
+                              "--timeout", str(timeout), *keys], capture_output=True, text=True,
+                             timeout=timeout + 30)
+        if out.returncode != 0:
+            raise RuntimeError(f"probe from {src['metadata']['name']} failed: {out.stderr.strip()}")
+        res = json.loads(out.stdout)
+        return {t: res[k] for t, k in zip(targets, keys, strict=True)}
+
+    def connect(self, src: Mapping[str, Any], dst: Mapping[str, Any] | str, port: int, proto: str = "TCP",
+                timeout: float = 1.5) -> str:
+        """One probe from pod src to pod dst (or an IP): connected, refused, timeout, unreachable or error."""
+        ip = dst if isinstance(dst, str) else dst["status"]["podIP"]
+        return self.probe(src, [(ip, port, proto)], timeout)[(ip, port, proto)]
+
+
+def _poll(what: str, fn: Any, timeout: float, interval: float = 0.1) -> Any:
+    return kube.wait_for(what, fn, timeout, interval)
+
+
+def _lab_is_up() -> bool:
+    return all(procs.pid_of(n) for n in control.COMPONENTS) and control.apiserver_ready()
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[Lab]:
+    """The running lab; started (and at the end stopped) by this session unless it already ran."""
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root (network namespaces, veths, iptables in the lab's node namespace): "
+                    "run `sudo make test`, or deselect them with -m 'not lab'", pytrace=False)
+    started = False
+    if not _lab_is_up():
+        try:
+            control.up()
+        except control.LabError as e:
+            pytest.fail(f"could not bring the lab up: {e}", pytrace=False)
+        started = True
+    try:
+        yield Lab()
+    finally:
+        if started and not os.environ.get("LAB_KEEP"):
+            control.down()
+
+
+@pytest.fixture
+def lab_namespace(lab: Lab, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test (labels: kubernetes.io/metadata.name, set by the API server), removed
+    with everything in it afterwards."""
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{base}-{secrets.token_hex(3)}"
+    lab.create_namespace(name)
+    try:
+        yield name
+    finally:
+        lab.delete_namespace(name)
+
+
+@pytest.fixture
+def make_namespace(lab: Lab, lab_namespace: str) -> Iterator[Any]:
+    """Factory for extra namespaces in one test: make_namespace(suffix, labels) -> name; all removed after."""
+    made: list[str] = []
+
+    def make(suffix: str, labels: Mapping[str, str] | None = None) -> str:
+        name = f"{lab_namespace}-{suffix}"[:63].rstrip("-")
+        lab.create_namespace(name, labels)
+        made.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        for name in made:
+            lab.delete_namespace(name)
