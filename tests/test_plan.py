@@ -1,0 +1,158 @@
+"""The planner, the suite generator and the outcome mapping, on snapshots built in memory (pure stages)."""
+
+from __future__ import annotations
+
+import yaml
+
+from monitor.analyze import check_suite
+from monitor.engine import Engine
+from monitor.models import (
+    ContainerPort,
+    LabelSelector,
+    Namespace,
+    NetworkPolicy,
+    Outcome,
+    Pod,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
+    Service,
+    ServicePort,
+    Snapshot,
+    Verdict,
+    labels_of,
+)
+from monitor.plan import generate_cases, plan_suite, render_suite_yaml
+from monitor.probe.runner import ProbeTask, probe_pod_manifest
+from monitor.probe.wire import ProbeTarget
+from monitor.run import outcome_verdict, probe_tasks
+from monitor.settings import ProbeSettings
+from monitor.suite import parse_suite
+
+
+def _pod(ns: str, name: str, workload: str | None, ip: str, node: str, **labels: str) -> Pod:
+    ports = (ContainerPort(8080, "TCP", "http"), ContainerPort(5432, "TCP", "pg"))
+    return Pod(ns, name, labels_of(labels), ip, ports, node, False, workload)
+
+
+def _snapshot() -> Snapshot:
+    pods = [
+        _pod("shop", "web-a", "Deployment/web", "10.0.0.1", "n1", app="web"),
+        _pod("shop", "web-b", "Deployment/web", "10.0.0.2", "n2", app="web"),
+        _pod("shop", "api-a", "Deployment/api", "10.0.0.3", "n1", app="api"),
+        _pod("shop", "api-b", "Deployment/api", "10.0.0.4", "n2", app="api"),
+        _pod("shop", "db-0", "StatefulSet/db", "10.0.0.5", "n1", app="db"),
+    ]
+    only_api_to_db = NetworkPolicy(
+        "shop", "db", LabelSelector(labels_of({"app": "db"})), frozenset({"Ingress"}),
+        ingress=(PolicyRule(peers=(PolicyPeer(pod_selector=LabelSelector(labels_of({"app": "api"}))),),
+                            ports=(PolicyPort("TCP", 5432),)),))
+    api_svc = Service("shop", "api", labels_of({"app": "api"}), "10.96.0.10", (ServicePort(80, "http", "TCP"),))
+    return Snapshot.build([Namespace("shop")], pods, [api_svc], [only_api_to_db])
+
+
+SUITE = parse_suite({"name": "t", "cases": [
+    {"name": "web-to-api", "from": {"namespace": "shop", "workload": "web"},
+     "to": {"namespace": "shop", "workload": "api"}, "port": "http", "expect": "allow"},
+    {"name": "web-to-db", "from": {"namespace": "shop", "workload": "web"},
+     "to": {"namespace": "shop", "workload": "db"}, "port": 5432, "expect": "deny"},
+    {"name": "web-to-api-svc", "from": {"namespace": "shop", "labels": {"app": "web"}},
+     "to": {"service": "shop/api"}, "port": 80, "expect": "allow"},
+    {"name": "ghost-to-api", "from": {"namespace": "shop", "workload": "ghost"},
+     "to": {"namespace": "shop", "workload": "api"}, "port": 8080, "expect": "allow"},
+]})
+
+
+def test_flows_are_grouped_by_source_identity_with_one_representative():
+    plan = plan_suite(SUITE, _snapshot())
+    assert [g.identity for g in plan.groups] == ["shop/web"]
+    group = plan.groups[0]
+    assert group.representative.name == "web-a"  # the same pod for every case: first by name
+    assert {f.source_pod.name for f in group.flows} == {"web-a"}
+    # Both api replicas are probed (a fault on one node hits one replica), on the named port's number.
+    api = sorted((f.address, f.port) for f in group.flows if f.case == "web-to-api")
+    assert api == [("10.0.0.3", 8080), ("10.0.0.4", 8080)]
+    # Two replicas of the source do not double the flows.
+    assert sum(1 for f in group.flows if f.case == "web-to-db") == 1
+
+
+def test_service_destination_becomes_backing_pods_on_the_target_port_and_optionally_the_cluster_ip():
+    plan = plan_suite(SUITE, _snapshot())
+    svc = sorted((f.address, f.port) for f in plan.groups[0].flows if f.case == "web-to-api-svc")
+    assert svc == [("10.0.0.3", 8080), ("10.0.0.4", 8080)]
+    with_ip = plan_suite(SUITE, _snapshot(), via_cluster_ip=True)
+    svc = sorted((f.address, f.port, f.destination) for f in with_ip.groups[0].flows if f.case == "web-to-api-svc")
+    assert ("10.96.0.10", 80, "svc/shop/api") in svc
+
+
+def test_case_without_live_source_is_skipped_with_the_reason():
+    plan = plan_suite(SUITE, _snapshot())
+    [skipped] = plan.skipped
+    assert skipped.case == "ghost-to-api"
+    assert "no live pod matches source shop/ghost" in skipped.skip_reason
+
+
+def test_per_node_mode_pins_one_group_per_node():
+    plan = plan_suite(SUITE, _snapshot(), per_node=True)
+    assert [(g.identity, g.node) for g in plan.groups] == [("shop/web", "n1"), ("shop/web", "n2")]
+    assert {f.source for f in plan.groups[1].flows} == {"shop/web@n2"}
+
+
+def test_probe_tasks_probe_each_address_once():
+    plan = plan_suite(SUITE, _snapshot())
+    tasks, index = probe_tasks(plan)
+    [task] = tasks
+    # web-to-api and web-to-api-svc both reach 10.0.0.3:8080 and 10.0.0.4:8080: one probe each.
+    assert sorted((t.host, t.port) for t in task.targets) == [("10.0.0.3", 8080), ("10.0.0.4", 8080),
+                                                              ("10.0.0.5", 5432)]
+    assert task.labels == (("app", "web"),) and task.namespace == "shop"
+    assert len(index[0]) == 3
+
+
+def test_outcome_mapping():
+    assert outcome_verdict(Outcome.CONNECTED, "TCP", "deny") is Verdict.ALLOW
+    assert outcome_verdict(Outcome.REFUSED, "TCP", "deny") is Verdict.DENY
+    assert outcome_verdict(Outcome.REFUSED, "TCP", "unknown") is Verdict.UNKNOWN
+    assert outcome_verdict(Outcome.TIMEOUT, "TCP", "deny") is Verdict.DENY
+    assert outcome_verdict(Outcome.TIMEOUT, "UDP", "deny") is Verdict.UNKNOWN
+    assert outcome_verdict(Outcome.SKIPPED, "TCP", "deny") is Verdict.SKIPPED
+
+
+def test_generated_suite_is_valid_commented_stable_and_agrees_with_the_policies():
+    snap = _snapshot()
+    engine = Engine(snap)
+    cases = generate_cases(snap, decide=engine.decide)
+    text = render_suite_yaml(cases, "test")
+    assert text == render_suite_yaml(generate_cases(snap, decide=Engine(snap).decide), "test")
+    assert "# policies say deny" in text and "# policies say allow" in text
+    suite = parse_suite(yaml.safe_load(text))
+    # identities: web, api, db -> 6 ordered pairs x 2 declared ports
+    assert len(suite.cases) == 12
+    assert "shop-web-to-shop-db-tcp-5432" in {c.name for c in suite.cases}
+    assert all(c.status == "pass" for c in check_suite(snap, suite))
+    expect = {c.name: c.expect for c in suite.cases}
+    assert expect["shop-api-to-shop-db-tcp-5432"] is Verdict.ALLOW
+    assert expect["shop-web-to-shop-db-tcp-5432"] is Verdict.DENY
+
+
+def test_generated_suite_cut_keeps_allowed_and_denied():
+    snap = _snapshot()
+    cases = generate_cases(snap, max_cases=4, decide=Engine(snap).decide)
+    assert len(cases) == 4
+    assert {c.expect for c in cases} == {Verdict.ALLOW, Verdict.DENY}
+
+
+def test_probe_pod_manifest_is_locked_down():
+    task = ProbeTask("shop/web", "shop", (("app", "web"),), (ProbeTarget("10.0.0.3", 8080),), node="n2")
+    m = probe_pod_manifest(task, "netpol-drift-probe-x-0", "x", ProbeSettings(), "uid-1")
+    assert m["metadata"]["labels"] == {"app": "web", "netpol-drift.io/probe": "true", "netpol-drift.io/run": "x"}
+    [owner] = m["metadata"]["ownerReferences"]
+    assert owner["controller"] is True and owner["kind"] == "Namespace" and owner["uid"] == "uid-1"
+    spec = m["spec"]
+    assert spec["nodeName"] == "n2" and spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
+    [c] = spec["containers"]
+    assert c["command"] == ["netpol-drift", "probe-agent"]
+    assert c["args"][-1] == "T10.0.0.3:8080"
+    assert c["readinessProbe"]["exec"]["command"] == ["false"]
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
