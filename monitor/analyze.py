@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from monitor.engine import ConnSet, Engine
-from monitor.engine.matrix import class_matrix
+from monitor.engine.matrix import bits_of, class_matrix
 from monitor.models import FlowResult, Outcome, Pod, Snapshot, Verdict
 from monitor.suite import Suite, expand_case
 
@@ -56,21 +56,14 @@ def matrix_flows(snapshot: Snapshot, ports: list[tuple[int, str]]) -> Iterator[M
 def connection_lines(snapshot: Snapshot) -> Iterator[str]:
     """The streamed tsv: `ns/src<TAB>ns/dst<TAB>CONNS` for each pod pair with any allowed connection."""
     matrix = class_matrix(snapshot)
-    text: dict[int, str] = {}
-    for s, srcs in enumerate(matrix.members):
-        row = matrix.cells[s]
-        for d, dsts in enumerate(matrix.members):
-            cell = row[d]
-            if not cell:
-                continue
-            conns = text.get(id(cell))
-            if conns is None:
-                conns = text[id(cell)] = str(cell)
-            for a in srcs:
-                prefix = a.ref + "\t"
-                for b in dsts:
-                    if a is not b:
-                        yield f"{prefix}{b.ref}\t{conns}\n"
+    refs = [[p.ref for p in m] for m in matrix.members]
+    for s, srcs in enumerate(refs):
+        groups = [(str(conns), sorted(bits_of(part))) for conns, part in matrix.row_groups(s) if conns]
+        for a in srcs:
+            # Lines for one source come out grouped by connection set; consumers key on the pair, not the order.
+            for text, dsts in groups:
+                tail = "\t" + text + "\n"
+                yield "".join(f"{a}\t{b}{tail}" for d in dsts for b in refs[d] if b != a)
 
 
 # ------------------------------------------------------------------------------------------------- check
@@ -163,8 +156,8 @@ def reachability_diff(before: Snapshot, after: Snapshot) -> tuple[list[FlowChang
         for b in common:
             if a == b:
                 continue
-            c_old = old_m.cells[old_cls[a]][old_cls[b]]
-            c_new = new_m.cells[new_cls[a]][new_cls[b]]
+            c_old = old_m.cell(old_cls[a], old_cls[b])
+            c_new = new_m.cell(new_cls[a], new_cls[b])
             if c_old == c_new:
                 continue
             causes = _causes(a, b, old_pods, new_pods, old_ns, new_ns, old_eng, new_eng, touched)
