@@ -97,7 +97,11 @@ def _flatten(doc: Any, source: str) -> Iterator[dict]:
         raise InputError(f"a manifest must be a mapping, got {type(doc).__name__}", file=source)
     kind = doc.get("kind", "")
     if isinstance(kind, str) and kind.endswith("List") and isinstance(doc.get("items"), list):
+        # The raw API (`kubectl get pods -o json` of a PodList) leaves `kind` out of the items.
+        item_kind = kind[: -len("List")] if kind != "List" else None
         for item in doc["items"]:
+            if item_kind and isinstance(item, dict) and "kind" not in item:
+                item = {"kind": item_kind, **item}
             yield from _flatten(item, source)
     else:
         yield doc
