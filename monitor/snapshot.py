@@ -11,9 +11,11 @@ This module must not import kubernetes or any database library, nor read the clo
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import hashlib
 import json
+import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -23,6 +25,7 @@ from typing import Any
 from monitor import models
 from monitor.errors import InputError
 from monitor.models import Labels, Pod, Snapshot, to_jsonable
+from monitor.suite import identity
 
 # ------------------------------------------------------------------------------------------ canonical JSON
 
@@ -49,15 +52,22 @@ def snapshot_from_jsonable(raw: Any) -> Snapshot:
     return _decode(Snapshot, raw, "snapshot")
 
 
+def from_jsonable(cls: type, raw: Any, what: str) -> Any:
+    """Any frozen dataclass of ours back from `to_jsonable` output (runs and results in bundles, causes)."""
+    return _decode(cls, raw, what)
+
+
 @functools.cache
 def _hints(cls: type) -> tuple[tuple[str, str, Any], ...]:
     # (attribute name, JSON key, type); to_jsonable strips the trailing "_" of `except_`.
-    hints = typing.get_type_hints(cls, vars(models))
+    module = sys.modules[cls.__module__]
+    hints = typing.get_type_hints(cls, {**vars(models), **vars(module)})
     return tuple((f.name, f.name.rstrip("_"), hints[f.name]) for f in dataclasses.fields(cls))
 
 
 def _fail(path: str, expected: str, value: Any) -> InputError:
-    return InputError(f"expected {expected}, got {json.dumps(value)[:60]}", obj="snapshot", field=path)
+    what = path.split(".")[0].split("[")[0]
+    return InputError(f"expected {expected}, got {json.dumps(value)[:60]}", obj=what, field=path)
 
 
 def _decode(tp: Any, value: Any, path: str) -> Any:
@@ -76,6 +86,8 @@ def _decode(tp: Any, value: Any, path: str) -> Any:
             if _is_scalar(option, value):
                 return value
         raise _fail(path, " or ".join(getattr(o, "__name__", str(o)) for o in options), value)
+    if tp is Any:
+        return value
     if origin is tuple:
         if not isinstance(value, list):
             raise _fail(path, "a list", value)
@@ -97,12 +109,20 @@ def _decode(tp: Any, value: Any, path: str) -> Any:
         known = {key for _, key, _ in fields}
         unknown = sorted(set(value) - known)
         if unknown:
-            raise InputError(f"unknown key {unknown[0]!r}", obj="snapshot", field=path)
+            raise InputError(f"unknown key {unknown[0]!r}", obj=path.split(".")[0].split("[")[0], field=path)
         kwargs = {name: _decode(hint, value[key], f"{path}.{key}")
                   for name, key, hint in fields if key in value}
-        return tp(**kwargs)
+        try:
+            return tp(**kwargs)
+        except TypeError as e:  # a required field is missing
+            raise InputError(f"incomplete: {e}", obj=path.split(".")[0].split("[")[0], field=path) from e
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise _fail(path, "one of " + ", ".join(str(m.value) for m in tp), value) from None
     if _is_scalar(tp, value):
-        return value
+        return float(value) if tp is float else value
     raise _fail(path, getattr(tp, "__name__", str(tp)), value)
 
 
@@ -244,8 +264,8 @@ class SnapshotDiff:
 
 
 def pod_identity(pod: Pod) -> str:
-    """ns/workload when the owner is known (survives restarts), else ns/name."""
-    return f"{pod.namespace}/{pod.workload}" if pod.workload else pod.ref
+    """ns/workload when the owner is known (survives restarts), else ns/name: the planner's identity."""
+    return identity(pod)
 
 
 def diff_snapshots(old: Snapshot, new: Snapshot) -> SnapshotDiff:
@@ -305,5 +325,5 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "service": ("services", lambda s: (s.namespace, s.name)),
 }
 
-__all__ = ["Change", "LabelDelta", "SnapshotDiff", "apply_change", "diff_snapshots", "label_delta",
+__all__ = ["Change", "LabelDelta", "SnapshotDiff", "apply_change", "diff_snapshots", "from_jsonable", "label_delta",
            "pod_identity", "snapshot_digest", "snapshot_from_json", "snapshot_to_json"]

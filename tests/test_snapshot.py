@@ -171,15 +171,15 @@ def test_diff_reports_every_kind_of_change() -> None:
     assert ns.added == (("pci", "yes"),)
     assert ns.removed == (("env", "prod"),)
     assert ns.changed == (("team", "a", "b"),)
-    assert list(diff.pod_labels) == ["shop/StatefulSet/db"]
-    assert diff.pod_labels["shop/StatefulSet/db"].added == (("tier", "data"),)
+    assert list(diff.pod_labels) == ["shop/db"]
+    assert diff.pod_labels["shop/db"].added == (("tier", "data"),)
     assert diff.pods_added == ("shop/new",)
     assert diff.pods_removed == ("shop/lonely",)
     lines = diff.describe()
     assert "NetworkPolicy shop/allow-web removed" in lines
     assert "NetworkPolicy shop/deny-all changed" in lines
     assert "namespace shop: labels +pci=yes, -env=prod, team: a -> b" in lines
-    assert "pod shop/StatefulSet/db: labels +tier=data; name changed; ip changed" in lines
+    assert "pod shop/db: labels +tier=data; name changed; ip changed" in lines
     assert "AdminNetworkPolicy/guard changed" in lines
 
 
@@ -188,7 +188,7 @@ def test_replicas_of_one_workload_are_told_apart() -> None:
     pods = [dataclasses.replace(p, labels=labels_of({"app": "web", "canary": "1"})) if p.name == "web-2" else p
             for p in old.pods]
     diff = diff_snapshots(old, dataclasses.replace(old, pods=tuple(pods)))
-    assert list(diff.pod_labels) == ["shop/Deployment/web (web-2)"]
+    assert list(diff.pod_labels) == ["shop/web (web-2)"]
 
 
 def test_applying_every_change_gives_the_new_snapshot() -> None:

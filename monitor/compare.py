@@ -1,0 +1,327 @@
+"""Judging a run: violations, enforcement gaps and drift against the last known-good run, with causes.
+
+For every flow (aligned across runs by FlowResult.key) three questions: does the observation contradict the
+suite's expectation (violation)? the policies' intent (enforcement gap)? the raw outcome of the known-good run
+(drift)? A changed flow is re-probed before it counts (`confirm`); a confirmed drift gets a cause: the
+snapshot differences that flip the engine's answer for that flow when applied alone to the old snapshot (all
+of them when none does alone but the whole change does), or `dataplane` when the engine's answer did not move.
+Drift events open and resolve here, one per state change, so that alerts are one message per change.
+Pure functions: no I/O, no clock (`now` comes in), no database; the engine is injected as `evaluate`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from monitor.models import FlowResult, Outcome, Pod, Run, Snapshot
+from monitor.settings import DriftSettings
+from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
+from monitor.suite import identity
+
+# evaluate(snapshot, source, destination, port, protocol) -> allowed? Sources and destinations are pods of that
+# snapshot or IP strings, exactly what monitor.engine.Engine.decide takes.
+Evaluate = Callable[[Snapshot, Pod | str, Pod | str, int, str], bool]
+
+# Outcomes that say nothing about reachability: never the start or end of a drift.
+NOT_OBSERVED = frozenset({Outcome.SKIPPED, Outcome.ERROR})
+
+
+# ------------------------------------------------------------------------------------------- assessment
+@dataclass(frozen=True, slots=True)
+class Finding:
+    key: str
+    kind: str  # violation | gap | drift
+    result: FlowResult
+    baseline_outcome: Outcome | None = None
+
+    @property
+    def detail(self) -> str:
+        r = self.result
+        if self.kind == "violation":
+            return f"expected {r.expected}, observed {r.verdict} ({r.outcome})"
+        if self.kind == "gap":
+            return f"policies say {r.intent}, observed {r.verdict} ({r.outcome})"
+        return f"{self.baseline_outcome} -> {r.outcome} since known-good"
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    run: Run
+    baseline: Run | None
+    violations: tuple[Finding, ...]
+    gaps: tuple[Finding, ...]
+    changed: tuple[Finding, ...]  # drift candidates: raw outcome differs from the known-good run's
+
+    @property
+    def changed_keys(self) -> frozenset[str]:
+        return frozenset(f.key for f in self.changed)
+
+    def to_reprobe(self) -> tuple[FlowResult, ...]:
+        """The flows the probe stage must run again before any of them can be called drift."""
+        return tuple(f.result for f in self.changed)
+
+
+def assess(run: Run, baseline: Run | None) -> Assessment:
+    base = {r.key: r for r in baseline.results} if baseline else {}
+    violations, gaps, changed = [], [], []
+    for r in run.results:
+        if r.violation:
+            violations.append(Finding(r.key, "violation", r))
+        if r.enforcement_gap:
+            gaps.append(Finding(r.key, "gap", r))
+        old = base.get(r.key)
+        if old is not None and old.outcome not in NOT_OBSERVED and r.outcome not in NOT_OBSERVED \
+                and old.outcome != r.outcome:
+            changed.append(Finding(r.key, "drift", r, old.outcome))
+    return Assessment(run, baseline, tuple(violations), tuple(gaps), tuple(changed))
+
+
+# ----------------------------------------------------------------------------------------- confirmation
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    confirmed: frozenset[str] = frozenset()  # changed in every required re-probe: drift
+    rejected: frozenset[str] = frozenset()  # some re-probe saw the known-good outcome again: a blip
+    pending: frozenset[str] = frozenset()  # not enough usable re-probes (skipped, error): undecided
+
+
+def confirm(changed: Mapping[str, Outcome], rounds: Sequence[Mapping[str, Outcome]],
+            required: int) -> Confirmation:
+    """`changed` maps each changed key to its known-good outcome; `rounds` are the re-probe outcomes, in order.
+
+    A key is confirmed when each of the first `required` rounds observed it away from the known-good outcome;
+    rejected as soon as one of them saw the known-good outcome; pending otherwise. required=0 confirms all.
+    """
+    confirmed, rejected, pending = set(), set(), set()
+    for key, base in changed.items():
+        seen = [r.get(key) for r in rounds[:required]]
+        if any(o == base for o in seen):
+            rejected.add(key)
+        elif sum(1 for o in seen if o is not None and o not in NOT_OBSERVED) >= required:
+            confirmed.add(key)
+        else:
+            pending.add(key)
+    return Confirmation(frozenset(confirmed), frozenset(rejected), frozenset(pending))
+
+
+def changed_outcomes(assessment: Assessment) -> dict[str, Outcome]:
+    return {f.key: f.baseline_outcome for f in assessment.changed if f.baseline_outcome is not None}
+
+
+# ------------------------------------------------------------------------------------------------ causes
+@dataclass(frozen=True, slots=True)
+class Cause:
+    kind: str  # config | dataplane | unknown
+    changes: tuple[str, ...] = ()  # readable snapshot differences that flip the engine's answer
+    intent_before: bool | None = None  # the engine's answer on the known-good snapshot (None: flow not there)
+    intent_after: bool | None = None
+    combined: bool = False  # no single difference flips the answer, only all of them together
+    note: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "dataplane":
+            return "dataplane: the policies say the same as before, the network does not"
+        if self.kind == "unknown":
+            return f"unknown: {self.note}" if self.note else "unknown"
+        joined = "; ".join(self.changes)
+        return f"config ({'together' if self.combined else 'each'}): {joined}"
+
+
+def engine_evaluate() -> Evaluate:
+    """The real engine, one Engine per snapshot object (cause attribution asks many flows of few snapshots)."""
+    from monitor.engine import Engine  # local: tests run compare with a fake engine and no engine import
+
+    engines: dict[int, tuple[Snapshot, Engine]] = {}
+
+    def evaluate(snap: Snapshot, src: Pod | str, dst: Pod | str, port: int, protocol: str) -> bool:
+        entry = engines.get(id(snap))
+        if entry is None or entry[0] is not snap:
+            # Keep the snapshot referenced so that its id is not reused by another object while cached.
+            entry = engines[id(snap)] = (snap, Engine(snap))
+        return entry[1].decide(src, dst, port, protocol).allowed
+
+    return evaluate
+
+
+def resolve_endpoint(snap: Snapshot, ref: str, port: int) -> tuple[Pod | str, int] | None:
+    """A FlowResult source/destination in this snapshot: (pod or IP, port after Service mapping) or None.
+
+    Identities are the planner's: ns/workload, ns/pod, `svc/ns/name` for a ClusterIP, an IP; `@node`
+    suffixes of per-node mode are dropped (the engine does not care on which node a pod runs).
+    """
+    ref = ref.split("@", 1)[0]
+    try:
+        ipaddress.ip_address(ref)
+        return ref, port
+    except ValueError:
+        pass
+    if ref.startswith("svc/"):
+        return _service_backend(snap, ref[4:], port)
+    pods = sorted((p for p in snap.pods if not p.host_network and (identity(p) == ref or p.ref == ref)),
+                  key=lambda p: p.name)
+    if pods:
+        return pods[0], port
+    return _service_backend(snap, ref, port)
+
+
+def _service_backend(snap: Snapshot, ref: str, port: int) -> tuple[Pod, int] | None:
+    svc = next((s for s in snap.services if s.ref == ref), None)
+    if svc is None or not svc.selector:
+        return None
+    want = dict(svc.selector)
+    backends = sorted((p for p in snap.pods if p.namespace == svc.namespace and not p.host_network
+                       and all(dict(p.labels).get(k) == v for k, v in want.items())), key=lambda p: p.name)
+    if not backends:
+        return None
+    pod = backends[0]
+    target: int | str = port
+    for sp in svc.ports:
+        if sp.port == port:
+            target = sp.target_port
+    if isinstance(target, str):
+        named = next((cp.port for cp in pod.ports if cp.name == target), None)
+        if named is None:
+            return None
+        target = named
+    return pod, target
+
+
+def intent_of(snap: Snapshot, flow: FlowResult, evaluate: Evaluate) -> bool | None:
+    src = resolve_endpoint(snap, flow.source, flow.port)
+    dst = resolve_endpoint(snap, flow.destination, flow.port)
+    if src is None or dst is None:
+        return None
+    return evaluate(snap, src[0], dst[0], dst[1], flow.protocol)
+
+
+def attribute_cause(flow: FlowResult, old: Snapshot | None, new: Snapshot | None,
+                    evaluate: Evaluate | None = None, diff: SnapshotDiff | None = None) -> Cause:
+    if old is None or new is None:
+        return Cause("unknown", note="a snapshot of one of the two runs is not stored")
+    evaluate = evaluate or engine_evaluate()
+    before, after = intent_of(old, flow, evaluate), intent_of(new, flow, evaluate)
+    if before == after:
+        return Cause("dataplane", intent_before=before, intent_after=after)
+    diff = diff if diff is not None else diff_snapshots(old, new)
+    flips: list[Change] = [c for c in diff.changes if intent_of(apply_change(old, c), flow, evaluate) != before]
+    if flips:
+        return Cause("config", tuple(c.describe() for c in flips), before, after)
+    # Only the combination matters (e.g. a pod relabel AND a policy that selects the new label).
+    return Cause("config", tuple(c.describe() for c in diff.changes), before, after, combined=True)
+
+
+def attribute_causes(flows: Iterable[FlowResult], old: Snapshot | None, new: Snapshot | None,
+                     evaluate: Evaluate | None = None) -> dict[str, Cause]:
+    evaluate = evaluate or (engine_evaluate() if old is not None and new is not None else None)
+    diff = diff_snapshots(old, new) if old is not None and new is not None else None
+    return {f.key: attribute_cause(f, old, new, evaluate, diff) for f in flows}
+
+
+# ------------------------------------------------------------------------------------------------ events
+@dataclass(frozen=True, slots=True)
+class DriftEvent:
+    """One flow in a bad state (violation, gap or drift) from the run that opened it to the one that ended it."""
+
+    cluster: str
+    flow_key: str
+    kind: str  # violation | gap | drift
+    opened_at: str
+    detail: str
+    cause: Cause | None = None
+    opened_run: str | None = None  # filled in by the store, which gives the run its id
+    resolved_at: str | None = None
+    resolved_run: str | None = None
+    resolution: str | None = None
+    id: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    event_id: str
+    resolved_at: str
+    resolution: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transitions:
+    opened: tuple[DriftEvent, ...] = ()
+    resolved: tuple[Resolution, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.opened or self.resolved)
+
+
+def transitions(cluster: str, assessment: Assessment, confirmation: Confirmation, causes: Mapping[str, Cause],
+                open_events: Iterable[DriftEvent], now: str) -> Transitions:
+    """Events to open and to resolve after this run: one per state change of a (flow, kind).
+
+    A finding on a flow that changed since known-good waits for confirmation like drift does (a single lost
+    packet must not page anyone); a finding on an unchanged flow opens at once. A flow the run could not
+    observe (skipped, error, or a re-probe still pending) keeps its current state.
+    """
+    changed = assessment.changed_keys
+    undecided = confirmation.pending | (changed - confirmation.confirmed - confirmation.rejected)
+    active: dict[tuple[str, str], Finding] = {}
+    for f in (*assessment.violations, *assessment.gaps):
+        if f.key in changed and f.key not in confirmation.confirmed:
+            continue
+        active[(f.key, f.kind)] = f
+    for f in assessment.changed:
+        if f.key in confirmation.confirmed:
+            active[(f.key, "drift")] = f
+    results = {r.key: r for r in assessment.run.results}
+    already = {(e.flow_key, e.kind): e for e in open_events if e.open}
+    opened = tuple(DriftEvent(cluster, f.key, kind, now, f.detail, causes.get(f.key) if kind == "drift" else None)
+                   for (key, kind), f in sorted(active.items()) if (key, kind) not in already)
+    resolved = []
+    for (key, kind), event in sorted(already.items()):
+        if (key, kind) in active:
+            continue
+        r = results.get(key)
+        if r is None:
+            why = "the flow is no longer in the suite"
+        elif r.outcome in NOT_OBSERVED or key in undecided:
+            continue
+        elif kind == "drift":
+            why = "back to the known-good outcome" if key not in changed \
+                else "back to the known-good outcome on re-probe"
+        else:
+            why = {"violation": "meets its expectation again", "gap": "the network does what the policies say"}[kind]
+        resolved.append(Resolution(str(event.id), now, why))
+    return Transitions(opened, tuple(resolved))
+
+
+# --------------------------------------------------------------------------------------------- known-good
+def becomes_known_good(assessment: Assessment, confirmation: Confirmation, settings: DriftSettings) -> bool:
+    """Automatic baseline: an ok run with observations, no violation, and no change left unconfirmed."""
+    run = assessment.run
+    return (settings.auto_known_good and run.status == "ok" and not assessment.violations
+            and any(r.observed for r in run.results)
+            and assessment.changed_keys <= confirmation.confirmed)
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    assessment: Assessment
+    confirmation: Confirmation
+    causes: dict[str, Cause] = field(hash=False, compare=False)
+    transitions: Transitions
+    known_good: bool
+
+
+def judge(run: Run, baseline: Run | None, *, old_snapshot: Snapshot | None, new_snapshot: Snapshot | None,
+          open_events: Iterable[DriftEvent], rounds: Sequence[Mapping[str, Outcome]], settings: DriftSettings,
+          now: str, evaluate: Evaluate | None = None) -> Judgement:
+    """Everything compare decides about one run, given the re-probe rounds the probe stage already ran."""
+    assessment = assess(run, baseline)
+    confirmation = confirm(changed_outcomes(assessment), rounds, settings.confirmations)
+    drifted = [f.result for f in assessment.changed if f.key in confirmation.confirmed]
+    causes = attribute_causes(drifted, old_snapshot, new_snapshot, evaluate) if drifted else {}
+    trans = transitions(run.cluster, assessment, confirmation, causes, open_events, now)
+    return Judgement(assessment, confirmation, causes, trans, becomes_known_good(assessment, confirmation,
+                                                                                   settings))

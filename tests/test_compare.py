@@ -1,0 +1,275 @@
+"""compare: violations, gaps, drift, re-probe confirmation, causes (fake and real engine), event sequences."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from monitor.compare import (
+    Cause,
+    DriftEvent,
+    assess,
+    attribute_cause,
+    becomes_known_good,
+    changed_outcomes,
+    confirm,
+    judge,
+    resolve_endpoint,
+    transitions,
+)
+from monitor.models import (
+    FlowResult,
+    LabelSelector,
+    Namespace,
+    NetworkPolicy,
+    Outcome,
+    Pod,
+    PolicyPeer,
+    PolicyRule,
+    Run,
+    Service,
+    ServicePort,
+    Snapshot,
+    Verdict,
+    labels_of,
+)
+from monitor.settings import DriftSettings
+
+A, D = Verdict.ALLOW, Verdict.DENY
+C, T, S = Outcome.CONNECTED, Outcome.TIMEOUT, Outcome.SKIPPED
+
+
+def result(case: str, outcome: Outcome, expected: Verdict = A, intent: Verdict = A) -> FlowResult:
+    verdict = {C: A, T: D, S: Verdict.SKIPPED}[outcome]
+    return FlowResult(case, "shop/web", "shop/db", 5432, "TCP", expected, intent, outcome, verdict)
+
+
+def run(*results: FlowResult, at: str = "2026-11-29T00:00:00Z", rid: str | None = None) -> Run:
+    return Run("prod", at, at, "schedule", "sha256:s", "sha256:suite", tuple(results), id=rid)
+
+
+# ------------------------------------------------------------------------------------------- assessment
+def test_assess_finds_violations_gaps_and_changes() -> None:
+    base = run(result("a", C), result("b", T, D, D), result("c", C), result("d", S))
+    now = run(result("a", T), result("b", T, D, D), result("c", C, D, A), result("d", C), result("new", C))
+    a = assess(now, base)
+    assert [f.key.split("|")[0] for f in a.violations] == ["a", "c"]
+    assert [f.key.split("|")[0] for f in a.gaps] == ["a"]
+    # d was skipped in the baseline: no known outcome to drift from; "new" has no baseline at all.
+    assert [f.key.split("|")[0] for f in a.changed] == ["a"]
+    assert a.changed[0].detail == "connected -> timeout since known-good"
+    assert a.violations[0].detail == "expected allow, observed deny (timeout)"
+    assert assess(now, None).changed == ()
+
+
+def test_confirm_needs_every_required_round() -> None:
+    changed = {"k1": C, "k2": C, "k3": C, "k4": C}
+    rounds = [{"k1": T, "k2": C, "k3": S, "k4": T}, {"k1": T, "k2": T, "k3": T}]
+    c = confirm(changed, rounds, required=2)
+    assert c.confirmed == {"k1"}
+    assert c.rejected == {"k2"}  # the first re-probe saw the known-good outcome: a blip
+    assert c.pending == {"k3", "k4"}  # a skipped re-probe, a missing one
+    assert confirm(changed, [], required=0).confirmed == set(changed)
+    assert confirm(changed, rounds[:1], required=1).confirmed == {"k1", "k4"}
+
+
+# ----------------------------------------------------------------------------------------------- events
+def open_events_after(events: list[DriftEvent], t, ids: list[int]) -> list[DriftEvent]:
+    """What a store would do: give new events ids, close resolved ones."""
+    by_id = {e.id: e for e in events}
+    for r in t.resolved:
+        by_id[r.event_id] = dataclasses.replace(by_id[r.event_id], resolved_at=r.resolved_at,
+                                                resolution=r.resolution)
+    for e in t.opened:
+        ids.append(len(ids) + 1)
+        by_id[str(ids[-1])] = dataclasses.replace(e, id=str(ids[-1]))
+    return [e for e in by_id.values() if e.open]
+
+
+def step(baseline: Run, now: Run, events: list[DriftEvent], rounds, ids: list[int], confirmations: int = 1):
+    j = judge(now, baseline, old_snapshot=None, new_snapshot=None, open_events=events, rounds=rounds,
+              settings=DriftSettings(confirmations=confirmations), now=now.started_at)
+    return j, open_events_after(events, j.transitions, ids)
+
+
+def test_drift_opened_confirmed_and_resolved() -> None:
+    ids: list[int] = []
+    kg = run(result("a", C, A, A), result("b", T, D, D), at="t0")
+    key_a = kg.results[0].key
+    # t1: a changed but the re-probe saw it connected again: a blip, nothing opens, not known-good.
+    j, events = step(kg, run(result("a", T), result("b", T, D, D), at="t1"), [], [{key_a: C}], ids)
+    assert not j.transitions and events == []
+    assert j.confirmation.rejected == {key_a}
+    assert j.known_good is False
+    # t2: a changed and the re-probe confirms it: drift + violation + gap open, one event each.
+    j, events = step(kg, run(result("a", T), result("b", T, D, D), at="t2"), [], [{key_a: T}], ids)
+    assert sorted(e.kind for e in j.transitions.opened) == ["drift", "gap", "violation"]
+    drift = next(e for e in j.transitions.opened if e.kind == "drift")
+    assert drift.detail == "connected -> timeout since known-good" and drift.opened_at == "t2"
+    assert drift.cause == Cause("unknown", note="a snapshot of one of the two runs is not stored")
+    assert j.known_good is False
+    assert len(events) == 3
+    # t3: still drifted: no new events (one per state change, never one per run).
+    j, events = step(kg, run(result("a", T), result("b", T, D, D), at="t3"), events, [{key_a: T}], ids)
+    assert not j.transitions and len(events) == 3
+    # t4: could not probe: state kept.
+    j, events = step(kg, run(result("a", S), result("b", T, D, D), at="t4"), events, [], ids)
+    assert not j.transitions and len(events) == 3
+    # t5: back to known-good: all three resolve, once.
+    j, events = step(kg, run(result("a", C), result("b", T, D, D), at="t5"), events, [], ids)
+    assert sorted(r.resolution for r in j.transitions.resolved) == [
+        "back to the known-good outcome", "meets its expectation again", "the network does what the policies say"]
+    assert events == [] and j.known_good is True
+    j, events = step(kg, run(result("a", C), result("b", T, D, D), at="t6"), events, [], ids)
+    assert not j.transitions
+
+
+def test_unconfirmed_drift_with_pending_reprobe_keeps_state() -> None:
+    kg = run(result("a", C), at="t0")
+    key = kg.results[0].key
+    j, events = step(kg, run(result("a", T), at="t1"), [], [{key: T}, {key: T}], [], confirmations=2)
+    assert len(events) == 3
+    # The next run's re-probe could not run: nothing resolves, nothing opens.
+    j, _ = step(kg, run(result("a", T), at="t2"), events, [{key: S}], [], confirmations=2)
+    assert not j.transitions and j.confirmation.pending == {key}
+
+
+def test_violation_on_an_unchanged_flow_opens_without_reprobe_and_removed_case_resolves() -> None:
+    kg = run(result("x", C), at="t0")
+    bad = result("v", T)  # expected allow, observed deny, no baseline to compare with
+    j, events = step(kg, run(result("x", C), bad, at="t1"), [], [], [])
+    assert [(e.kind, e.flow_key) for e in j.transitions.opened] == [("gap", bad.key), ("violation", bad.key)]
+    j, events = step(kg, run(result("x", C), at="t2"), events, [], [])
+    assert {r.resolution for r in j.transitions.resolved} == {"the flow is no longer in the suite"}
+
+
+def test_known_good_rules() -> None:
+    kg = run(result("a", C), at="t0")
+    quiet = assess(run(result("a", C)), kg)
+    assert becomes_known_good(quiet, confirm({}, [], 1), DriftSettings()) is True
+    assert becomes_known_good(quiet, confirm({}, [], 1), DriftSettings(auto_known_good=False)) is False
+    skipped_only = assess(run(result("a", S)), kg)
+    assert becomes_known_good(skipped_only, confirm({}, [], 1), DriftSettings()) is False
+    failed = assess(dataclasses.replace(run(result("a", C)), status="failed"), kg)
+    assert becomes_known_good(failed, confirm({}, [], 1), DriftSettings()) is False
+    # A confirmed change that is not a violation (deny: timeout -> refused) moves the baseline.
+    kg2 = run(result("d", T, D, D))
+    moved = run(dataclasses.replace(result("d", T, D, D), outcome=Outcome.REFUSED))
+    a = assess(moved, kg2)
+    assert becomes_known_good(a, confirm(changed_outcomes(a), [{moved.results[0].key: Outcome.REFUSED}], 1),
+                              DriftSettings()) is True
+    assert becomes_known_good(a, confirm(changed_outcomes(a), [], 1), DriftSettings()) is False
+
+
+# ----------------------------------------------------------------------------------------------- causes
+def fake_evaluate(calls: list | None = None):
+    """A tiny stand-in engine: allowed when the destination namespace is labelled open=true, or a policy
+    named allow-all sits in the destination namespace, or the source pod is labelled role=admin, or both a
+    policy "allow-tagged" exists and the destination pod is labelled tag=yes."""
+    def evaluate(snap: Snapshot, src, dst, port: int, protocol: str) -> bool:
+        if calls is not None:
+            calls.append((src, dst, port, protocol))
+        ns = {n.name: dict(n.labels) for n in snap.namespaces}
+        names = {p.name for p in snap.policies if p.namespace == dst.namespace}
+        return (ns[dst.namespace].get("open") == "true" or "allow-all" in names
+                or dict(src.labels).get("role") == "admin"
+                or ("allow-tagged" in names and dict(dst.labels).get("tag") == "yes"))
+    return evaluate
+
+
+def shop(**changes) -> Snapshot:
+    ns = {"shop": {"team": "a"}, "other": {}}
+    ns.update(changes.get("ns", {}))
+    web = {"app": "web", **changes.get("web", {})}
+    db = {"app": "db", **changes.get("db", {})}
+    return Snapshot.build(
+        namespaces=[Namespace(n, labels_of(lab)) for n, lab in ns.items()],
+        pods=[Pod("shop", "web-5d8f7-abcde", labels_of(web), "10.0.0.1", workload="ReplicaSet/web-5d8f7"),
+              Pod("shop", "db-0", labels_of(db), "10.0.0.2", workload="StatefulSet/db")],
+        policies=[NetworkPolicy("shop", n) for n in changes.get("policies", ["deny-all"])])
+
+
+FLOW = result("web-db", T)
+
+
+def test_cause_policy_edit() -> None:
+    old, new = shop(), shop(policies=["deny-all", "allow-all"], ns={"other": {"x": "y"}})
+    calls: list = []
+    cause = attribute_cause(FLOW, old, new, fake_evaluate(calls))
+    assert cause == Cause("config", ("NetworkPolicy shop/allow-all added",), False, True)
+    assert cause.describe() == "config (each): NetworkPolicy shop/allow-all added"
+    src, dst, port, proto = calls[0]
+    assert (src.name, dst.name, port, proto) == ("web-5d8f7-abcde", "db-0", 5432, "TCP")
+
+
+def test_cause_namespace_relabel() -> None:
+    cause = attribute_cause(FLOW, shop(), shop(ns={"shop": {"team": "a", "open": "true"}}), fake_evaluate())
+    assert cause.kind == "config"
+    assert cause.changes == ("namespace shop: labels +open=true",)
+
+
+def test_cause_pod_relabel() -> None:
+    cause = attribute_cause(FLOW, shop(), shop(web={"role": "admin"}, db={"unrelated": "1"}), fake_evaluate())
+    assert cause.changes == ("pod shop/web: labels +role=admin",)
+
+
+def test_cause_dataplane_when_intent_did_not_change() -> None:
+    cause = attribute_cause(FLOW, shop(), shop(db={"unrelated": "1"}), fake_evaluate())
+    assert cause == Cause("dataplane", (), False, False)
+    assert cause.describe().startswith("dataplane")
+    assert attribute_cause(FLOW, shop(), shop(), fake_evaluate()).kind == "dataplane"
+
+
+def test_cause_combined_when_no_single_change_flips() -> None:
+    cause = attribute_cause(FLOW, shop(), shop(policies=["deny-all", "allow-tagged"], db={"tag": "yes"}),
+                            fake_evaluate())
+    assert cause.combined is True
+    assert set(cause.changes) == {"NetworkPolicy shop/allow-tagged added", "pod shop/db: labels +tag=yes"}
+
+
+def test_resolve_endpoint_identities() -> None:
+    snap = Snapshot.build(
+        pods=[Pod("shop", "db-0", labels_of({"app": "db"}), "10.0.0.2", workload="StatefulSet/db")],
+        services=[Service("shop", "db", labels_of({"app": "db"}), "10.96.0.5", (ServicePort(80, 5432),))])
+    assert resolve_endpoint(snap, "shop/db", 5432)[0].name == "db-0"
+    assert resolve_endpoint(snap, "shop/db-0", 5432)[0].name == "db-0"
+    assert resolve_endpoint(snap, "shop/db@node-1", 5432)[0].name == "db-0"
+    assert resolve_endpoint(snap, "svc/shop/db", 80) == (snap.pods[0], 5432)
+    assert resolve_endpoint(snap, "10.1.2.3", 443) == ("10.1.2.3", 443)
+    assert resolve_endpoint(snap, "shop/nothing", 80) is None
+
+
+def test_judge_wires_causes_into_drift_events() -> None:
+    kg = run(result("web-db", T, D, D), at="t0")
+    now = run(result("web-db", C, D, A), at="t1")
+    j = judge(now, kg, old_snapshot=shop(), new_snapshot=shop(policies=["deny-all", "allow-all"]),
+              open_events=[], rounds=[{FLOW.key: C}], settings=DriftSettings(), now="t1",
+              evaluate=fake_evaluate())
+    drift = next(e for e in j.transitions.opened if e.kind == "drift")
+    assert drift.cause.changes == ("NetworkPolicy shop/allow-all added",)
+    assert transitions("prod", j.assessment, j.confirmation, {}, [], "t1").opened[0].cause is None
+
+
+# ------------------------------------------------------------------------------------ the real engine
+def _real(ns_labels: dict, db_labels: dict, allow: bool) -> Snapshot:
+    deny = NetworkPolicy("shop", "deny-all", LabelSelector(), frozenset({"Ingress"}))
+    allow_from = NetworkPolicy("shop", "allow-trusted", LabelSelector(labels_of({"app": "db"})),
+                               frozenset({"Ingress"}), ingress=(PolicyRule(peers=(
+                                   PolicyPeer(namespace_selector=LabelSelector(labels_of({"trusted": "yes"}))),)),))
+    return Snapshot.build(
+        namespaces=[Namespace("shop"), Namespace("front", labels_of(ns_labels))],
+        pods=[Pod("front", "web-1", labels_of({"app": "web"}), "10.0.1.1", workload="Deployment/web"),
+              Pod("shop", "db-0", labels_of(db_labels), "10.0.0.2", workload="StatefulSet/db")],
+        policies=[deny, allow_from] if allow else [deny])
+
+
+def test_causes_with_the_real_engine() -> None:
+    flow = FlowResult("front-db", "front/web", "shop/db", 5432, "TCP", A, A, C, A)
+    base = _real({"trusted": "yes"}, {"app": "db"}, allow=True)
+    assert attribute_cause(flow, base, base).kind == "dataplane"
+    policy = attribute_cause(flow, base, _real({"trusted": "yes"}, {"app": "db"}, allow=False))
+    assert policy.changes == ("NetworkPolicy shop/allow-trusted removed",)
+    assert (policy.intent_before, policy.intent_after) == (True, False)
+    ns = attribute_cause(flow, base, _real({"trusted": "no"}, {"app": "db"}, allow=True))
+    assert ns.changes == ("namespace front: labels trusted: yes -> no",)
+    pod = attribute_cause(flow, base, _real({"trusted": "yes"}, {"app": "database"}, allow=True))
+    assert pod.changes == ("pod shop/db: labels app: db -> database",)
