@@ -473,7 +473,7 @@ class Agent:
         status: dict[str, Any] = {
             "phase": phase, "hostIP": C.NODE_IP, "hostIPs": [{"ip": C.NODE_IP}], "podIP": rec.ip,
             "podIPs": [{"ip": rec.ip}], "startTime": rec.start_time, "conditions": cond,
-            "containerStatuses": statuses, "qosClass": "BestEffort",
+            "containerStatuses": statuses,
         }
         if reason:
             status["reason"] = reason
