@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import config as C
-from . import netns
+from . import netns, procs
 from .rest import ApiError, Rest
 
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -121,6 +121,7 @@ class Agent:
         self.paths = paths
         self.pods: dict[str, PodRec] = {}
         self.busy: set[str] = set()  # uids with a start or delete thread running
+        self.gave_up: set[str] = set()  # uids whose start failed (reported Failed, never retried)
         self.lock = threading.Lock()
         self.pool = [str(ip) for ip in ipaddress.ip_network(C.POD_CIDR).hosts()][1:]  # .1 stays unused
         self.next_ip = 0
@@ -231,7 +232,7 @@ class Agent:
                 self.spawn(uid, self.delete_pod, pod)
             elif not node:
                 self.bind(pod)
-            elif uid not in self.pods and phase not in ("Succeeded", "Failed"):
+            elif uid not in self.pods and uid not in self.gave_up and phase not in ("Succeeded", "Failed"):
                 self.spawn(uid, self.start_pod_or_fail, pod)
         for uid, rec in list(self.pods.items()):
             if uid in self.busy:
@@ -272,10 +273,13 @@ class Agent:
         return f"/api/v1/namespaces/{rec.namespace}/pods/{rec.name}/status"
 
     def start_pod_or_fail(self, pod: dict[str, Any]) -> None:
+        """Starts the pod; on error tears it down and reports it Failed, once (never a retry loop)."""
+        uid = pod["metadata"]["uid"]
         try:
             self.start_pod(pod)
         except Exception as e:
-            rec = self.pods.get(pod["metadata"]["uid"])
+            self.gave_up.add(uid)
+            rec = self.pods.get(uid)
             if rec is None:
                 raise
             log(f"{rec.namespace}/{rec.name}: could not start: {e!r}")
@@ -400,11 +404,14 @@ class Agent:
     # ------------------------------------------------------------------------------------------ lifecycle
     def check(self, rec: PodRec) -> None:
         exits = {}
+        live: set[int] | None = None
         for c in rec.containers:
             f = rec.dir / f"{c['name']}.exit"
             if f.exists():
                 exits[c["name"]] = int(f.read_text().strip() or 1)
-            elif not self.group_alive(rec.pgids.get(c["name"])):
+                continue
+            live = procs.live_groups() if live is None else live
+            if rec.pgids.get(c["name"]) not in live:
                 time.sleep(0.05)
                 exits[c["name"]] = int(f.read_text().strip() or 1) if f.exists() else 137
         over = rec.deadline is not None and time.monotonic() - rec.started_mono > rec.deadline
@@ -413,18 +420,6 @@ class Agent:
         elif over:
             self.kill(rec)
             self.finish(rec, {c["name"]: exits.get(c["name"], 137) for c in rec.containers}, "DeadlineExceeded")
-
-    @staticmethod
-    def group_alive(pgid: int | None) -> bool:
-        if not pgid:
-            return False
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
 
     def finish(self, rec: PodRec, exits: dict[str, int], reason: str | None) -> None:
         rec.running = False
@@ -484,15 +479,16 @@ class Agent:
                 raise
 
     def kill(self, rec: PodRec, grace: float = 2.0) -> None:
-        groups = [g for g in rec.pgids.values() if self.group_alive(g) and self._ours(g, rec.uid)]
+        live = procs.live_groups()
+        groups = [g for g in rec.pgids.values() if g in live and self._ours(g, rec.uid)]
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for g in groups:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(g, sig)
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(self.group_alive(g) for g in groups):
+            while time.monotonic() < deadline and set(groups) & procs.live_groups():
                 time.sleep(0.05)
-            groups = [g for g in groups if self.group_alive(g)]
+            groups = sorted(set(groups) & procs.live_groups())
             if not groups:
                 return
 

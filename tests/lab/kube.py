@@ -92,6 +92,8 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0, inter
             value = fn()
             if value:
                 return value
+        except AssertionError:
+            raise  # fn's way to say "this will never happen"
         except Exception as e:  # keep polling through transient API errors, report the last one
             last_exc = e
         if time.monotonic() > deadline:

@@ -95,6 +95,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def live_groups() -> set[int]:
+    """Process group ids that have at least one member that is not a zombie (zombies wait for a reaper that
+    may be slow, e.g. a container's pid 1, and must not count as running)."""
+    groups = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            groups.add(int(fields[2]))
+    return groups
+
+
 def stop(pids: Sequence[int], grace: float = 3.0) -> None:
     """SIGTERM the given pids (and their process groups), SIGKILL whatever is left after grace seconds."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
