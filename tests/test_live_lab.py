@@ -1,0 +1,357 @@
+"""`netpol-drift run --once` against the lab: a real API server, real kube-router enforcement, real probe pods.
+
+Every run here uses the monitor's own ServiceAccount token (the lab's monitor kubeconfig, bound to the RBAC of
+deploy/rbac.yaml), never the admin one; the harness uses admin only to build the app, inject faults and look
+at the probe pod objects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.lab import netns
+from tests.lab.fixtures import Lab, pod_manifest
+from tests.lab.rest import ApiError, Rest
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parents[1]
+PROBE_SELECTOR = "netpol-drift.io/probe=true"
+
+
+# ------------------------------------------------------------------------------------------------ the app
+def _owned(manifest: dict, kind: str, name: str, api_version: str = "apps/v1") -> dict:
+    """Pods as their controller would make them (the lab has no controller-manager): owner reference and,
+    for a Deployment's ReplicaSet, the pod-template-hash label."""
+    manifest["metadata"]["ownerReferences"] = [{"apiVersion": api_version, "kind": kind, "name": name,
+                                                "uid": str(uuid.uuid4()), "controller": True}]
+    return manifest
+
+
+def _deployment_pod(name: str, app: str, template_hash: str, tcp: list) -> dict:
+    m = pod_manifest(name, {"app": app, "pod-template-hash": template_hash}, tcp=tcp)
+    return _owned(m, "ReplicaSet", f"{app}-{template_hash}")
+
+
+def netpol(name: str, spec: dict) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name},
+            "spec": spec}
+
+
+def deploy_three_tier(lab: Lab, ns: str) -> dict[str, dict]:
+    """frontend (1 replica) -> api (2 replicas, Service api:80 -> http) -> db (StatefulSet pod), default-deny
+    ingress, and one over-broad policy: api accepts `http` from every pod of the namespace."""
+    pods = lab.run_pods(ns, [
+        _deployment_pod("frontend-7c9d5-x1abc", "frontend", "7c9d5", [("http", 8080)]),
+        _deployment_pod("api-5f6b8-q2wer", "api", "5f6b8", [("http", 9000)]),
+        _deployment_pod("api-5f6b8-z9xcv", "api", "5f6b8", [("http", 9000)]),
+        _owned(pod_manifest("db-0", {"app": "db"}, tcp=[("postgres", 5432)]), "StatefulSet", "db"),
+    ])
+    since = time.time()
+    lab.apply([
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
+         "spec": {"selector": {"app": "api"}, "ports": [{"port": 80, "targetPort": "http"}]}},
+        netpol("default-deny", {"podSelector": {}, "policyTypes": ["Ingress"]}),
+        netpol("api-from-namespace", {"podSelector": {"matchLabels": {"app": "api"}}, "policyTypes": ["Ingress"],
+                                      "ingress": [{"from": [{"podSelector": {}}], "ports": [{"port": "http"}]}]}),
+        netpol("db-from-api", {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
+                               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}],
+                                            "ports": [{"port": 5432}]}]}),
+    ], namespace=ns)
+    lab.wait_synced(since=since)
+    return pods
+
+
+def three_tier_suite(ns: str) -> dict:
+    def w(name: str) -> dict:
+        return {"namespace": ns, "workload": name}
+
+    return {"name": "three-tier", "cases": [
+        {"name": "frontend-to-api", "from": w("frontend"), "to": w("api"), "port": "http", "expect": "allow"},
+        {"name": "frontend-to-api-service", "from": w("frontend"), "to": {"service": f"{ns}/api"}, "port": 80,
+         "expect": "allow"},
+        {"name": "api-to-db", "from": w("api"), "to": w("db"), "port": 5432, "expect": "allow"},
+        {"name": "frontend-to-db-denied", "from": w("frontend"), "to": w("db"), "port": 5432, "expect": "deny"},
+        {"name": "api-to-frontend-denied", "from": w("api"), "to": w("frontend"), "port": 8080, "expect": "deny"},
+        # The suite says deny, the over-broad policy allows it: a violation, and the dataplane agrees (no gap).
+        {"name": "db-to-api-must-be-denied", "from": w("db"), "to": w("api"), "port": 9000, "expect": "deny"},
+        {"name": "batch-to-db", "from": w("batch"), "to": w("db"), "port": 5432, "expect": "deny"},
+    ]}
+
+
+# ------------------------------------------------------------------------------------------- running it
+def write_config(lab: Lab, tmp_path: Path, **probe: Any) -> Path:
+    settings = {"cluster": {"name": "lab", "kubeconfig": str(lab.monitor_kubeconfig),
+                            "request_timeout_seconds": 10, "retries": 2},
+                "probe": {"namespace": "netpol-drift", "timeout_seconds": 1.0, "concurrency": 10,
+                          "run_deadline_seconds": 60, "refused_means": "deny", **probe}}
+    path = tmp_path / "netpol-drift.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def monitor_command(config: Path, suite: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "monitor", "--config", str(config), "run", "--once", "--suite", str(suite),
+            "--format", "json", *extra]
+
+
+def _env() -> dict[str, str]:
+    # Nothing may leak the admin identity into the monitor: no KUBECONFIG, no NETPOL_DRIFT_* overrides.
+    return {k: v for k, v in os.environ.items() if k != "KUBECONFIG" and not k.startswith("NETPOL_DRIFT_")}
+
+
+def run_monitor(config: Path, suite: dict, tmp_path: Path, *extra: str) -> tuple[int, dict]:
+    suite_path = tmp_path / "suite.yaml"
+    suite_path.write_text(yaml.safe_dump(suite))
+    proc = subprocess.run(monitor_command(config, suite_path, *extra), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode in (0, 1), f"exit {proc.returncode}: {proc.stderr[-3000:]}"
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def probe_pods(lab: Lab) -> list[dict]:
+    return lab.api.get("/api/v1/pods", labelSelector=PROBE_SELECTOR)["items"]
+
+
+class PodRecorder:
+    """Polls (as admin) the probe pods while a run goes on and keeps every version it saw of each."""
+
+    def __init__(self, lab: Lab, namespace: str) -> None:
+        self.api = Rest(lab.kubeconfig)
+        self.path = f"/api/v1/namespaces/{namespace}/pods"
+        self.seen: dict[str, list[dict]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for pod in self.api.get(self.path, labelSelector=PROBE_SELECTOR)["items"]:
+                    self.seen.setdefault(pod["metadata"]["name"], []).append(pod)
+            except (ApiError, OSError):
+                pass
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> PodRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def case(report: dict, name: str) -> dict:
+    return next(c for c in report["cases"] if c["name"] == name)
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_monitor_identity_is_the_least_privileged_service_account(lab: Lab) -> None:
+    monitor = Rest(lab.monitor_kubeconfig)
+    with pytest.raises(ApiError) as e:
+        monitor.get("/api/v1/secrets")
+    assert e.value.status == 403
+    with pytest.raises(ApiError) as e:
+        monitor.get("/api/v1/namespaces/netpol-drift/pods/x/log")
+    assert e.value.status in (403, 404) and (e.value.status == 403 or "forbidden" in str(e.value).lower())
+
+
+def test_run_once_reports_every_case_with_locked_down_probe_pods(lab: Lab, lab_namespace: str,
+                                                                  tmp_path: Path) -> None:
+    ns = lab_namespace
+    pods = deploy_three_tier(lab, ns)
+    # From now on the API server itself rejects any pod in this namespace that is not PodSecurity "restricted".
+    lab.api.merge_patch(f"/api/v1/namespaces/{ns}", {"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}}})
+    config = write_config(lab, tmp_path)
+
+    with PodRecorder(lab, ns) as recorder:
+        rc, report = run_monitor(config, three_tier_suite(ns), tmp_path)
+
+    assert rc == 1 and report["ok"] is False  # the violation fails the run
+    expected = {  # case: (result, policies say, observed, verdict)
+        "frontend-to-api": ("pass", "allow", "connected", "allow"),
+        "frontend-to-api-service": ("pass", "allow", "connected", "allow"),
+        "api-to-db": ("pass", "allow", "connected", "allow"),
+        "frontend-to-db-denied": ("pass", "deny", "refused", "deny"),
+        "api-to-frontend-denied": ("pass", "deny", "refused", "deny"),
+        "db-to-api-must-be-denied": ("fail", "allow", "connected", "allow"),
+        "batch-to-db": ("skipped", "-", "skipped", "skipped"),
+    }
+    got = {c["name"]: (c["result"], c["intent"], c["observed"], c["verdict"]) for c in report["cases"]}
+    assert got == expected
+    assert not any(c["enforcement_gap"] for c in report["cases"])
+    violation = case(report, "db-to-api-must-be-denied")
+    assert "api-from-namespace" in violation["explanation"]
+    assert all(f["violation"] for f in violation["flows"])
+    skipped = case(report, "batch-to-db")
+    assert "no live pod matches source" in skipped["explanation"]
+    # Both api replicas were probed and folded into one result per source identity.
+    [to_api] = case(report, "frontend-to-api")["flows"]
+    assert to_api["source"] == f"{ns}/frontend" and to_api["destination"] == f"{ns}/api"
+    assert to_api["port"] == 9000 and to_api["latency_ms"] is not None
+
+    # One probe pod per source identity (frontend, api, db), and none left behind.
+    assert report["probe_pods"] == 3
+    assert probe_pods(lab) == []
+    assert len(recorder.seen) == 3, sorted(recorder.seen)
+    by_source = {v[0]["metadata"]["annotations"]["netpol-drift.io/source"]: v for v in recorder.seen.values()}
+    assert set(by_source) == {f"{ns}/frontend", f"{ns}/api", f"{ns}/db"}
+    owner_uid = lab.api.get("/api/v1/namespaces/netpol-drift")["metadata"]["uid"]
+    for source, versions in by_source.items():
+        pod = versions[0]
+        meta, spec = pod["metadata"], pod["spec"]
+        live = next(p for p in pods.values() if source.endswith("/" + p["metadata"]["labels"]["app"]))
+        assert meta["labels"] == {**live["metadata"]["labels"], "netpol-drift.io/probe": "true",
+                                  "netpol-drift.io/run": report["run"]}
+        assert meta["ownerReferences"] == [{"apiVersion": "v1", "kind": "Namespace", "name": "netpol-drift",
+                                            "uid": owner_uid, "controller": True, "blockOwnerDeletion": False}]
+        assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 60
+        assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        [c] = spec["containers"]
+        assert c["command"] == ["netpol-drift", "probe-agent"]
+        assert c["readinessProbe"]["exec"]["command"] == ["false"]
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert c["resources"]["requests"] == {"cpu": "10m", "memory": "16Mi"}
+        # Never Ready in any version we saw, so no Service ever routes to a probe pod.
+        for v in versions:
+            ready = [cond for cond in v.get("status", {}).get("conditions", []) if cond["type"] == "Ready"]
+            assert all(cond["status"] != "True" for cond in ready)
+    # The Service's endpoints are the api pods only: the probe pod wearing app=api was never selected as Ready.
+    assert any(v[-1].get("status", {}).get("phase") in ("Running", "Succeeded") for v in recorder.seen.values())
+
+
+FAULT_COMMENT = "netpol-drift-lab-test-fault"
+
+
+def _fault_rule(db_ip: str) -> list[str]:
+    # Accept frontend->db before kube-router's per-pod chains: a node-local dataplane that stopped enforcing.
+    # kube-router keeps foreign rules in its chains across syncs, so the fault holds for the whole run.
+    return ["-d", f"{db_ip}/32", "-p", "tcp", "--dport", "5432", "-m", "comment", "--comment", FAULT_COMMENT,
+            "-j", "ACCEPT"]
+
+
+def test_dataplane_fault_is_an_enforcement_gap(lab: Lab, lab_namespace: str, tmp_path: Path) -> None:
+    ns = lab_namespace
+    pods = deploy_three_tier(lab, ns)
+    db_ip = pods["db-0"]["status"]["podIP"]
+    suite = {"name": "gap", "cases": [c for c in three_tier_suite(ns)["cases"]
+                                      if c["name"] in ("frontend-to-db-denied", "api-to-db")]}
+    config = write_config(lab, tmp_path)
+
+    rc, before = run_monitor(config, suite, tmp_path)
+    assert rc == 0
+    assert case(before, "frontend-to-db-denied")["observed"] == "refused"
+
+    netns.run(["ip", "netns", "exec", "labnode", "iptables", "-I", "KUBE-ROUTER-FORWARD", "1", *_fault_rule(db_ip)])
+    try:
+        rc, after = run_monitor(config, suite, tmp_path)
+        still_there = FAULT_COMMENT in netns.node_iptables()
+    finally:
+        netns.run(["ip", "netns", "exec", "labnode", "iptables", "-D", "KUBE-ROUTER-FORWARD",
+                   *_fault_rule(db_ip)])
+    assert still_there, "kube-router removed the injected fault during the run: the test proves nothing"
+    assert rc == 1
+    gap = case(after, "frontend-to-db-denied")
+    assert (gap["result"], gap["intent"], gap["observed"], gap["verdict"]) == ("fail", "deny", "connected", "allow")
+    assert gap["enforcement_gap"] is True and gap["flows"][0]["enforcement_gap"] is True
+    assert case(after, "api-to-db")["result"] == "pass" and not case(after, "api-to-db")["enforcement_gap"]
+    assert probe_pods(lab) == []
+
+
+def _wait_for_probe_pod(lab: Lab, ns: str, proc: subprocess.Popen, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = lab.api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=PROBE_SELECTOR)["items"]
+        if found:
+            return found
+        assert proc.poll() is None, f"the run ended before creating a probe pod: {proc.stderr.read()}"
+        time.sleep(0.02)
+    raise AssertionError("no probe pod appeared")
+
+
+def test_killed_run_leaves_pods_that_the_next_start_sweeps(lab: Lab, lab_namespace: str, tmp_path: Path) -> None:
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    config = write_config(lab, tmp_path, concurrency=1)
+    suite = three_tier_suite(ns)
+    suite_path = tmp_path / "suite.yaml"
+    suite_path.write_text(yaml.safe_dump(suite))
+
+    proc = subprocess.Popen(monitor_command(config, suite_path), cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_probe_pod(lab, ns, proc)
+    finally:
+        proc.kill()  # SIGKILL: no cleanup code runs
+        proc.communicate(timeout=30)
+    leftovers = {p["metadata"]["name"] for p in probe_pods(lab)}
+    assert leftovers, "the killed run left nothing behind: the test did not kill it mid-way"
+
+    rc, report = run_monitor(config, suite, tmp_path)
+    assert rc == 1 and case(report, "frontend-to-api")["result"] == "pass"
+    assert probe_pods(lab) == []
+
+
+def test_sigterm_mid_run_deletes_its_probe_pods(lab: Lab, lab_namespace: str, tmp_path: Path) -> None:
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    config = write_config(lab, tmp_path, concurrency=1)
+    suite_path = tmp_path / "suite.yaml"
+    suite_path.write_text(yaml.safe_dump(three_tier_suite(ns)))
+
+    proc = subprocess.Popen(monitor_command(config, suite_path), cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_probe_pod(lab, ns, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert probe_pods(lab) == []
+
+
+def test_probe_pod_that_cannot_run_gives_skipped_never_a_verdict(lab: Lab, lab_namespace: str,
+                                                                 tmp_path: Path) -> None:
+    """Per-node mode with a second node that never runs anything: its probe pods stay Pending until the
+    run deadline, and their flows are skipped with the reason while the real node's flows are observed."""
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    ghost = pod_manifest("ghost-0", {"app": "ghost"}, tcp=[])
+    ghost["spec"]["nodeName"] = "ghost-node"  # the lab agent only runs pods of lab-node
+    path = f"/api/v1/namespaces/{ns}/pods"
+    lab.api.post(path, ghost)
+    try:
+        # Make the API believe ghost-0 runs there, so that the snapshot knows a second node.
+        lab.api.merge_patch(f"{path}/ghost-0/status", {"status": {
+            "phase": "Running", "podIP": "10.245.0.1", "podIPs": [{"ip": "10.245.0.1"}]}})
+        config = write_config(lab, tmp_path, run_deadline_seconds=8)
+        suite = {"name": "per-node", "cases": [c for c in three_tier_suite(ns)["cases"]
+                                               if c["name"] == "frontend-to-api"]}
+        started = time.monotonic()
+        rc, report = run_monitor(config, suite, tmp_path, "--per-node")
+        elapsed = time.monotonic() - started
+    finally:
+        lab.api.delete(f"{path}/ghost-0", {"gracePeriodSeconds": 0})
+    flows = {f["node"]: f for f in case(report, "frontend-to-api")["flows"]}
+    assert flows["lab-node"]["outcome"] == "connected" and flows["lab-node"]["verdict"] == "allow"
+    assert flows["lab-node"]["source"] == f"{ns}/frontend@lab-node"
+    ghost_flow = next(f for f in case(report, "frontend-to-api")["flows"] if "@ghost-node" in f["source"])
+    assert ghost_flow["outcome"] == "skipped" and ghost_flow["verdict"] == "skipped"
+    assert "still Pending" in ghost_flow["reason"] and "run deadline (8s)" in ghost_flow["reason"]
+    assert case(report, "frontend-to-api")["result"] == "partial" and rc == 0
+    assert report["probe_pods"] == 2 and elapsed < 30
+    assert probe_pods(lab) == []
