@@ -66,8 +66,7 @@ def _hints(cls: type) -> tuple[tuple[str, str, Any], ...]:
 
 
 def _fail(path: str, expected: str, value: Any) -> InputError:
-    what = path.split(".")[0].split("[")[0]
-    return InputError(f"expected {expected}, got {json.dumps(value)[:60]}", obj=what, field=path)
+    return InputError(f"expected {expected}, got {json.dumps(value)[:60]}", field=path)
 
 
 def _decode(tp: Any, value: Any, path: str) -> Any:
@@ -109,13 +108,13 @@ def _decode(tp: Any, value: Any, path: str) -> Any:
         known = {key for _, key, _ in fields}
         unknown = sorted(set(value) - known)
         if unknown:
-            raise InputError(f"unknown key {unknown[0]!r}", obj=path.split(".")[0].split("[")[0], field=path)
+            raise InputError(f"unknown key {unknown[0]!r}", field=path)
         kwargs = {name: _decode(hint, value[key], f"{path}.{key}")
                   for name, key, hint in fields if key in value}
         try:
             return tp(**kwargs)
         except TypeError as e:  # a required field is missing
-            raise InputError(f"incomplete: {e}", obj=path.split(".")[0].split("[")[0], field=path) from e
+            raise InputError(f"incomplete: {e}", field=path) from e
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)

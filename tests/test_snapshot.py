@@ -110,11 +110,11 @@ def test_except_field_is_named_except_in_json() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("{", "snapshot: not valid JSON"),
-    ('{"pods": 3}', "snapshot: snapshot.pods: expected a list, got 3"),
-    ('{"pods": [{"namespace": "a"}], "bogus": 1}', "snapshot: snapshot: unknown key 'bogus'"),
-    ('{"pods": [{"namespace": "a", "name": 5}]}', "snapshot: snapshot.pods[0].name: expected str, got 5"),
+    ('{"pods": 3}', "snapshot.pods: expected a list, got 3"),
+    ('{"pods": [{"namespace": "a"}], "bogus": 1}', "snapshot: unknown key 'bogus'"),
+    ('{"pods": [{"namespace": "a", "name": 5}]}', "snapshot.pods[0].name: expected str, got 5"),
     ('{"policies": [{"namespace": "a", "name": "p", "ingress": [{"ports": [{"port": true}]}]}]}',
-     "snapshot: snapshot.policies[0].ingress[0].ports[0].port: expected int or str, got true"),
+     "snapshot.policies[0].ingress[0].ports[0].port: expected int or str, got true"),
 ])
 def test_bad_json_names_the_field(text: str, message: str) -> None:
     with pytest.raises(InputError) as e:

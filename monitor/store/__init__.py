@@ -116,7 +116,7 @@ def safe_url(url: str | URL) -> str:
         u = make_url(url) if isinstance(url, str) else url
     except ArgumentError:
         return "<invalid URL>"
-    return u.set(password=None).render_as_string(hide_password=False)
+    return u._replace(password=None).render_as_string(hide_password=False)
 
 
 def _reason(e: BaseException) -> str:
@@ -147,6 +147,13 @@ def make_engine(url: str, password: str | None = None) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+            # pysqlite's own transaction handling does not BEGIN before a SAVEPOINT, so releasing one would
+            # commit everything before it: take transactions over (SQLAlchemy's documented recipe).
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            conn.exec_driver_sql("BEGIN")
     return engine
 
 
@@ -214,9 +221,8 @@ def _current(engine: Engine) -> str | None:
 
 
 def _migrate(url: str, password: str | None, direction: str, revision: str) -> str | None:
-    from alembic.util.exc import CommandError
-
     from alembic import command
+    from alembic.util.exc import CommandError
 
     path = _sqlite_path(url)
     if path:
@@ -465,7 +471,7 @@ class Store:
         for i in range(0, len(unique), 500):
             chunk = unique[i:i + 500]
             ids.update(s.execute(select(FlowResultRow.digest, FlowResultRow.id)
-                                 .where(FlowResultRow.digest.in_(chunk))).tuples().all())
+                                 .where(FlowResultRow.digest.in_(chunk))).all())
         by_digest = dict(zip(digests, results, strict=True))
         missing = [d for d in unique if d not in ids]
         for d in missing:
@@ -554,6 +560,11 @@ class Store:
                             .order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(1)).first()
             return self._run(s, row) if row is not None else None
 
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table: for tests, the benchmark and `db current`."""
+        with self._guard("count rows"), self._tx() as s:
+            return {t.name: s.scalar(select(func.count()).select_from(t)) for t in metadata.sorted_tables}
+
     def clusters(self) -> list[str]:
         with self._guard("read clusters"), self._tx() as s:
             return list(s.scalars(select(ClusterRow.name).order_by(ClusterRow.name)))
@@ -576,7 +587,7 @@ class Store:
             if open_only:
                 q = q.where(DriftEventRow.resolved_at.is_(None))
             q = q.order_by(DriftEventRow.opened_at.desc(), DriftEventRow.id.desc()).limit(limit)
-            return [self._event(row, name) for row, name in s.execute(q).tuples()]
+            return [self._event(row, name) for row, name in s.execute(q)]
 
     def open_events(self, cluster: str) -> list[DriftEvent]:
         return self.events(cluster, open_only=True)
@@ -604,9 +615,11 @@ class Store:
         old sent alerts. One transaction."""
         cutoff = _dt(now) - timedelta(days=retention_days)
         with self._guard("prune"), self._tx() as s:
-            latest_kg = (select(func.max(RunRow.id)).where(RunRow.known_good.is_(True))
-                         .group_by(RunRow.cluster_id, RunRow.suite_id))
-            baselines = set(s.scalars(latest_kg))
+            # The same order as known_good(): newest start time, then newest id.
+            rank = func.row_number().over(partition_by=(RunRow.cluster_id, RunRow.suite_id),
+                                          order_by=(RunRow.started_at.desc(), RunRow.id.desc())).label("rank")
+            ranked = select(RunRow.id, rank).where(RunRow.known_good.is_(True)).subquery()
+            baselines = set(s.scalars(select(ranked.c.id).where(ranked.c.rank == 1)))
             doomed = [i for i in s.scalars(select(RunRow.id).where(RunRow.started_at < cutoff,
                                                                    RunRow.accepted_by.is_(None)))
                       if i not in baselines]
@@ -721,7 +734,7 @@ class Store:
              .join(ResultSetRow, ResultSetRow.id == RunRow.result_set_id)
              .where(RunRow.id.in_(ids)))
         by_id = {}
-        for row, cluster, snap, suite, rset in s.execute(q).tuples():
+        for row, cluster, snap, suite, rset in s.execute(q):
             by_id[row.id] = RunSummary(str(row.id), cluster, _iso(row.started_at), _iso(row.finished_at),
                                        row.trigger, row.status, row.known_good, row.accepted_by, snap, suite,
                                        row.n_results, row.n_violations, row.n_gaps, row.n_skipped, rset)
