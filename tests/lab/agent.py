@@ -234,6 +234,7 @@ class Agent:
                 self.bind(pod)
             elif uid not in self.pods and uid not in self.gave_up and phase not in ("Succeeded", "Failed"):
                 self.spawn(uid, self.start_pod_or_fail, pod)
+        self.live_groups = None  # one /proc scan per pass for all running pods, not one per pod
         for uid, rec in list(self.pods.items()):
             if uid in self.busy:
                 continue
@@ -404,19 +405,24 @@ class Agent:
     # ------------------------------------------------------------------------------------------ lifecycle
     def check(self, rec: PodRec) -> None:
         exits = {}
-        live: set[int] | None = None
         for c in rec.containers:
             f = rec.dir / f"{c['name']}.exit"
             if f.exists():
                 exits[c["name"]] = int(f.read_text().strip() or 1)
                 continue
-            live = procs.live_groups() if live is None else live
-            if rec.pgids.get(c["name"]) not in live:
+            # The pass-wide scan may predate a process started since: only a fresh scan may say it is gone.
+            if getattr(self, "live_groups", None) is None or rec.pgids.get(c["name"]) not in self.live_groups:
+                self.live_groups = procs.live_groups()
+            if rec.pgids.get(c["name"]) not in self.live_groups:
                 time.sleep(0.05)
                 exits[c["name"]] = int(f.read_text().strip() or 1) if f.exists() else 137
         over = rec.deadline is not None and time.monotonic() - rec.started_mono > rec.deadline
         if len(exits) == len(rec.containers):
-            self.finish(rec, exits, None)
+            # Status patch and sandbox teardown in a thread: pods that end together must not queue behind each
+            # other in the sync loop (~0.15 s each); rec.running goes False now so no pass checks it twice.
+            rec.running = False
+            meta = {"metadata": {"namespace": rec.namespace, "name": rec.name}}
+            self.spawn(rec.uid, lambda _pod: self.finish(rec, exits, None), meta)
         elif over:
             self.kill(rec)
             self.finish(rec, {c["name"]: exits.get(c["name"], 137) for c in rec.containers}, "DeadlineExceeded")
