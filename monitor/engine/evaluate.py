@@ -113,7 +113,7 @@ class Engine:
             elif rule.action == "Pass":
                 passed = passed | hit
             if trace is not None:
-                trace.append(f"{policy.ref} rule {rule.name!r} {rule.action.lower()}s it")
+                trace.append(f"{policy.ref} rule {rule.name!r} {_VERBS[rule.action]} it")
             if not pending:
                 break
         rest = pending | passed
@@ -139,7 +139,7 @@ class Engine:
             if rule.action in ("Allow", "Pass"):
                 allowed = allowed | hit
             if trace is not None:
-                trace.append(f"{policy.ref} rule {rule.name!r} {rule.action.lower()}s it")
+                trace.append(f"{policy.ref} rule {rule.name!r} {_VERBS[rule.action]} it")
             if not rest:
                 return allowed
         if trace is not None:
@@ -245,6 +245,10 @@ def np_rule_conns(rule: PolicyRule, dst: Endpoint) -> ConnSet:
         else:
             out = out | ConnSet.ports(p.protocol, p.port, p.end_port)
     return out
+
+
+# "denies", "passes": not rule.action.lower() + "s", which gave "denys" and "passs" in explanations.
+_VERBS = {"Allow": "allows", "Deny": "denies", "Pass": "passes"}
 
 
 def _name(endpoint: Endpoint) -> str:
