@@ -17,13 +17,12 @@ from datetime import datetime, timedelta
 
 from monitor.cluster import ClusterAdapter
 from monitor.engine import Engine
-from monitor.live_snapshot import take_snapshot
 from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict
 from monitor.plan import FlowPlan, Plan, plan_suite
 from monitor.probe.runner import ProbeReport, ProbeTask, run_probes, sweep_probe_pods
 from monitor.probe.wire import ProbeTarget, TargetOutcome
 from monitor.settings import Settings
-from monitor.snapshot import snapshot_digest
+from monitor.snapshot import snapshot_digest, take_snapshot
 from monitor.suite import Suite, validate_suite
 
 log = logging.getLogger(__name__)

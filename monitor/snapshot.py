@@ -326,3 +326,38 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 
 __all__ = ["Change", "LabelDelta", "SnapshotDiff", "apply_change", "diff_snapshots", "from_jsonable", "label_delta",
            "pod_identity", "snapshot_digest", "snapshot_from_json", "snapshot_to_json"]
+
+
+# ------------------------------------------------------------------------------------- live mode (issue 4)
+class SnapshotSource(typing.Protocol):
+    """What take_snapshot needs of a cluster: monitor.cluster.ClusterAdapter is one. A protocol, so that
+    this module stays free of kubernetes."""
+
+    server: str
+
+    def list_namespaces(self) -> tuple[models.Namespace, ...]: ...
+    def list_pods(self) -> tuple[Pod, ...]: ...
+    def list_services(self) -> tuple[models.Service, ...]: ...
+    def list_network_policies(self) -> tuple[models.NetworkPolicy, ...]: ...
+    def list_admin_policies(self) -> tuple[models.AdminPolicy, ...]: ...
+
+
+def take_snapshot(adapter: SnapshotSource, now: Any) -> Snapshot:
+    """A live cluster as the same canonical Snapshot the manifests reader makes (so digest, store and diff
+    treat both alike): policies of every tier, namespaces with labels, running pods (labels, IP, named
+    ports, node) and Services. The kinds are read one after the other (the API has no cross-kind
+    transaction; a change between two lists shows in the next run). `now` is the run's one clock reading,
+    used only for the log line."""
+    import logging
+
+    namespaces = adapter.list_namespaces()
+    policies = adapter.list_network_policies()
+    admin = adapter.list_admin_policies()
+    pods = adapter.list_pods()
+    services = adapter.list_services()
+    snap = Snapshot.build(namespaces, pods, services, policies, admin)
+    logging.getLogger(__name__).info(
+        "snapshot of %s at %s: %d namespaces, %d pods, %d services, %d policies, %d admin policies",
+        adapter.server, getattr(now, "isoformat", lambda: now)(), len(snap.namespaces), len(snap.pods),
+        len(snap.services), len(snap.policies), len(snap.admin_policies))
+    return snap

@@ -157,7 +157,7 @@ def generate_command(args: argparse.Namespace) -> int:
         snapshot = load_manifests(args.manifests)
         source = f"manifests in {args.manifests}"
     else:
-        from monitor.live_snapshot import take_snapshot
+        from monitor.snapshot import take_snapshot
 
         settings = _settings(args)
         adapter = _connect(args, settings)
