@@ -45,11 +45,15 @@ COVERING_CIDRS = ["10.0.0.0/8", "0.0.0.0/0", "10.1.0.0/16"]
 def generate_cluster(seed: int, namespaces: int = 4, pods_per_ns: int = 5, policies: int = 10, *,
                      ports_per_pod: int = 2, workload_kind: str = "Deployment",
                      ipblocks_cover_pods: bool = False, egress_share: float = 0.5,
-                     ipblock_share: float = 0.1) -> list[dict[str, Any]]:
-    """Namespace, workload and NetworkPolicy objects, in that order. See the module docstring."""
+                     ipblock_share: float = 0.1, port_layouts: int | None = None) -> list[dict[str, Any]]:
+    """Namespace, workload and NetworkPolicy objects, in that order. See the module docstring.
+
+    port_layouts: None gives every workload its own random container ports (worst case for pod classes);
+    N draws each workload's ports from N fixed layouts, as pods built from the same few images share them."""
     if workload_kind not in ("Deployment", "Pod"):
         raise ValueError("workload_kind must be Deployment or Pod")
     rnd = random.Random(seed)
+    layouts = [_ports(random.Random(f"{seed}-layout-{i}"), ports_per_pod) for i in range(port_layouts or 0)]
     ns_names = [f"ns{i}" for i in range(namespaces)]
     objs: list[dict[str, Any]] = []
     for i, ns in enumerate(ns_names):
@@ -57,7 +61,8 @@ def generate_cluster(seed: int, namespaces: int = 4, pods_per_ns: int = 5, polic
         labels["kubernetes.io/metadata.name"] = ns
         objs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}})
         for j in range(pods_per_ns):
-            objs.append(_workload(rnd, ns, f"w{j}", i, j, ports_per_pod, workload_kind))
+            ports = rnd.choice(layouts) if layouts else _ports(rnd, ports_per_pod)
+            objs.append(_workload(rnd, ns, f"w{j}", i, j, ports, workload_kind))
     for k in range(policies):
         objs.append(_policy(rnd, rnd.choice(ns_names), f"np{k}", ns_names, egress_share, ipblock_share,
                             ipblocks_cover_pods))
@@ -82,9 +87,7 @@ def _labels(rnd: random.Random, pool: dict[str, list[str]], p: float) -> dict[st
     return {k: rnd.choice(v) for k, v in pool.items() if rnd.random() < p}
 
 
-def _workload(rnd: random.Random, ns: str, name: str, ns_index: int, index: int, nports: int,
-              kind: str) -> dict[str, Any]:
-    labels = _labels(rnd, POD_LABELS, 0.75)
+def _ports(rnd: random.Random, nports: int) -> list[dict[str, Any]]:
     names = rnd.sample(PORT_NAMES, min(nports, len(PORT_NAMES)))
     ports, used = [], set()
     for pname in names:
@@ -94,6 +97,12 @@ def _workload(rnd: random.Random, ns: str, name: str, ns_index: int, index: int,
             number += 1
         used.add((number, proto))
         ports.append({"name": pname, "containerPort": number, "protocol": proto})
+    return ports
+
+
+def _workload(rnd: random.Random, ns: str, name: str, ns_index: int, index: int, ports: list[dict[str, Any]],
+              kind: str) -> dict[str, Any]:
+    labels = _labels(rnd, POD_LABELS, 0.75)
     container = {"name": "main", "image": "registry.example/app:1", "ports": ports}
     if kind == "Pod":
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},

@@ -1,0 +1,31 @@
+"""`python -m bench [NAME ...]`: run the named benchmarks (DEFAULT when none is named).
+
+Each entry maps a name to the module whose main() runs it; add yours as one line. No benchmark logic here."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "matrix": "bench.matrix_vs_nca",  # matrix --format tsv vs network-config-analyzer; 10k-pod class matrix
+    "probe-fanout": "bench.probe_fanout",  # needs root and the lab
+}
+# Run when no name is given: the ones that need nothing but this checkout.
+DEFAULT = ["matrix"]
+
+
+def main(argv: list[str]) -> int:
+    names = argv or DEFAULT
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)} (known: {', '.join(BENCHMARKS)})", file=sys.stderr)
+        return 2
+    rc = 0
+    for name in names:
+        rc |= importlib.import_module(BENCHMARKS[name]).main([]) or 0
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
