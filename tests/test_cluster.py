@@ -1,0 +1,158 @@
+"""The cluster adapter's error handling against real local sockets: a kubeconfig that cannot be loaded, a port
+nobody listens on, a server that never answers (timeout), and a plain-HTTP stand-in API server that fails
+with 503 before it answers (retries with backoff) or answers 401 (no retry, our own error type)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.cluster import (
+    ClusterAdapter,
+    ClusterConfigError,
+    ClusterForbiddenError,
+    ClusterUnavailableError,
+)
+from monitor.errors import ClusterError
+from monitor.settings import ClusterSettings
+
+
+def kubeconfig(tmp_path: Path, server: str) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "t",
+        "clusters": [{"name": "t", "cluster": {"server": server}}],
+        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
+        "users": [{"name": "t", "user": {"token": "test-token"}}]}))
+    return path
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """Answers GET /api/v1/namespaces: first `failures` times with `status`, then with one namespace."""
+
+    failures = 0
+    status = 503
+    calls: list[float]
+
+    def do_GET(self) -> None:
+        self.calls.append(time.monotonic())
+        if len(self.calls) <= self.failures:
+            body = json.dumps({"kind": "Status", "code": self.status, "message": "stand-in says no"}).encode()
+            self.send_response(self.status)
+        else:
+            body = json.dumps({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
+                               "items": [{"metadata": {"name": "shop", "labels": {"team": "a"}}}]}).encode()
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stand_in():
+    servers = []
+
+    def start(failures: int, status: int = 503) -> tuple[str, list[float]]:
+        calls: list[float] = []
+        handler = type("H", (StandIn,), {"failures": failures, "status": status, "calls": calls})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", calls
+
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def test_missing_kubeconfig_is_a_config_error(tmp_path):
+    with pytest.raises(ClusterConfigError, match=r"cannot load cluster credentials from .*nope"):
+        ClusterAdapter.connect(ClusterSettings(), kubeconfig=str(tmp_path / "nope"))
+
+
+def test_unknown_context_is_a_config_error(tmp_path):
+    with pytest.raises(ClusterConfigError, match="context staging"):
+        ClusterAdapter.connect(ClusterSettings(), kubeconfig=str(kubeconfig(tmp_path, "http://127.0.0.1:1")),
+                               context="staging")
+
+
+def test_refused_connection_is_retried_then_unavailable(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on: connect is refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = ClusterSettings(retries=2, request_timeout_seconds=2)
+    adapter = ClusterAdapter.connect(settings, kubeconfig=str(kubeconfig(tmp_path, f"http://127.0.0.1:{port}")))
+    started = time.monotonic()
+    with pytest.raises(ClusterUnavailableError, match="unreachable after 3 attempts") as e:
+        adapter.list_namespaces()
+    elapsed = time.monotonic() - started
+    assert 0.55 < elapsed < 3  # backoff 0.2 s + 0.4 s between the three attempts
+    assert e.value.__cause__ is not None  # raised from the client's error
+
+
+def test_every_call_has_a_timeout(tmp_path):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (in the kernel) and never answers
+    try:
+        settings = ClusterSettings(retries=0, request_timeout_seconds=0.5)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        adapter = ClusterAdapter.connect(settings, kubeconfig=str(kubeconfig(tmp_path, url)))
+        started = time.monotonic()
+        with pytest.raises(ClusterUnavailableError):
+            adapter.list_pods()
+        assert time.monotonic() - started < 2.5
+    finally:
+        silent.close()
+
+
+def test_transient_503_is_retried_with_backoff(tmp_path, stand_in):
+    url, calls = stand_in(failures=2, status=503)
+    adapter = ClusterAdapter.connect(ClusterSettings(retries=3), kubeconfig=str(kubeconfig(tmp_path, url)))
+    [ns] = adapter.list_namespaces()
+    assert ns.name == "shop" and dict(ns.labels) == {"team": "a"}
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= 0.19 and calls[2] - calls[1] >= 0.39  # exponential backoff
+
+
+def test_unauthorized_is_not_retried_and_says_so(tmp_path, stand_in):
+    url, calls = stand_in(failures=10, status=401)
+    adapter = ClusterAdapter.connect(ClusterSettings(retries=3), kubeconfig=str(kubeconfig(tmp_path, url)))
+    with pytest.raises(ClusterForbiddenError, match="list namespaces: HTTP 401: stand-in says no"):
+        adapter.list_namespaces()
+    assert len(calls) == 1
+    assert issubclass(ClusterForbiddenError, ClusterError)
+
+
+def test_cli_reports_an_unreachable_cluster_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"cases": [{"name": "a", "from": {"namespace": "x", "pod": "a"},
+                                                "to": {"namespace": "x", "pod": "b"}, "port": 80,
+                                                "expect": "allow"}]}))
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"cluster": {"retries": 0}}))
+    proc = subprocess.run([sys.executable, "-m", "monitor", "--config", str(config), "run", "--once", "--suite",
+                           str(suite), "--kubeconfig", str(kubeconfig(tmp_path, f"http://127.0.0.1:{port}"))],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("netpol-drift: error: ") and "unreachable" in lines[-1]
+    assert "Traceback" not in proc.stderr
