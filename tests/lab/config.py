@@ -14,7 +14,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 # The venv whose bin dir goes first on PATH of every pod command (so `netpol-drift probe-agent` is found).
 VENV_BIN = Path(os.environ.get("LAB_VENV_BIN") or REPO / ".venv" / "bin")
-PYTHON = VENV_BIN / "python" if (VENV_BIN / "python").exists() else Path(sys.executable)
+try:
+    PYTHON = VENV_BIN / "python" if (VENV_BIN / "python").exists() else Path(sys.executable)
+except OSError:  # e.g. an unprivileged user cannot stat root's venv
+    PYTHON = Path(sys.executable)
 
 ETCD_VERSION = os.environ.get("ETCD_VERSION", "3.6.14")
 K8S_VERSION = os.environ.get("K8S_VERSION", "1.36.3")
