@@ -45,13 +45,18 @@ COVERING_CIDRS = ["10.0.0.0/8", "0.0.0.0/0", "10.1.0.0/16"]
 def generate_cluster(seed: int, namespaces: int = 4, pods_per_ns: int = 5, policies: int = 10, *,
                      ports_per_pod: int = 2, workload_kind: str = "Deployment",
                      ipblocks_cover_pods: bool = False, egress_share: float = 0.5,
-                     ipblock_share: float = 0.1, port_layouts: int | None = None) -> list[dict[str, Any]]:
+                     ipblock_share: float = 0.1, port_layouts: int | None = None,
+                     replicas: int = 1) -> list[dict[str, Any]]:
     """Namespace, workload and NetworkPolicy objects, in that order. See the module docstring.
 
     port_layouts: None gives every workload its own random container ports (worst case for pod classes);
-    N draws each workload's ports from N fixed layouts, as pods built from the same few images share them."""
+    N draws each workload's ports from N fixed layouts, as pods built from the same few images share them.
+    replicas (workload_kind "Pod" only): pods_per_ns pods come as pods_per_ns / replicas ReplicaSets of
+    `replicas` identical pods each (ownerReferences set, names w<j>-<r>), as a real cluster's pods do."""
     if workload_kind not in ("Deployment", "Pod"):
         raise ValueError("workload_kind must be Deployment or Pod")
+    if replicas != 1 and (workload_kind != "Pod" or pods_per_ns % replicas):
+        raise ValueError("replicas needs workload_kind='Pod' and must divide pods_per_ns")
     rnd = random.Random(seed)
     layouts = [_ports(random.Random(f"{seed}-layout-{i}"), ports_per_pod) for i in range(port_layouts or 0)]
     ns_names = [f"ns{i}" for i in range(namespaces)]
@@ -60,9 +65,20 @@ def generate_cluster(seed: int, namespaces: int = 4, pods_per_ns: int = 5, polic
         labels = _labels(rnd, NS_LABELS, 0.7)
         labels["kubernetes.io/metadata.name"] = ns
         objs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}})
-        for j in range(pods_per_ns):
+        if replicas == 1:
+            for j in range(pods_per_ns):
+                ports = rnd.choice(layouts) if layouts else _ports(rnd, ports_per_pod)
+                objs.append(_workload(rnd, ns, f"w{j}", i, j, ports, workload_kind))
+            continue
+        for j in range(pods_per_ns // replicas):
             ports = rnd.choice(layouts) if layouts else _ports(rnd, ports_per_pod)
-            objs.append(_workload(rnd, ns, f"w{j}", i, j, ports, workload_kind))
+            first = _workload(rnd, ns, f"w{j}-0", i, j * replicas, ports, "Pod")
+            for r in range(replicas):
+                p = _workload(rnd, ns, f"w{j}-{r}", i, j * replicas + r, ports, "Pod")
+                p["metadata"]["labels"] = first["metadata"]["labels"]  # replicas share the template's labels
+                p["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                                     "name": f"w{j}", "controller": True, "uid": f"{ns}-w{j}"}]
+                objs.append(p)
     for k in range(policies):
         objs.append(_policy(rnd, rnd.choice(ns_names), f"np{k}", ns_names, egress_share, ipblock_share,
                             ipblocks_cover_pods))
