@@ -4,8 +4,9 @@ Job: log in (in-cluster service account, or a kubeconfig and context), list and 
 (NetworkPolicies, AdminNetworkPolicies/BaselineAdminNetworkPolicies v1alpha1 and ClusterNetworkPolicies
 v1alpha2 where their CRDs exist, Namespaces, Pods, Services, EndpointSlices), and create, watch and delete probe
 pods. Every call has a timeout and is retried with backoff when the failure is transient (network, 429, 5xx).
-API objects become plain dicts (ApiClient.sanitize_for_serialization) and then models through the parsers of
-monitor.manifests, so no kubernetes object ever leaves this module.
+API responses are decoded straight from their JSON into plain dicts (`_preload_content=False`: the client's
+model classes are never built, which also makes lists and watches of many pods several times cheaper) and then
+become models through the parsers of monitor.manifests, so no kubernetes object ever leaves this module.
 This module must not decide anything about policies, plans or verdicts, nor read settings files: the caller
 passes ClusterSettings in.
 """
@@ -185,55 +186,63 @@ class ClusterAdapter:
         log.warning("%s failed (%s); retrying in %.1fs", what, why, delay)
         time.sleep(delay)
 
-    def _plain(self, obj: Any, kind: str, api_version: str) -> dict:
-        data = self._api.sanitize_for_serialization(obj)
+    def _list(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
+        """A list call decoded from JSON: {"metadata": {...}, "items": [plain dicts]}."""
+        resp = self._call(what, fn, *args, _preload_content=False, **kwargs)
+        try:
+            return json.loads(resp.data)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ClusterRejectedError(f"{what}: the API server answered something that is not JSON") from e
+
+    @staticmethod
+    def _typed(item: dict, kind: str, api_version: str) -> dict:
         # Items of a list response carry no kind/apiVersion; the parsers dispatch on them.
-        data.setdefault("kind", kind)
-        data.setdefault("apiVersion", api_version)
-        return data
+        item.setdefault("kind", kind)
+        item.setdefault("apiVersion", api_version)
+        return item
 
     # ------------------------------------------------------------------------------------------ snapshot
     def list_namespaces(self) -> tuple[Namespace, ...]:
-        items = self._call("list namespaces", self._core.list_namespace).items
-        return tuple(parse_namespace(self._plain(i, "Namespace", "v1"), self._source("Namespace"))
-                     for i in items)
+        items = self._list("list namespaces", self._core.list_namespace)["items"]
+        return tuple(parse_namespace(self._typed(i, "Namespace", "v1"), self._source("Namespace")) for i in items)
 
     def list_pods(self, namespace: str | None = None) -> tuple[Pod, ...]:
         """Running pods with an IP, not being deleted and not our own probe pods: the pods a flow can use."""
         selector = f"!{PROBE_LABEL}"
         if namespace:
-            resp = self._call(f"list pods in {namespace}", self._core.list_namespaced_pod, namespace,
+            resp = self._list(f"list pods in {namespace}", self._core.list_namespaced_pod, namespace,
                               label_selector=selector)
         else:
-            resp = self._call("list pods", self._core.list_pod_for_all_namespaces, label_selector=selector)
+            resp = self._list("list pods", self._core.list_pod_for_all_namespaces, label_selector=selector)
         pods = []
-        for item in resp.items:
-            status = item.status
-            if item.metadata.deletion_timestamp or not status or status.phase != "Running" or not status.pod_ip:
+        for item in resp["items"]:
+            status = item.get("status") or {}
+            if (item.get("metadata") or {}).get("deletionTimestamp") or status.get("phase") != "Running" \
+                    or not status.get("podIP"):
                 continue
-            pod = parse_pod(self._plain(item, "Pod", "v1"), self._source("Pod"))
+            pod = parse_pod(self._typed(item, "Pod", "v1"), self._source("Pod"))
             pods.append(_stable_workload(pod))
         return tuple(pods)
 
     def list_services(self, namespace: str | None = None) -> tuple[Service, ...]:
         if namespace:
-            resp = self._call(f"list services in {namespace}", self._core.list_namespaced_service, namespace)
+            resp = self._list(f"list services in {namespace}", self._core.list_namespaced_service, namespace)
         else:
-            resp = self._call("list services", self._core.list_service_for_all_namespaces)
-        return tuple(parse_service(self._plain(i, "Service", "v1"), self._source("Service")) for i in resp.items)
+            resp = self._list("list services", self._core.list_service_for_all_namespaces)
+        return tuple(parse_service(self._typed(i, "Service", "v1"), self._source("Service"))
+                     for i in resp["items"])
 
     def list_network_policies(self, namespace: str | None = None) -> tuple[NetworkPolicy, ...]:
         if namespace:
-            resp = self._call(f"list networkpolicies in {namespace}",
+            resp = self._list(f"list networkpolicies in {namespace}",
                               self._networking.list_namespaced_network_policy, namespace)
         else:
-            resp = self._call("list networkpolicies", self._networking.list_network_policy_for_all_namespaces)
+            resp = self._list("list networkpolicies", self._networking.list_network_policy_for_all_namespaces)
         out = []
-        for item in resp.items:
-            data = self._plain(item, "NetworkPolicy", "networking.k8s.io/v1")
-            # The API server fills in status/managedFields etc.; the strict policy parser checks spec only.
-            data = {k: data[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in data}
-            data["metadata"] = _bare_metadata(data["metadata"])
+        for item in resp["items"]:
+            # The API server adds status/managedFields etc.; the strict policy parser is given the spec only.
+            data = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                    "metadata": _bare_metadata(item.get("metadata") or {}), "spec": item.get("spec") or {}}
             out.append(parse_network_policy(data, self._source("NetworkPolicy")))
         return tuple(out)
 
@@ -242,35 +251,36 @@ class ClusterAdapter:
         out = []
         for kind, version, plural in ADMIN_POLICY_APIS:
             try:
-                resp = self._call(f"list {plural}", self._custom.list_cluster_custom_object,
+                resp = self._list(f"list {plural}", self._custom.list_cluster_custom_object,
                                   ADMIN_POLICY_GROUP, version, plural)
             except ClusterNotFoundError:
                 log.debug("%s/%s %s not served: no such CRD", ADMIN_POLICY_GROUP, version, plural)
                 continue
             for item in resp.get("items", []):
-                data = {k: item[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in item}
-                data.setdefault("kind", kind)
-                data.setdefault("apiVersion", f"{ADMIN_POLICY_GROUP}/{version}")
-                data["metadata"] = _bare_metadata(data.get("metadata") or {})
+                data = {"apiVersion": item.get("apiVersion") or f"{ADMIN_POLICY_GROUP}/{version}",
+                        "kind": item.get("kind") or kind,
+                        "metadata": _bare_metadata(item.get("metadata") or {}), "spec": item.get("spec") or {}}
                 out.append(parse_admin_policy(data, self._source(kind)))
         return tuple(out)
 
     def list_endpoint_slices(self, namespace: str | None = None) -> tuple[EndpointSliceInfo, ...]:
         if namespace:
-            resp = self._call(f"list endpointslices in {namespace}",
+            resp = self._list(f"list endpointslices in {namespace}",
                               self._discovery.list_namespaced_endpoint_slice, namespace)
         else:
-            resp = self._call("list endpointslices", self._discovery.list_endpoint_slice_for_all_namespaces)
+            resp = self._list("list endpointslices", self._discovery.list_endpoint_slice_for_all_namespaces)
         out = []
-        for s in resp.items:
-            labels = s.metadata.labels or {}
+        for s in resp["items"]:
+            meta = s.get("metadata") or {}
             addresses = tuple(sorted(
-                a for ep in (s.endpoints or []) if not ep.conditions or ep.conditions.ready is not False
-                for a in ep.addresses or ()))
-            ports = tuple(sorted(((p.name, p.port, p.protocol or "TCP") for p in (s.ports or []) if p.port),
+                a for ep in s.get("endpoints") or [] if (ep.get("conditions") or {}).get("ready") is not False
+                for a in ep.get("addresses") or ()))
+            ports = tuple(sorted(((p.get("name"), p["port"], p.get("protocol") or "TCP")
+                                  for p in s.get("ports") or [] if p.get("port")),
                                  key=lambda p: (p[1], p[2], p[0] or "")))
-            out.append(EndpointSliceInfo(s.metadata.namespace, s.metadata.name,
-                                         labels.get("kubernetes.io/service-name"), addresses, ports))
+            out.append(EndpointSliceInfo(meta.get("namespace", ""), meta.get("name", ""),
+                                         (meta.get("labels") or {}).get("kubernetes.io/service-name"),
+                                         addresses, ports))
         return tuple(out)
 
     def _source(self, kind: str) -> str:
@@ -293,42 +303,37 @@ class ClusterAdapter:
             if api is None:
                 raise InputError(f"cannot watch kind {kind!r}")
             fn, args = self._custom.list_cluster_custom_object, (ADMIN_POLICY_GROUP, api[1], api[2])
-        for event_type, meta in self._stream(f"watch {kind}", fn, *args, timeout_seconds=timeout_seconds,
-                                             resource_version=resource_version):
+        for event_type, obj in self._stream(f"watch {kind}", fn, *args, timeout_seconds=timeout_seconds,
+                                            resource_version=resource_version):
+            if event_type == "BOOKMARK":
+                continue
+            meta = obj.get("metadata") or {}
             yield ClusterEvent(event_type, kind, meta.get("namespace"), meta.get("name", ""),
                                meta.get("resourceVersion"))
 
-    def _stream(self, what: str, fn: Callable, *args: Any, timeout_seconds: int,
-                resource_version: str | None = None, label_selector: str | None = None,
-                raw: bool = False) -> Iterator[tuple[str, Any]]:
-        """(event type, metadata dict or the raw object) pairs of one watch request, bounded in time both on
-        the server (timeout_seconds) and on the client (read timeout a little longer)."""
-        kwargs: dict[str, Any] = {"timeout_seconds": max(1, int(timeout_seconds)),
+    def _stream(self, what: str, fn: Callable, *args: Any, timeout_seconds: float,
+                resource_version: str | None = None,
+                label_selector: str | None = None) -> Iterator[tuple[str, dict]]:
+        """(event type, object as a plain dict) of one watch request, BOOKMARKs included, bounded in time both
+        on the server (timeout_seconds) and on the client (read timeout a little longer)."""
+        kwargs: dict[str, Any] = {"timeout_seconds": max(1, round(timeout_seconds)),
                                   "_request_timeout": (self._settings.request_timeout_seconds,
-                                                       timeout_seconds + self._settings.request_timeout_seconds)}
+                                                       timeout_seconds + self._settings.request_timeout_seconds),
+                                  "allow_watch_bookmarks": True, "deserialize": False}
         if resource_version:
             kwargs["resource_version"] = resource_version
-            kwargs["allow_watch_bookmarks"] = True
         if label_selector:
             kwargs["label_selector"] = label_selector
         w = watch.Watch()
         try:
             for event in w.stream(fn, *args, **kwargs):
-                obj = event["object"]
+                obj = event.get("object") or {}
                 if event["type"] == "ERROR":
-                    status = obj if isinstance(obj, dict) else self._api.sanitize_for_serialization(obj)
-                    code = status.get("code")
+                    code = obj.get("code")
                     if code == 410:
                         raise ClusterConflictError(f"{what}: resource version too old (410 Gone): re-list")
-                    raise ClusterRejectedError(f"{what}: watch error {code}: {status.get('message')}")
-                if event["type"] == "BOOKMARK":
-                    continue
-                if raw:
-                    yield event["type"], obj
-                else:
-                    meta = obj.get("metadata", {}) if isinstance(obj, dict) else \
-                        self._api.sanitize_for_serialization(obj.metadata)
-                    yield event["type"], meta
+                    raise ClusterRejectedError(f"{what}: watch error {code}: {obj.get('message')}")
+                yield event["type"], obj
         except ApiException as e:
             raise _api_error(what, e) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
@@ -346,56 +351,39 @@ class ClusterAdapter:
         run-unique names it means a retried create had already succeeded, which the caller may accept."""
         ns = manifest["metadata"]["namespace"]
         name = manifest["metadata"]["name"]
-        pod = self._call(f"create pod {ns}/{name}", self._core.create_namespaced_pod, ns, manifest)
-        return self._probe_state(pod)
+        resp = self._call(f"create pod {ns}/{name}", self._core.create_namespaced_pod, ns, manifest,
+                          _preload_content=False)
+        return _probe_state(json.loads(resp.data))
 
     def delete_pod(self, namespace: str, name: str) -> bool:
         """Deletes at once (grace period 0: a probe pod has nothing to finish). False if it was gone."""
         try:
             self._call(f"delete pod {namespace}/{name}", self._core.delete_namespaced_pod, name, namespace,
-                       grace_period_seconds=0, propagation_policy="Background")
+                       grace_period_seconds=0, propagation_policy="Background", _preload_content=False)
         except ClusterNotFoundError:
             return False
         return True
 
     def list_probe_pods(self, label_selector: str) -> tuple[tuple[ProbePodState, ...], str]:
         """The pods matching the selector in every namespace, and the list's resourceVersion to watch from."""
-        resp = self._call(f"list pods {label_selector}", self._core.list_pod_for_all_namespaces,
+        resp = self._list(f"list pods {label_selector}", self._core.list_pod_for_all_namespaces,
                           label_selector=label_selector)
-        return tuple(self._probe_state(p) for p in resp.items), resp.metadata.resource_version
+        return tuple(_probe_state(p) for p in resp["items"]), resp["metadata"]["resourceVersion"]
 
     def watch_probe_pods(self, label_selector: str, resource_version: str,
-                         timeout_seconds: float) -> Iterator[ProbePodState]:
-        for event_type, pod in self._stream(f"watch pods {label_selector}", self._core.list_pod_for_all_namespaces,
-                                            timeout_seconds=max(1, int(timeout_seconds)),
-                                            resource_version=resource_version, label_selector=label_selector,
-                                            raw=True):
-            state = self._probe_state(pod)
+                         timeout_seconds: float) -> Iterator[tuple[ProbePodState | None, str | None]]:
+        """(pod state or None for a bookmark, resourceVersion to resume from) for at most timeout_seconds."""
+        for event_type, obj in self._stream(f"watch pods {label_selector}", self._core.list_pod_for_all_namespaces,
+                                            timeout_seconds=timeout_seconds, resource_version=resource_version,
+                                            label_selector=label_selector):
+            rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if event_type == "BOOKMARK":
+                yield None, rv
+                continue
+            state = _probe_state(obj)
             if event_type == "DELETED":
                 state = replace(state, phase="Deleted", deleting=True)
-            yield state
-
-    @staticmethod
-    def _probe_state(pod: Any) -> ProbePodState:
-        status = pod.status
-        unschedulable = waiting = message = reason = None
-        exit_code = None
-        for cond in (status.conditions if status else None) or []:
-            if cond.type == "PodScheduled" and cond.status == "False":
-                unschedulable = cond.message or cond.reason or "not scheduled"
-        for cs in (status.container_statuses if status else None) or []:
-            if cs.state and cs.state.terminated:
-                t = cs.state.terminated
-                exit_code, message, reason = t.exit_code, t.message, t.reason
-            elif cs.state and cs.state.waiting:
-                waiting = cs.state.waiting.reason
-        return ProbePodState(
-            namespace=pod.metadata.namespace, name=pod.metadata.name,
-            phase=(status.phase if status and status.phase else "Pending"),
-            node=pod.spec.node_name if pod.spec else None, unschedulable=unschedulable, waiting_reason=waiting,
-            exit_code=exit_code, termination_message=message, termination_reason=reason,
-            deleting=pod.metadata.deletion_timestamp is not None,
-            labels=tuple(sorted((pod.metadata.labels or {}).items())))
+            yield state, rv
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -410,11 +398,32 @@ def _api_error(what: str, e: ApiException) -> ClusterError:
         return ClusterForbiddenError(message)
     if e.status == 404:
         return ClusterNotFoundError(message)
-    if e.status == 409:
+    if e.status in (409, 410):  # 410: a watch's resource version expired; the caller re-lists
         return ClusterConflictError(message)
     if e.status in _TRANSIENT_STATUS or e.status == 0:
         return ClusterUnavailableError(message)
     return ClusterRejectedError(message)
+
+
+def _probe_state(pod: dict) -> ProbePodState:
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    unschedulable = waiting = message = reason = None
+    exit_code = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            unschedulable = cond.get("message") or cond.get("reason") or "not scheduled"
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if state.get("terminated"):
+            t = state["terminated"]
+            exit_code, message, reason = t.get("exitCode"), t.get("message"), t.get("reason")
+        elif state.get("waiting"):
+            waiting = state["waiting"].get("reason")
+    return ProbePodState(
+        namespace=meta.get("namespace", ""), name=meta.get("name", ""), phase=status.get("phase") or "Pending",
+        node=spec.get("nodeName"), unschedulable=unschedulable, waiting_reason=waiting, exit_code=exit_code,
+        termination_message=message, termination_reason=reason, deleting=bool(meta.get("deletionTimestamp")),
+        labels=tuple(sorted((meta.get("labels") or {}).items())))
 
 
 def _bare_metadata(meta: dict) -> dict:

@@ -33,8 +33,8 @@ MAX_TARGETS_PER_POD = 1000
 # Waiting reasons after which a container will not start within a run (the image is wrong or missing).
 _HOPELESS_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                      "CreateContainerError"}
-# How often the runner re-lists while it waits (a watch can miss nothing, but a deadline must be checked).
-_WATCH_SLICE_SECONDS = 2.0
+# How long one watch request lasts: the runner checks its deadline at least this often.
+_WATCH_SLICE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,13 +200,16 @@ class ProbeRun:
 
     # --------------------------------------------------------------------------------------------- main loop
     def _drive(self, chunks: list[tuple[int, int, ProbeTask]], owner_uid: str, results: dict) -> None:
-        started = self.clock()
-        deadline = started + self.settings.run_deadline_seconds
+        """Creates pods up to the concurrency limit, follows them on ONE watch (re-listing only at the start
+        and when the watch's resource version expires: listing every pod after every event costs the API
+        server and us far more than the events do), refills slots as pods finish, stops at the deadline."""
+        deadline = self.clock() + self.settings.run_deadline_seconds
         waiting = deque(range(len(chunks)))
         live: dict[str, _Live] = {}  # by pod name
         selector = probe_selector(self.run_id)
         concurrency = max(1, self.settings.concurrency)
-        while waiting or live:
+
+        def fill() -> None:
             now = self.clock()
             while waiting and len(live) < concurrency and now < deadline:
                 c = waiting.popleft()
@@ -223,28 +226,31 @@ class ProbeRun:
                 self.created.append((task.namespace, name))
                 self.pods_created += 1
                 live[name] = _Live(c, task.namespace, name, now)
-            if not live:
-                break
-            if now >= deadline:
+
+        fill()
+        resource_version: str | None = None
+        while live:
+            if self.clock() >= deadline:
+                limit = f"the run deadline ({self.settings.run_deadline_seconds}s)"
                 for item in live.values():
-                    results[item.index] = (None, self._late_reason(item, "the run deadline "
-                                                                         f"({self.settings.run_deadline_seconds}s)"),
-                                           f"{item.namespace}/{item.name}", None)
+                    results[item.index] = (None, self._late_reason(item, limit), f"{item.namespace}/{item.name}",
+                                           None)
                 return
-            states, resource_version = self.adapter.list_probe_pods(selector)
-            progressed = self._observe(states, live, results)
-            if progressed:
+            if resource_version is None:
+                states, resource_version = self.adapter.list_probe_pods(selector)
+                if self._observe(states, live, results):
+                    fill()
                 continue
-            # Nothing finished yet: wait on a watch for the next change (or the next deadline check).
-            slice_ = min(_WATCH_SLICE_SECONDS, max(0.0, deadline - self.clock()))
+            slice_ = max(1.0, min(_WATCH_SLICE_SECONDS, deadline - self.clock()))
             try:
-                for state in self.adapter.watch_probe_pods(selector, resource_version, max(1.0, slice_)):
-                    if self._observe([state], live, results):
-                        break
-                    if self.clock() >= deadline:
+                for state, rv in self.adapter.watch_probe_pods(selector, resource_version, slice_):
+                    resource_version = rv or resource_version
+                    if state is not None and self._observe([state], live, results):
+                        fill()
+                    if not live or self.clock() >= deadline:
                         break
             except ClusterConflictError:
-                continue  # resource version expired: re-list
+                resource_version = None  # expired: re-list, then watch again
 
     def _observe(self, states: list[ProbePodState] | tuple[ProbePodState, ...], live: dict[str, _Live],
                  results: dict) -> bool:
