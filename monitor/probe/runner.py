@@ -72,7 +72,6 @@ class _Live:
     namespace: str
     name: str
     created_at: float
-    unschedulable_since: float | None = None
     last_state: ProbePodState | None = field(default=None)
 
 
@@ -256,7 +255,6 @@ class ProbeRun:
                  results: dict) -> bool:
         """Updates book-keeping from pod states; True when some pod is done (finished, failed or hopeless)."""
         done = False
-        now = self.clock()
         for s in states:
             item = live.get(s.name)
             if item is None:
@@ -273,8 +271,6 @@ class ProbeRun:
                 results[item.index] = (None, f"the probe container cannot start: {s.waiting_reason} "
                                              f"(image {self.settings.image})", where, s.node)
                 done = True
-            elif s.unschedulable:
-                item.unschedulable_since = item.unschedulable_since or now
             if item.index in results:
                 del live[s.name]
                 if not s.finished:
