@@ -10,6 +10,7 @@ import sys
 BENCHMARKS = {
     "matrix": "bench.matrix_vs_nca",  # matrix --format tsv vs network-config-analyzer; 10k-pod class matrix
     "probe-fanout": "bench.probe_fanout",  # needs root and the lab
+    "store-year": "bench.store_year",  # a year of 5-minute runs in SQLite: bytes per run, size, query times
 }
 # Run when no name is given: the ones that need nothing but this checkout.
 DEFAULT = ["matrix"]
