@@ -8,6 +8,8 @@ lab cannot run (lab tests FAIL with the reason, e.g. "needs root"), or reuse a n
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -182,22 +184,54 @@ def require_root() -> None:
                     "run `sudo make test`, or deselect them with -m 'not lab'", pytrace=False)
 
 
+@contextlib.contextmanager
+def _lab_lock() -> Iterator[None]:
+    """Serializes lab start/stop decisions between concurrent test sessions on this machine."""
+    C.LAB_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(C.LAB_CACHE / ".lab.lock", "a") as f:  # next to the binaries: not lab state, never removed
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _sessions_dir() -> Path:
+    return C.PATHS.root / "sessions"
+
+
+def _live_sessions() -> list[int]:
+    out = []
+    for f in _sessions_dir().glob("*") if _sessions_dir().exists() else []:
+        if f.name.isdigit() and Path(f"/proc/{f.name}").exists():
+            out.append(int(f.name))
+    return out
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[Lab]:
-    """The running lab; started (and at the end stopped) by this session unless it already ran."""
+    """The running lab. A session that finds none starts it (marking it auto-started); at the end, the last
+    live test session takes an auto-started lab down (LAB_KEEP=1 keeps it). A lab started by hand
+    (`make lab-up`) is never taken down by tests. Several sessions can share one lab (own namespaces each)."""
     require_root()
-    started = False
-    if not _lab_is_up():
-        try:
-            control.up()
-        except control.LabError as e:
-            pytest.fail(f"could not bring the lab up: {e}", pytrace=False)
-        started = True
+    auto = C.PATHS.root / "auto-started"
+    with _lab_lock():
+        if not _lab_is_up():
+            try:
+                control.up()
+            except control.LabError as e:
+                pytest.fail(f"could not bring the lab up: {e}", pytrace=False)
+            auto.write_text(f"{os.getpid()}\n")
+        _sessions_dir().mkdir(exist_ok=True)
+        me = _sessions_dir() / str(os.getpid())
+        me.touch()
     try:
         yield Lab()
     finally:
-        if started and not os.environ.get("LAB_KEEP"):
-            control.down()
+        with _lab_lock():
+            me.unlink(missing_ok=True)
+            if auto.exists() and not _live_sessions() and not os.environ.get("LAB_KEEP"):
+                control.down()
 
 
 @pytest.fixture
