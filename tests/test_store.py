@@ -269,3 +269,29 @@ def test_bad_bundles_write_nothing(store: Store, mutate, message: str) -> None:
         store.import_bundle(bundle, now="2026-11-29T02:00:00Z")
     assert str(e.value).startswith(message)
     assert store.table_counts() == before
+
+
+def test_two_writers_on_one_database_both_succeed(db_url: str) -> None:
+    """The service saving runs while a person runs `accept`: writers wait for each other, none fails."""
+    import threading
+
+    with Store.open(db_url, migrate=True) as a, Store.open(db_url) as b:
+        first = a.save_run(make_run("2026-11-29T00:00:00Z"), now="2026-11-29T00:00:00Z", snapshot=SNAP)
+        errors: list[str] = []
+
+        def writer(store: Store, hour: int) -> None:
+            try:
+                for minute in range(25):
+                    store.save_run(make_run(f"2026-11-29T{hour:02d}:{minute:02d}:00Z", results(flip=minute % 3)),
+                                   now="2026-11-29T00:00:00Z")
+                    store.accept(first, by=f"writer-{hour}", now="2026-11-29T00:00:00Z")
+            except Exception as e:  # collected: an exception in a thread would not fail the test by itself
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=writer, args=(s, h)) for s, h in ((a, 1), (b, 2))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert a.table_counts()["runs"] == 51

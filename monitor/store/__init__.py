@@ -9,13 +9,14 @@ It must not decide anything about drift (compare.py does) nor read the clock (`n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,6 +46,7 @@ from monitor.store.schema import (
 BUNDLE_FORMAT = "netpol-drift-bundle"
 BUNDLE_SCHEMA = 1
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_WRITE_OPTION = "netpol_drift_write"
 
 
 # ---------------------------------------------------------------------------------------- public records
@@ -153,7 +155,10 @@ def make_engine(url: str, password: str | None = None) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN")
+            # Writers take the write lock up front: a deferred transaction that read first could not upgrade
+            # to writing once another process (service vs `accept`) committed, and would fail at once.
+            immediate = conn.get_execution_options().get(_WRITE_OPTION)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
     return engine
 
 
@@ -404,8 +409,12 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _tx(self):
-        return self._sessions.begin()
+    @contextlib.contextmanager
+    def _tx(self, write: bool = False) -> Iterator[Session]:
+        with self._sessions() as s, s.begin():
+            if write:
+                s.connection(execution_options={_WRITE_OPTION: True})
+            yield s
 
     def _guard(self, what: str):
         return _Guard(self.url, what)
@@ -414,7 +423,7 @@ class Store:
     def save_run(self, run: Run, *, now: str, snapshot: Snapshot | None = None, suite_text: str | None = None,
                  known_good: bool = False, transitions: Transitions | None = None) -> str:
         """Stores the run (and its snapshot, events and alerts) in one transaction; returns the run id."""
-        with self._guard("save run"), self._tx() as s:
+        with self._guard("save run"), self._tx(write=True) as s:
             return str(self._save(s, run, now=_dt(now), snapshot=snapshot, suite_text=suite_text,
                                   known_good=known_good, transitions=transitions or Transitions()))
 
@@ -527,14 +536,14 @@ class Store:
 
     def accept(self, run_id: str, *, by: str, now: str) -> RunSummary:
         """A person declares this run the known-good baseline of its cluster and suite."""
-        with self._guard("accept run"), self._tx() as s:
+        with self._guard("accept run"), self._tx(write=True) as s:
             row = self._run_row(s, run_id)
             row.known_good, row.accepted_by, row.accepted_at = True, by, _dt(now)
             s.flush()
             return self._summaries(s, [row.id])[0]
 
     def set_known_good(self, run_id: str, known_good: bool = True) -> None:
-        with self._guard("mark run"), self._tx() as s:
+        with self._guard("mark run"), self._tx(write=True) as s:
             self._run_row(s, run_id).known_good = known_good
 
     # ------------------------------------------------------------------------------------------ reads
@@ -613,12 +622,12 @@ class Store:
             return [_alert(r) for r in rows]
 
     def mark_alert_sent(self, alert_id: str, now: str) -> None:
-        with self._guard("update alert"), self._tx() as s:
+        with self._guard("update alert"), self._tx(write=True) as s:
             s.execute(update(AlertRow).where(AlertRow.id == _int_id(alert_id, "alert"))
                       .values(sent_at=_dt(now), attempts=AlertRow.attempts + 1, last_error=None))
 
     def mark_alert_failed(self, alert_id: str, error: str) -> None:
-        with self._guard("update alert"), self._tx() as s:
+        with self._guard("update alert"), self._tx(write=True) as s:
             s.execute(update(AlertRow).where(AlertRow.id == _int_id(alert_id, "alert"))
                       .values(attempts=AlertRow.attempts + 1, last_error=error[:2000]))
 
@@ -628,7 +637,7 @@ class Store:
         everything only they referenced (snapshots, suites, result sets, results), old resolved events and
         old sent alerts. One transaction."""
         cutoff = _dt(now) - timedelta(days=retention_days)
-        with self._guard("prune"), self._tx() as s:
+        with self._guard("prune"), self._tx(write=True) as s:
             # The same order as known_good(): newest start time, then newest id.
             rank = func.row_number().over(partition_by=(RunRow.cluster_id, RunRow.suite_id),
                                           order_by=(RunRow.started_at.desc(), RunRow.id.desc())).label("rank")
@@ -689,7 +698,7 @@ class Store:
     def import_bundle(self, bundle: Any, now: str) -> ImportReport:
         """All runs of the bundle, or none: validated first, written in one transaction."""
         runs, snapshots = parse_bundle(bundle)
-        with self._guard("import"), self._tx() as s:
+        with self._guard("import"), self._tx(write=True) as s:
             imported, skipped = [], 0
             for run, known_good, accepted_by in runs:
                 exists = s.scalar(select(RunRow.id).join(ClusterRow, ClusterRow.id == RunRow.cluster_id)
