@@ -32,9 +32,13 @@ from monitor.models import ContainerPort, Namespace, Pod, Snapshot, labels_of
 REPO = Path(__file__).resolve().parents[1]
 
 
+def oracle_path() -> Path:
+    return Path(os.environ.get("NETPOL_DRIFT_ORACLE") or REPO.parent / "shared" / "oracle")
+
+
 def oracle_dir() -> Path | None:
     """../shared/oracle beside the repo, or $NETPOL_DRIFT_ORACLE; None when it is not there."""
-    path = Path(os.environ.get("NETPOL_DRIFT_ORACLE") or REPO.parent / "shared" / "oracle")
+    path = oracle_path()
     return path if (path / "README.md").is_file() else None
 
 
@@ -44,7 +48,7 @@ MISSING = "<oracle missing>"
 def require_oracle() -> Path:
     path = oracle_dir()
     if path is None:
-        pytest.fail(f"conformance oracle not found at {REPO.parent / 'shared' / 'oracle'} "
+        pytest.fail(f"conformance oracle not found at {oracle_path()} "
                     "(clone shared/ next to the repository or set NETPOL_DRIFT_ORACLE)", pytrace=False)
     return path
 
