@@ -225,3 +225,11 @@ def test_db_commands_and_url_from_config(tmp_path, capsys) -> None:
         f"sqlite:///{path}: revision none (needs upgrade to {st.head_revision()})\n")
     code, _, err = cli(capsys, "--config", str(config), "history")
     assert code == 2 and "has no netpol-drift schema" in err
+
+
+def test_db_prune(db: str, capsys) -> None:
+    code, out, _ = cli(capsys, "db", "prune", "--days", "3650", "--db", db)
+    assert (code, out) == (0, "pruned 0 runs older than 3650 days (0 snapshots, 0 result sets, 0 results, "
+                              "0 events, 0 sent alerts)\n")
+    code, _, err = cli(capsys, "db", "prune", "--days", "0", "--db", db)
+    assert (code, err) == (2, "netpol-drift: error: --days: must be at least 1, got 0\n")

@@ -1,4 +1,4 @@
-"""Sub-commands of the history part: history, show, accept, diff RUN RUN, compare, export, import, db.
+"""Sub-commands of the history part: history, show, accept, diff RUN RUN, compare, export, import, db ...
 
 Parse, open the store, call store/compare/snapshot, print: tables for people, JSON for scripts. The database
 URL is --db or the store.url setting (password from NETPOL_DRIFT_DATABASE_PASSWORD). The clock is read once
@@ -85,6 +85,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = db_sub.add_parser("current", help="the schema revision of the database")
     common(c, formats=False)
     c.set_defaults(func=db_command)
+    r = db_sub.add_parser("prune", help="delete runs older than the retention (store.retention_days), "
+                                        "keeping accepted runs and each current known-good baseline")
+    r.add_argument("--days", type=int, metavar="N", help="override store.retention_days")
+    common(r, formats=False)
+    r.set_defaults(func=db_command)
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -350,6 +355,16 @@ def db_command(args: argparse.Namespace) -> int:
     from monitor import store
 
     url, password = _db(args)
+    if args.db_command == "prune":
+        days = args.days if args.days is not None else load_settings(getattr(args, "config", None)).store.retention_days
+        if days < 1:
+            raise InputError(f"must be at least 1, got {days}", field="--days")
+        with _open(args) as s:
+            report = s.prune(_now(), days)
+        print(f"pruned {report.runs} runs older than {days} days ({report.snapshots} snapshots, "
+              f"{report.result_sets} result sets, {report.flow_results} results, {report.events} events, "
+              f"{report.alerts} sent alerts)")
+        return 0
     if args.db_command == "upgrade":
         rev = store.upgrade(url, args.revision, password=password)
         print(f"{store.safe_url(url)}: schema at revision {rev}")
