@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(probing {live.probe_seconds:.2f}s)")
     print(f"per-flow baseline: {len(tasks)} flows sampled, {base_pods} probe pods, {base_ok} results: "
           f"{base_wall:.2f}s -> {per_flow_extrapolated:.1f}s extrapolated to {len(flows)} flows")
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end "
+          f"(other work on the machine slows the lab's kube-router and node agent)")
     print(f"speed-up: {speedup:.1f}x; targets (<20 s, <=50 pods, >=10x): {'met' if ok else 'NOT met'}")
     return 0 if ok else 1
 
