@@ -386,3 +386,27 @@ def test_generated_suite_from_the_live_cluster_passes_a_live_run(lab: Lab, lab_n
     assert rc == 0, [(c["name"], c["result"], c["explanation"]) for c in report["cases"] if c["result"] != "pass"]
     assert all(c["result"] == "pass" for c in report["cases"])
     assert probe_pods(lab) == []
+
+
+def test_many_targets_fit_the_termination_message(lab: Lab, lab_namespace: str, tmp_path: Path) -> None:
+    """1,200 targets for one source: split over two probe pods (at most 1,000 each), every outcome comes back
+    through a termination message of at most 4 KiB."""
+    ns = lab_namespace
+    lab.run_pods(ns, [pod_manifest("src", {"role": "src"}, tcp=[], command=["sleep", "3600"])]
+                 + [pod_manifest(f"dst-{i}", {"role": "dst"}, tcp=[], command=["sleep", "3600"])
+                    for i in range(3)])
+    ports = list(range(20001, 20401))  # nothing listens there: every connect is refused by the pod's kernel
+    suite = {"name": "wide", "cases": [{"name": "src-to-everything", "from": {"namespace": ns, "pod": "src"},
+                                        "to": {"namespace": ns, "labels": {"role": "dst"}}, "ports": ports,
+                                        "expect": "deny"}]}
+    with PodRecorder(lab, ns) as recorder:
+        rc, report = run_monitor(write_config(lab, tmp_path), suite, tmp_path)
+    flows = case(report, "src-to-everything")["flows"]
+    assert len(flows) == 1200 and {f["outcome"] for f in flows} == {"refused"}
+    assert rc == 0 and report["probe_pods"] == 2
+    messages = [v[-1]["status"]["containerStatuses"][0]["state"]["terminated"]["message"]
+                for v in recorder.seen.values()
+                if v[-1].get("status", {}).get("containerStatuses", [{}])[0].get("state", {}).get("terminated")]
+    assert len(messages) == 2 and all(len(m.encode()) <= 4096 for m in messages)
+    assert sorted(m.split()[1] for m in messages) == ["1000", "200"]
+    assert probe_pods(lab) == []
