@@ -1,11 +1,13 @@
 """Engine vs the real enforcer: seeded random NetworkPolicy sets, probed for real, compared with the engine.
 
 Job: over a handful of namespaces and pods (fixed for the run), apply LAB_DIFF_SETS (default 50) generated
-policy sets one after the other; for each, wait for kube-router to sync, probe every ordered pod pair on TCP 80,
-TCP 8080, UDP 53 (plus TCP 6443 to an address outside the pod network, for egress ipBlocks) from inside the
-source pod's namespace, and compare with monitor.engine's decision for the same flow. Every difference is a bug
-in one of the two; the failure message names the seed, the set and the policies. Must not: compare a probe
-that did not run (error/unreachable fail the test as errors, not as differences).
+policy sets one after the other, some together with a pod or namespace label change; for each, wait for
+kube-router to sync, probe every ordered pod pair on TCP 80, TCP 8080, UDP 53 (plus TCP 6443 to an address
+outside the pod network, for egress ipBlocks) from inside the source pod's namespace, and compare with
+monitor.engine's decision for the same flow (and check that the class-level matrix agrees with the per-flow
+decision). Every difference is a bug in one of the two; the failure message names the seed, the set and the
+policies. Must not: compare a probe that did not run (error/unreachable fail the test as errors, not as
+differences).
 """
 
 from __future__ import annotations
@@ -148,6 +150,14 @@ class Gen:
         return [self.policy(i) for i in range(self.r.randint(1, 4))]
 
 
+def _set_label(obj: dict, key: str, value: str | None) -> None:
+    labels = obj["metadata"].setdefault("labels", {})
+    if value is None:
+        labels.pop(key, None)
+    else:
+        labels[key] = value
+
+
 # ----------------------------------------------------------------------------------------------------- test
 def test_engine_matches_kube_router(lab: Lab, make_namespace) -> None:
     ns_names = {k: make_namespace(f"d{k}", labels) for k, labels in NS_LABELS.items()}
@@ -163,9 +173,9 @@ def test_engine_matches_kube_router(lab: Lab, make_namespace) -> None:
     for m in manifests.values():
         ns = m["metadata"]["namespace"]
         running.update({f"{ns}/{n}": p for n, p in lab.run_pods(ns, [m]).items()})
-    pod_objs = [{**manifests[ref], "status": {"podIP": p["status"]["podIP"]}} for ref, p in running.items()]
     ip_to_ref = {p["status"]["podIP"]: ref for ref, p in running.items()}
     gen = Gen(random.Random(SEED), ns_names, sorted(ip_to_ref))
+    relabel = random.Random(SEED ^ 0x5EED)  # its own stream: the policy sets of a seed stay the same
 
     flows = [(src, dst["status"]["podIP"], port, proto)
              for src in running for dref, dst in running.items() if dref != src for port, proto in PORTS]
@@ -182,6 +192,24 @@ def test_engine_matches_kube_router(lab: Lab, make_namespace) -> None:
             lab.api.delete(f"/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies")
         for p in policies:
             lab.api.post(f"/apis/networking.k8s.io/v1/namespaces/{p['metadata']['namespace']}/networkpolicies", p)
+        # Label changes too (a drift cause the monitor must see): sometimes a pod's, sometimes a namespace's.
+        changes = []
+        if relabel.random() < 0.3:
+            ref = relabel.choice(sorted(manifests))
+            key = relabel.choice(sorted(POD_KEYS))
+            value = relabel.choice([*POD_KEYS[key], None])
+            ns, name = ref.split("/")
+            lab.api.merge_patch(f"/api/v1/namespaces/{ns}/pods/{name}", {"metadata": {"labels": {key: value}}})
+            _set_label(manifests[ref], key, value)
+            changes.append(f"pod {ref} {key}={value}")
+        if relabel.random() < 0.2:
+            obj = relabel.choice(ns_objs)
+            key = relabel.choice(sorted(NS_KEYS))
+            value = relabel.choice([*NS_KEYS[key], None])
+            lab.api.merge_patch(f"/api/v1/namespaces/{obj['metadata']['name']}",
+                                {"metadata": {"labels": {key: value}}})
+            _set_label(obj, key, value)
+            changes.append(f"namespace {obj['metadata']['name']} {key}={value}")
         lab.wait_synced(since=t)
         netns.flush_conntrack()
 
@@ -191,6 +219,7 @@ def test_engine_matches_kube_router(lab: Lab, make_namespace) -> None:
 
         with ThreadPoolExecutor(len(running)) as pool:
             observed_by_src = dict(zip(running, pool.map(probe_from, running), strict=True))
+        pod_objs = [{**manifests[ref], "status": {"podIP": p["status"]["podIP"]}} for ref, p in running.items()]
         engine = EngineView([*ns_objs, *pod_objs, *policies])
         for flow in flows:
             src, dst, port, proto = flow
@@ -200,14 +229,21 @@ def test_engine_matches_kube_router(lab: Lab, make_namespace) -> None:
                 errors.append(f"set {set_no}: {src} -> {dst}:{port}/{proto}: probe outcome {outcome}")
                 continue
             allowed, reason = engine.decide(src, dst, port, proto)
+            if dst in ip_to_ref and engine.matrix_allows(src, dst, port, proto) != allowed:
+                errors.append(f"set {set_no}: engine inconsistent for {src} -> {ip_to_ref[dst]} {port}/{proto}: "
+                              f"decide says {allowed}, the class matrix says {not allowed}")
             if allowed != (outcome == "connected"):
                 differences.append({"set": set_no, "from": src, "to": ip_to_ref.get(dst, dst), "port": port,
                                     "protocol": proto, "engine": "allowed" if allowed else "denied",
-                                    "kube-router": outcome, "reason": reason, "policies": policies})
+                                    "kube-router": outcome, "reason": reason, "policies": policies,
+                                    "label_changes": changes,
+                                    "labels": {r: m["metadata"]["labels"] for r, m in manifests.items()},
+                                    "namespace_labels": {o["metadata"]["name"]: o["metadata"]["labels"]
+                                                         for o in ns_objs}})
     elapsed = time.monotonic() - t_total
     print(f"differential: seed {SEED}, {SETS} policy sets, {probes} probes, {len(differences)} differences, "
           f"{elapsed:.0f}s")
-    assert not errors, "probes that could not run:\n" + "\n".join(errors[:20])
+    assert not errors, "probes that could not run, or engine inconsistencies:\n" + "\n".join(errors[:20])
     if differences:
         report = os.environ.get("LAB_DIFF_REPORT", "/tmp/netpol-drift-differential.json")
         with open(report, "w") as f:

@@ -21,9 +21,21 @@ class EngineView:
         snap = Snapshot.build(namespaces=[m for m in models if isinstance(m, Namespace)],
                               pods=[m for m in models if isinstance(m, Pod)],
                               policies=[m for m in models if isinstance(m, NetworkPolicy)])
+        self.snapshot = snap
         self.engine = Engine(snap)
         self.by_ref = {p.ref: p for p in snap.pods}
         self.by_ip = {p.ip: p for p in snap.pods if p.ip}
+        self._matrix: dict[tuple[str, str], Any] | None = None
+
+    def matrix_allows(self, src: str, dst: str, port: int, protocol: str = "TCP") -> bool:
+        """The same question through the class-level matrix (monitor.engine.matrix), pod pairs only."""
+        if self._matrix is None:
+            from monitor.engine.matrix import class_matrix
+
+            self._matrix = {(s.ref, d.ref): conns for s, d, conns in class_matrix(self.snapshot).pod_pairs()}
+        dst_ref = dst if dst in self.by_ref else self.by_ip[dst].ref
+        conns = self._matrix.get((src, dst_ref))
+        return bool(conns is not None and conns.contains(protocol, port))
 
     def decide(self, src: str, dst: str, port: int, protocol: str = "TCP") -> tuple[bool, str]:
         """src: "ns/name"; dst: "ns/name" or an IP (a pod's IP means that pod). -> (allowed, reason)."""
