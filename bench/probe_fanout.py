@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             flows = live.run.results
             observed = sum(1 for f in flows if f.outcome is not Outcome.SKIPPED)
             wrong = sum(1 for f in flows if f.observed and f.verdict != f.intent)
+            outcomes = {o.value: sum(1 for f in flows if f.outcome is o) for o in Outcome}
+            latencies = sorted(f.latency_ms for f in flows if f.latency_ms is not None)
 
             # Baseline: the same runner, one probe pod per flow, on a sample of the flows just probed.
             tasks = []
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fan-out: {len(flows)} flows, {observed} observed, {wrong} disagreeing with the policies, "
           f"{live.probe_pods} probe pods, concurrency {args.concurrency}: {fanout_wall:.2f}s wall "
           f"(probing {live.probe_seconds:.2f}s)")
+    print("outcomes: " + ", ".join(f"{k} {v}" for k, v in outcomes.items() if v)
+          + (f"; connect latency median {latencies[len(latencies) // 2]:.0f} ms, max {latencies[-1]:.0f} ms"
+             if latencies else ""))
     print(f"per-flow baseline: {len(tasks)} flows sampled, {base_pods} probe pods, {base_ok} results: "
           f"{base_wall:.2f}s -> {per_flow_extrapolated:.1f}s extrapolated to {len(flows)} flows")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end "
