@@ -350,12 +350,19 @@ def _encode_volatile(results: Sequence[FlowResult]) -> bytes | None:
     return zlib.compress(raw, 9) if any(raw) else None
 
 
-def _apply_volatile(results: list[FlowResult], blob: bytes | None) -> list[FlowResult]:
+_LAT_VALUES = [_lat_value(b) for b in range(256)]
+
+
+def _apply_volatile(fields: Sequence[tuple], blob: bytes | None) -> list[FlowResult]:
+    """Results from their stable fields (9 before latency/attempts, 3 after) and the run's volatile bytes."""
     if not blob:
-        return results
+        return [FlowResult(*f[:9], None, 0, *f[9:]) for f in fields]
     raw = zlib.decompress(blob)
-    n = len(results)
-    return [replace(r, latency_ms=_lat_value(raw[i]), attempts=raw[n + i]) for i, r in enumerate(results)]
+    n = len(fields)
+    if len(raw) != 2 * n:
+        raise StoreError(f"run data is damaged: {len(raw)} volatile bytes for {n} results")
+    lat = _LAT_VALUES
+    return [FlowResult(*f[:9], lat[raw[i]], raw[n + i], *f[9:]) for i, f in enumerate(fields)]
 
 
 # Plain columns rather than ORM entities: `show` and `compare` read 500 of them per run.
@@ -365,10 +372,9 @@ _RESULT_COLUMNS = (FlowResultRow.id, FlowResultRow.case, FlowResultRow.source, F
                    FlowResultRow.node)
 
 
-def _result_from_row(row: Any) -> FlowResult:
-    return FlowResult(row.case, row.source, row.destination, row.port, row.protocol, Verdict(row.expected),
-                      Verdict(row.intent), Outcome(row.outcome), Verdict(row.verdict), None, 0,
-                      row.explanation, row.reason, row.node)
+def _fields_from_row(row: Any) -> tuple:
+    return (row.case, row.source, row.destination, row.port, row.protocol, Verdict(row.expected),
+            Verdict(row.intent), Outcome(row.outcome), Verdict(row.verdict), row.explanation, row.reason, row.node)
 
 
 # ------------------------------------------------------------------------------------------------ store
@@ -552,6 +558,18 @@ class Store:
             row = self._run_row(s, run_id)
             return self._run(s, row)
 
+    def run_detail(self, run_id: str) -> tuple[RunSummary, Run, list[DriftEvent]]:
+        """What `show` needs, in one transaction: the summary, the results, the events the run opened or
+        resolved."""
+        with self._guard("read run"), self._tx() as s:
+            row = self._run_row(s, run_id)
+            summary = self._summaries(s, [row.id])[0]
+            q = (select(DriftEventRow).where((DriftEventRow.opened_run_id == row.id)
+                                             | (DriftEventRow.resolved_run_id == row.id))
+                 .order_by(DriftEventRow.id))
+            events = [self._event(e, summary.cluster) for e in s.scalars(q)]
+            return summary, self._run(s, row), events
+
     def summary(self, run_id: str) -> RunSummary:
         with self._guard("read run"), self._tx() as s:
             return self._summaries(s, [self._run_row(s, run_id).id])[0]
@@ -720,7 +738,8 @@ class Store:
             raise InputError(f"unknown run {run_id} (see netpol-drift history)")
         return row
 
-    def _results(self, s: Session, set_id: int) -> tuple[FlowResult, ...]:
+    def _results(self, s: Session, set_id: int) -> tuple[tuple, ...]:
+        """The stable fields of a result set's members, in order (cached: sets never change)."""
         cached = self._sets.get(set_id)
         if cached is not None:
             self._sets.move_to_end(set_id)
@@ -732,7 +751,7 @@ class Store:
         for i in range(0, len(unique), 900):
             chunk = unique[i:i + 900]
             for row in s.execute(select(*_RESULT_COLUMNS).where(FlowResultRow.id.in_(chunk))):
-                rows[row.id] = _result_from_row(row)
+                rows[row.id] = _fields_from_row(row)
         results = tuple(rows[i] for i in ids)
         self._sets[set_id] = results
         if len(self._sets) > 64:
@@ -740,10 +759,12 @@ class Store:
         return results
 
     def _run(self, s: Session, row: RunRow) -> Run:
-        cluster = s.scalar(select(ClusterRow.name).where(ClusterRow.id == row.cluster_id))
-        snap = s.scalar(select(SnapshotRow.digest).where(SnapshotRow.id == row.snapshot_id))
-        suite = s.scalar(select(SuiteRow.digest).where(SuiteRow.id == row.suite_id))
-        results = _apply_volatile(list(self._results(s, row.result_set_id)), row.volatile)
+        # One round trip for the three names (three scalar subqueries, no join to explain to the planner).
+        cluster, snap, suite = s.execute(select(
+            select(ClusterRow.name).where(ClusterRow.id == row.cluster_id).scalar_subquery(),
+            select(SnapshotRow.digest).where(SnapshotRow.id == row.snapshot_id).scalar_subquery(),
+            select(SuiteRow.digest).where(SuiteRow.id == row.suite_id).scalar_subquery())).one()
+        results = _apply_volatile(self._results(s, row.result_set_id), row.volatile)
         return Run(cluster, _iso(row.started_at), _iso(row.finished_at), row.trigger, snap, suite,
                    tuple(results), row.status, row.error, str(row.id))
 
