@@ -250,11 +250,12 @@ def test_judge_wires_causes_into_drift_events() -> None:
 
 
 # ------------------------------------------------------------------------------------ the real engine
-def _real(ns_labels: dict, db_labels: dict, allow: bool) -> Snapshot:
+def _real(ns_labels: dict, db_labels: dict, allow: bool, trusted: str = "yes") -> Snapshot:
     deny = NetworkPolicy("shop", "deny-all", LabelSelector(), frozenset({"Ingress"}))
     allow_from = NetworkPolicy("shop", "allow-trusted", LabelSelector(labels_of({"app": "db"})),
                                frozenset({"Ingress"}), ingress=(PolicyRule(peers=(
-                                   PolicyPeer(namespace_selector=LabelSelector(labels_of({"trusted": "yes"}))),)),))
+                                   PolicyPeer(namespace_selector=LabelSelector(labels_of({"trusted": trusted}))),
+                               )),))
     return Snapshot.build(
         namespaces=[Namespace("shop"), Namespace("front", labels_of(ns_labels))],
         pods=[Pod("front", "web-1", labels_of({"app": "web"}), "10.0.1.1", workload="Deployment/web"),
@@ -273,3 +274,8 @@ def test_causes_with_the_real_engine() -> None:
     assert ns.changes == ("namespace front: labels trusted: yes -> no",)
     pod = attribute_cause(flow, base, _real({"trusted": "yes"}, {"app": "database"}, allow=True))
     assert pod.changes == ("pod shop/db: labels app: db -> database",)
+    # An edit of a policy's rule, with an unrelated namespace relabel in the same change: only the edit flips.
+    edited = _real({"trusted": "yes", "owner": "x"}, {"app": "db"}, allow=True, trusted="verified")
+    edit = attribute_cause(flow, base, edited)
+    assert edit.changes == ("NetworkPolicy shop/allow-trusted changed",)
+    assert (edit.kind, edit.combined, edit.intent_after) == ("config", False, False)
