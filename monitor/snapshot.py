@@ -198,7 +198,8 @@ class Change:
                 details.append(f"labels {delta.describe()}")
             details += [f"{name} changed" for name in _other_fields(self.old, self.new)]
             return f"{head}: {'; '.join(details)}"
-        return f"{head} changed"
+        # Which parts moved (ingress, egress, pod_selector, priority...): enough to know where to look.
+        return f"{head} changed ({', '.join(_other_fields(self.old, self.new))})"
 
 
 def _other_fields(old: Any, new: Any) -> list[str]:

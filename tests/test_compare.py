@@ -277,5 +277,5 @@ def test_causes_with_the_real_engine() -> None:
     # An edit of a policy's rule, with an unrelated namespace relabel in the same change: only the edit flips.
     edited = _real({"trusted": "yes", "owner": "x"}, {"app": "db"}, allow=True, trusted="verified")
     edit = attribute_cause(flow, base, edited)
-    assert edit.changes == ("NetworkPolicy shop/allow-trusted changed",)
+    assert edit.changes == ("NetworkPolicy shop/allow-trusted changed (ingress)",)
     assert (edit.kind, edit.combined, edit.intent_after) == ("config", False, False)

@@ -177,10 +177,10 @@ def test_diff_reports_every_kind_of_change() -> None:
     assert diff.pods_removed == ("shop/lonely",)
     lines = diff.describe()
     assert "NetworkPolicy shop/allow-web removed" in lines
-    assert "NetworkPolicy shop/deny-all changed" in lines
+    assert "NetworkPolicy shop/deny-all changed (ingress)" in lines
     assert "namespace shop: labels +pci=yes, -env=prod, team: a -> b" in lines
     assert "pod shop/db: labels +tier=data; name changed; ip changed" in lines
-    assert "AdminNetworkPolicy/guard changed" in lines
+    assert "AdminNetworkPolicy/guard changed (priority)" in lines
 
 
 def test_replicas_of_one_workload_are_told_apart() -> None:
