@@ -17,6 +17,9 @@ DEFAULT = ["matrix"]
 
 
 def main(argv: list[str]) -> int:
+    """`python -m bench [NAME ...]`, or `python -m bench NAME --option ...` to pass options to one benchmark."""
+    if argv and argv[0] in BENCHMARKS and not all(a in BENCHMARKS for a in argv):
+        return importlib.import_module(BENCHMARKS[argv[0]]).main(argv[1:]) or 0
     names = argv or DEFAULT
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:

@@ -149,6 +149,7 @@ def big_cluster(work: Path, name: str, kwargs: dict, seed: int = 42) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="1,2", help="comma-separated seeds per policy mix (default 1,2)")
+    ap.add_argument("--mixes", default=",".join(m for m, _ in MIXES), help="comma-separated policy mixes")
     ap.add_argument("--skip-big", action="store_true")
     ap.add_argument("--skip-nca", action="store_true")
     args = ap.parse_args(argv if argv is not None else sys.argv[1:])
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                   "`matrix --format tsv` s | NCA s | speedup |")
             print("|---|---|---|---|---|---|---|")
             for mix, kwargs in MIXES:
+                if mix not in args.mixes.split(","):
+                    continue
                 for seed in seeds:
                     r = side_by_side(seed, mix, kwargs, work, nca)
                     ok &= r["differ"] == r["explained"] and r["speedup"] >= 20
