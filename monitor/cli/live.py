@@ -78,6 +78,8 @@ def _terminate_gracefully() -> None:
     import signal
 
     def handler(signum: int, frame: object) -> None:
+        # Only the first one interrupts: a second SIGTERM must not cut the cleanup that the first started.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)

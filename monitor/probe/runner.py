@@ -215,14 +215,17 @@ class ProbeRun:
                 name = f"netpol-drift-probe-{self.run_id}-{c}"
                 task = chunks[c][2]
                 manifest = probe_pod_manifest(task, name, self.run_id, self.settings, owner_uid)
+                # Booked for deletion before the call: a SIGTERM that lands while the create is in flight
+                # must not leave a pod the cleanup does not know (deleting a pod that never came is a no-op).
+                self.created.append((task.namespace, name))
                 try:
                     self.adapter.create_pod(manifest)
                 except ClusterConflictError:
                     pass  # a retried create that had succeeded: the name is unique to this run
                 except ClusterError as e:
+                    self.created.remove((task.namespace, name))
                     results[c] = (None, f"could not create the probe pod: {e}", None, None)
                     continue
-                self.created.append((task.namespace, name))
                 self.pods_created += 1
                 live[name] = _Live(c, task.namespace, name, now)
 
