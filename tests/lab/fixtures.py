@@ -124,21 +124,24 @@ class Lab:
         _poll(f"kube-router rules for {pod_ip}", lambda: pattern.search(netns.node_iptables()), timeout)
 
     def wait_synced(self, since: float | None = None, timeout: float = 20.0, quiet: float = 0.3) -> None:
-        """kube-router has finished a policy sync that started after `since` (default: now) and has been
-        quiet since for `quiet` seconds, so the firewall reflects every API change made before `since`.
+        """kube-router has finished a policy sync that started after `since` (default: now; pass the time
+        taken just before your API changes) and started none in the `quiet` seconds after it, so the firewall
+        reflects those changes. Needs a real change after `since`, or it times out.
         kube-router logs `Starting sync of iptables with version: <unix ns>` and `sync iptables took ...`."""
         since_ns = int((since if since is not None else time.time()) * 1e9)
         log = self.paths.log("kube-router")
         start_re = re.compile(r"Starting sync of iptables with version: (\d+)")
 
         def check() -> bool:
-            text = log.read_text(errors="replace")
-            starts = [int(m.group(1)) for m in start_re.finditer(text)]
-            if not starts or starts[-1] < since_ns:
+            with open(log, "rb") as f:  # the tail is enough (a sync logs ~1.5 KB) and the log only grows
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * 1024))
+                text = f.read().decode(errors="replace")
+            starts = list(start_re.finditer(text))
+            if not starts or int(starts[-1].group(1)) < since_ns:
                 return False  # no sync started after the change yet
-            if text.count("sync iptables took") < len(starts):
+            if "sync iptables took" not in text[starts[-1].end():]:
                 return False  # one is running
-            return time.time_ns() - starts[-1] > quiet * 1e9  # and none was requested just after it
+            return time.time_ns() - int(starts[-1].group(1)) > quiet * 1e9  # and none was requested since
 
         _poll("kube-router to sync", check, timeout, interval=0.05)
 
