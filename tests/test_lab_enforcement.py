@@ -141,3 +141,21 @@ def test_ipblock_egress(lab: Lab, lab_namespace: str) -> None:
     assert lab.connect(a, srv, 80) == "connected"
     assert lab.connect(a, b, 80) in BLOCKED
     assert lab.connect(a, "169.254.77.1", 6443) in (*BLOCKED, "unreachable")
+
+
+def test_many_blocked_connects_are_all_refused_at_once(lab: Lab, lab_namespace: str) -> None:
+    """kube-router REJECTs; the lab lifts the kernel's ICMP rate limits in its namespaces, so 60 blocked
+    connects at once are all `refused` (not a random mix with slow timeouts), and fast."""
+    ns = lab_namespace
+    ports = list(range(10000, 10060))
+    pods = lab.run_pods(ns, [pod_manifest("srv", {"app": "srv"}, tcp=ports), pod_manifest("cli", {"app": "cli"})])
+    srv, cli = pods["srv"], pods["cli"]
+    ip = srv["status"]["podIP"]
+    assert set(lab.probe(cli, [(ip, p, "TCP") for p in ports[:5]]).values()) == {"connected"}
+
+    apply_and_sync(lab, ns, netpol("deny", {"podSelector": {"matchLabels": {"app": "srv"}},
+                                            "policyTypes": ["Ingress"]}))
+    t0 = time.monotonic()
+    outcomes = lab.probe(cli, [(ip, p, "TCP") for p in ports], timeout=3.0)
+    assert sorted(set(outcomes.values())) == ["refused"]
+    assert time.monotonic() - t0 < 3.0

@@ -38,8 +38,19 @@ def link_exists(name: str, netns: str | None = None) -> bool:
     return run(argv, check=False).returncode == 0
 
 
-def sysctl(netns: str, key: str, value: str) -> None:
-    run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", f"{key}={value}"])
+def sysctl(netns: str, key: str, value: str, *more: str) -> None:
+    """sysctl -w key=value [key=value...] inside netns (more: further "key=value" strings)."""
+    run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", f"{key}={value}", *more])
+
+
+# The kernel rate-limits ICMP errors (1/s per peer for unreachables, 1000/s with a burst of 50 overall).
+# kube-router REJECTs with ICMP port-unreachable, so under many probes a blocked TCP connect would turn from
+# `refused` into a slow `timeout` at random. The lab lifts the limits inside its own namespaces only.
+ICMP_UNLIMITED = ("net.ipv4.icmp_ratelimit=0", "net.ipv4.icmp_msgs_per_sec=1000000", "net.ipv4.icmp_msgs_burst=1000000")
+
+
+def unlimit_icmp(netns: str) -> None:
+    run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", *ICMP_UNLIMITED])
 
 
 # ---------------------------------------------------------------------------------------------- node namespace
@@ -56,7 +67,7 @@ def node_up() -> None:
     run([*n, "addr", "replace", f"{C.NODE_IP}/{C.LINK_PREFIX}", "dev", C.NODE_VETH])
     run([*n, "link", "set", C.NODE_VETH, "up"])
     run([*n, "route", "replace", "default", "via", C.ROOT_IP, "dev", C.NODE_VETH])
-    sysctl(C.NODE_NETNS, "net.ipv4.ip_forward", "1")
+    sysctl(C.NODE_NETNS, "net.ipv4.ip_forward", "1", *ICMP_UNLIMITED)
     # The pod CIDR is reachable from the root namespace only through the node namespace.
     run(["ip", "route", "replace", C.POD_CIDR, "via", C.NODE_IP, "dev", C.ROOT_VETH])
 
@@ -97,6 +108,7 @@ def pod_up(netns: str, veth: str, ip: str) -> None:
     n = ["ip", "-n", C.NODE_NETNS]
     p = ["ip", "-n", netns]
     sysctl(C.NODE_NETNS, f"net.ipv4.conf.{veth}.proxy_arp", "1")
+    unlimit_icmp(netns)  # a UDP probe to a closed port is answered by the pod's own kernel
     run([*n, "link", "set", veth, "up"])
     mac = run([*n, "-o", "link", "show", veth]).stdout.split("link/ether", 1)[1].split()[0]
     run([*p, "link", "set", "lo", "up"])
