@@ -122,6 +122,8 @@ class Agent:
         self.pods: dict[str, PodRec] = {}
         self.busy: set[str] = set()  # uids with a start or delete thread running
         self.gave_up: set[str] = set()  # uids whose start failed (reported Failed, never retried)
+        self.rules_lock = threading.Lock()
+        self.rules, self.rules_at = "", 0.0
         self.lock = threading.Lock()
         self.pool = [str(ip) for ip in ipaddress.ip_network(C.POD_CIDR).hosts()][1:]  # .1 stays unused
         self.next_ip = 0
@@ -196,6 +198,15 @@ class Agent:
             if m.group(1) not in owned_veths:
                 netns.run(["ip", "-n", C.NODE_NETNS, "link", "del", m.group(1)], check=False)
                 log(f"removed orphan veth {m.group(1)}")
+
+    def node_rules(self, max_age: float = 0.08) -> str:
+        """iptables-save of the node namespace, shared by every pod waiting for kube-router (one read per
+        max_age however many pods start at once)."""
+        with self.rules_lock:
+            if time.monotonic() - self.rules_at > max_age:
+                self.rules = netns.node_iptables()
+                self.rules_at = time.monotonic()
+            return self.rules
 
     def list_pods(self) -> list[dict[str, Any]]:
         return self.api.get("/api/v1/pods")["items"]
@@ -311,7 +322,7 @@ class Agent:
         synced = False
         while time.monotonic() - t0 < KUBE_ROUTER_WAIT and not rec.cancel.is_set():
             try:
-                if pattern.search(netns.node_iptables()):
+                if pattern.search(self.node_rules()):
                     synced = True
                     break
             except Exception as e:
