@@ -125,13 +125,13 @@ def apiserver_ready(p: C.Paths = C.PATHS) -> bool:
 
 
 def node_ready(p: C.Paths = C.PATHS) -> bool:
-    from . import kube
+    from .rest import Rest
 
     try:
-        node = kube.core(p.admin_kubeconfig).read_node(C.NODE_NAME)
+        node = Rest(p.admin_kubeconfig).get(f"/api/v1/nodes/{C.NODE_NAME}")
     except Exception:
         return False
-    return any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
 
 
 def kube_router_synced() -> bool:
@@ -204,7 +204,9 @@ def up(p: C.Paths = C.PATHS) -> None:
     from . import kube
 
     rbac = C.REPO / "deploy" / "rbac.yaml"
-    kube.wait_for("RBAC bootstrap", lambda: kube.core(p.admin_kubeconfig).list_namespace(), 30)
+    from .rest import Rest
+
+    kube.wait_for("RBAC bootstrap", lambda: Rest(p.admin_kubeconfig).get("/api/v1/namespaces"), 30)
     kube.apply(rbac.read_text(), kubeconfig=p.admin_kubeconfig)
     say(f"applied {rbac.relative_to(C.REPO)} (monitor identity {C.MONITOR_USER})")
 

@@ -1,4 +1,4 @@
-"""Kubernetes API helpers for the lab harness: clients from the lab kubeconfigs, apply, wait, delete.
+"""Kubernetes API helpers for the lab harness: generic apply/delete of any kind (via discovery), and waiting.
 
 Job: talk to the lab's kube-apiserver as the harness (admin) or as the monitor's ServiceAccount. Must not: be
 imported by the product (monitor/ has its own cluster.py), or talk to any API server but the lab's.
@@ -25,10 +25,6 @@ _dyn: dict[str, DynamicClient] = {}
 
 def api_client(kubeconfig: Path = C.PATHS.admin_kubeconfig) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
-
-
-def core(kubeconfig: Path = C.PATHS.admin_kubeconfig) -> client.CoreV1Api:
-    return client.CoreV1Api(api_client(kubeconfig))
 
 
 def dynamic(kubeconfig: Path = C.PATHS.admin_kubeconfig) -> DynamicClient:
@@ -100,34 +96,3 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0, inter
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}"
                                + (f" (last error: {last_exc})" if last_exc else ""))
         time.sleep(interval)
-
-
-def wait_pod_running(api: client.CoreV1Api, namespace: str, name: str, timeout: float = 30.0) -> client.V1Pod:
-    """Waits until the pod is Running with a podIP; raises if it ends first."""
-
-    def check() -> client.V1Pod | None:
-        pod = api.read_namespaced_pod(name, namespace)
-        phase = pod.status.phase if pod.status else None
-        if phase in ("Succeeded", "Failed"):
-            raise AssertionError(f"pod {namespace}/{name} ended ({phase}) before running: {pod.status}")
-        return pod if phase == "Running" and pod.status.pod_ip else None
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            pod = check()
-        except AssertionError:
-            raise
-        except Exception:
-            pod = None
-        if pod:
-            return pod
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"pod {namespace}/{name} not Running with an IP after {timeout:.0f}s")
-        time.sleep(0.1)
-
-
-def wait_pod_finished(api: client.CoreV1Api, namespace: str, name: str, timeout: float = 30.0) -> client.V1Pod:
-    return wait_for(f"pod {namespace}/{name} to finish",
-                    lambda: (p := api.read_namespaced_pod(name, namespace)).status.phase in ("Succeeded", "Failed")
-                    and p, timeout)
