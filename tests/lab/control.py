@@ -19,8 +19,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import yaml
-
 from . import config as C
 from . import netns, procs
 
@@ -80,6 +78,8 @@ def _write_kubeconfig(path: Path, user: str, token: str, p: C.Paths) -> None:
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": user}}],
     }
+    import yaml  # only here: `down` and `status` must work with a bare python3 (make lab-down without venv)
+
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     os.chmod(path, 0o600)
 
@@ -125,9 +125,9 @@ def apiserver_ready(p: C.Paths = C.PATHS) -> bool:
 
 
 def node_ready(p: C.Paths = C.PATHS) -> bool:
-    from .rest import Rest
-
     try:
+        from .rest import Rest
+
         node = Rest(p.admin_kubeconfig).get(f"/api/v1/nodes/{C.NODE_NAME}")
     except Exception:
         return False
