@@ -154,6 +154,17 @@ def up(p: C.Paths = C.PATHS) -> None:
     if all(running.values()) and apiserver_ready(p) and node_ready(p):
         say(f"already up ({', '.join(f'{n}={pid}' for n, pid in running.items())})")
         return
+    if running["etcd"] and running["kube-apiserver"] and netns.netns_exists(C.NODE_NETNS) and apiserver_ready(p):
+        # Control plane fine, a node-side process died: restart just that, keeping everyone's pods.
+        if not running["agent"]:
+            say("node agent not running: restarting it (it re-adopts the pods)")
+            start_agent(p)
+            _wait(f"node {C.NODE_NAME} Ready", lambda: node_ready(p), 30, "agent", p)
+        if not running["kube-router"]:
+            say("kube-router not running: restarting it")
+            start_kube_router(p)
+        say(f"up again in {time.monotonic() - t_start:.1f}s")
+        return
     if any(running.values()) or netns.netns_exists(C.NODE_NETNS) or p.root.exists():
         say("a partial lab is present: tearing it down first")
         down(p)
@@ -215,6 +226,12 @@ def up(p: C.Paths = C.PATHS) -> None:
     dt = _wait(f"node {C.NODE_NAME} Ready", lambda: node_ready(p), 30, "agent", p)
     say(f"node {C.NODE_NAME} Ready ({dt:.1f}s)")
 
+    start_kube_router(p)
+    say(f"lab up in {time.monotonic() - t_start:.1f}s; admin kubeconfig {p.admin_kubeconfig}, "
+        f"monitor kubeconfig {p.monitor_kubeconfig}")
+
+
+def start_kube_router(p: C.Paths = C.PATHS) -> None:
     say(f"kube-router {C.KUBE_ROUTER_VERSION} in {C.NODE_NETNS} (firewall only)")
     procs.start("kube-router", [
         "ip", "netns", "exec", C.NODE_NETNS, str(C.binary("kube-router")),
@@ -225,8 +242,6 @@ def up(p: C.Paths = C.PATHS) -> None:
     ], env={"NODE_NAME": C.NODE_NAME}, paths=p)
     dt = _wait("kube-router chains in the node namespace", kube_router_synced, 60, "kube-router", p)
     say(f"kube-router enforcing ({dt:.1f}s)")
-    say(f"lab up in {time.monotonic() - t_start:.1f}s; admin kubeconfig {p.admin_kubeconfig}, "
-        f"monitor kubeconfig {p.monitor_kubeconfig}")
 
 
 def start_agent(p: C.Paths = C.PATHS) -> int:
