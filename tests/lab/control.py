@@ -143,7 +143,8 @@ def kube_router_synced() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------- up
-def up(p: C.Paths = C.PATHS) -> None:
+def up(p: C.Paths = C.PATHS) -> bool:
+    """Brings the lab up; True when it started it from nothing (False: it ran, or was only repaired)."""
     require_root()
     t_start = time.monotonic()
     missing = _missing_binaries()
@@ -153,7 +154,7 @@ def up(p: C.Paths = C.PATHS) -> None:
     running = {n: procs.pid_of(n, p) for n in COMPONENTS}
     if all(running.values()) and apiserver_ready(p) and node_ready(p):
         say(f"already up ({', '.join(f'{n}={pid}' for n, pid in running.items())})")
-        return
+        return False
     if running["etcd"] and running["kube-apiserver"] and netns.netns_exists(C.NODE_NETNS) and apiserver_ready(p):
         # Control plane fine, a node-side process died: restart just that, keeping everyone's pods.
         if not running["agent"]:
@@ -164,7 +165,7 @@ def up(p: C.Paths = C.PATHS) -> None:
             say("kube-router not running: restarting it")
             start_kube_router(p)
         say(f"up again in {time.monotonic() - t_start:.1f}s")
-        return
+        return False
     if any(running.values()) or netns.netns_exists(C.NODE_NETNS) or p.root.exists():
         say("a partial lab is present: tearing it down first")
         down(p)
@@ -229,6 +230,7 @@ def up(p: C.Paths = C.PATHS) -> None:
     start_kube_router(p)
     say(f"lab up in {time.monotonic() - t_start:.1f}s; admin kubeconfig {p.admin_kubeconfig}, "
         f"monitor kubeconfig {p.monitor_kubeconfig}")
+    return True
 
 
 def start_kube_router(p: C.Paths = C.PATHS) -> None:

@@ -221,10 +221,11 @@ def lab() -> Iterator[Lab]:
     with _lab_lock():
         if not _lab_is_up():
             try:
-                control.up()
+                fresh = control.up()
             except control.LabError as e:
                 pytest.fail(f"could not bring the lab up: {e}", pytrace=False)
-            auto.write_text(f"{os.getpid()}\n")
+            if fresh:
+                auto.write_text(f"{os.getpid()}\n")
         _sessions_dir().mkdir(exist_ok=True)
         me = _sessions_dir() / str(os.getpid())
         me.touch()
