@@ -28,6 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["probe-agent"]:
+        # Runs once in every probe pod: skip building the whole CLI (and its imports) for it.
+        from monitor.probe.agent import main as agent_main
+
+        return agent_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
