@@ -34,8 +34,7 @@ class ClusterSettings:
 @dataclass(frozen=True)
 class ProbeSettings:
     image: str = "netpol-drift:0.1.0"
-    namespace: str = "netpol-drift"  # where the monitor runs; its ConfigMap owns the probe pods
-    owner_configmap: str = "netpol-drift-probe-owner"
+    namespace: str = "netpol-drift"  # where the monitor runs; this Namespace owns the probe pods
     timeout_seconds: float = 3.0
     concurrency: int = 10
     run_deadline_seconds: int = 300

@@ -35,13 +35,13 @@ def can(api: Rest, verb: str, resource: str, namespace: str = "", group: str = "
     ("list", "customresourcedefinitions", "", "apiextensions.k8s.io", "", True),
     ("create", "pods", "some-app", "", "", True),
     ("delete", "pods", "some-app", "", "", True),
-    ("get", "configmaps", C.MONITOR_NAMESPACE, "", "", True),
     ("update", "leases", C.MONITOR_NAMESPACE, "coordination.k8s.io", "", True),
     # must not
     ("create", "pods", "some-app", "", "exec", False),
     ("get", "pods", "some-app", "", "log", False),
     ("get", "secrets", C.MONITOR_NAMESPACE, "", "", False),
     ("get", "configmaps", "some-app", "", "", False),
+    ("get", "configmaps", C.MONITOR_NAMESPACE, "", "", False),  # the suite is mounted, not read
     ("update", "leases", "kube-system", "coordination.k8s.io", "", False),
     ("update", "pods", "some-app", "", "", False),
     ("delete", "networkpolicies", "some-app", "networking.k8s.io", "", False),

@@ -40,7 +40,7 @@ BAD = [
     ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: cluster, drift, log_level, probe, "
                                          "schedule, slack, store, suite, web)"),
     ("unknown key", "probe: {timeout: 3}\n", "{f}: probe.timeout: unknown key (known: concurrency, image, "
-                                            "namespace, owner_configmap, per_node, refused_means, "
+                                            "namespace, per_node, refused_means, "
                                             "run_deadline_seconds, timeout_seconds)"),
     ("wrong type", "probe: {concurrency: many}\n", "{f}: probe.concurrency: must be an integer, got 'many'"),
     ("bad choice", "probe: {refused_means: maybe}\n",
