@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -189,15 +189,19 @@ def _alembic_config(engine: Engine):
     return cfg
 
 
-HEAD_CACHE: dict[str, str] = {}
+# The newest migration. Kept here so that opening the store (every CLI command) does not import Alembic
+# (~150 ms); a test checks it equals Alembic's own head, so a new migration cannot forget to bump it.
+SCHEMA_REVISION = "0001"
 
 
 def head_revision() -> str:
-    if "head" not in HEAD_CACHE:
-        from alembic.script import ScriptDirectory
+    return SCHEMA_REVISION
 
-        HEAD_CACHE["head"] = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    return HEAD_CACHE["head"]
+
+def alembic_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def upgrade(url: str, revision: str = "head", password: str | None = None) -> str | None:
@@ -219,10 +223,14 @@ def current_revision(url: str, password: str | None = None) -> str | None:
 
 
 def _current(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+    # Alembic's own bookkeeping table, read directly (see SCHEMA_REVISION for why not through Alembic).
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        versions = list(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars())
+    if len(versions) > 1:
+        raise StoreError(f"the database has several schema heads ({', '.join(sorted(versions))})")
+    return versions[0] if versions else None
 
 
 def _migrate(url: str, password: str | None, direction: str, revision: str) -> str | None:
