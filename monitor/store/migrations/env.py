@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
+
 from monitor.store import make_engine
 from monitor.store.schema import metadata
 

@@ -8,7 +8,6 @@ Create Date: 2026-11-29 03:50:19.439402
 from __future__ import annotations
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "0001"
