@@ -1,9 +1,12 @@
-"""One live run: snapshot -> plan -> probe -> evaluate -> results (models.Run with FlowResults).
+"""One live run: snapshot -> plan -> probe -> evaluate -> results, then (with a store) judge and record it.
 
 Job: wire the stages in order for one run, with one reading of the clock (`now`, passed in) and one run id;
 map probe outcomes to verdicts (settings.probe.refused_means for `refused`; a silent UDP target is `unknown`);
 fold the replicas of a destination into one result per case, source identity, destination identity and port.
-This module must not import kubernetes, print, or store anything: the CLI prints, the store helper stores.
+`record_run` compares the run with the known-good baseline (compare.py decides), re-probes only the flows that
+changed (`reprobe`) and hands the run and its drift transitions to the store in one call (one transaction).
+This module must not import kubernetes or sqlalchemy, print, or read the wall clock: the CLI prints, the store
+package owns the database, `now` comes in.
 """
 
 from __future__ import annotations
@@ -11,19 +14,24 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from monitor.cluster import ClusterAdapter
+from monitor.compare import Judgement, assess, changed_outcomes, judge
 from monitor.engine import Engine
 from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict
-from monitor.plan import FlowPlan, Plan, plan_suite
+from monitor.plan import FlowPlan, Plan, SourceGroup, plan_suite
 from monitor.probe.runner import ProbeReport, ProbeTask, run_probes, sweep_probe_pods
 from monitor.probe.wire import ProbeTarget, TargetOutcome
 from monitor.settings import Settings
 from monitor.snapshot import snapshot_digest, take_snapshot
 from monitor.suite import Suite, validate_suite
+
+if TYPE_CHECKING:  # the store is handed in: importing it here would pull SQLAlchemy into every run
+    from monitor.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +58,7 @@ class LiveRun:
     snapshot: Snapshot
     probe_pods: int
     probe_seconds: float
+    plan: Plan | None = None  # kept so that changed flows can be probed again exactly as planned
 
     @property
     def ok(self) -> bool:
@@ -94,7 +103,75 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
               trigger=trigger, snapshot_digest=snapshot_digest(snapshot), suite_digest=suite.digest,
               results=tuple(results), status="ok" if all(r.outcome is not Outcome.SKIPPED for r in results)
               else "partial", id=run_id)
-    return LiveRun(run, tuple(cases), snapshot, pods, probe_seconds)
+    return LiveRun(run, tuple(cases), snapshot, pods, probe_seconds, plan)
+
+
+def _plan_key(f: FlowPlan) -> str:
+    # The same text as FlowResult.key of the result evaluate() makes of this flow.
+    return f"{f.case}|{f.source}|{f.destination}|{f.port or 0}/{f.protocol}"
+
+
+def reprobe(adapter: ClusterAdapter, live: LiveRun, flows: Sequence[FlowResult], settings: Settings,
+            run_id: str, clock: Callable[[], float] = time.monotonic) -> dict[str, Outcome]:
+    """Probes only these flows again (same plan, same snapshot, same runner); returns raw outcomes by key.
+
+    No new snapshot: a confirmation asks "is the change still there", not "what does the cluster look like".
+    """
+    if live.plan is None:
+        raise ValueError("this run kept no plan to re-probe from")
+    keys = {f.key for f in flows}
+    groups = []
+    for g in live.plan.groups:
+        wanted = tuple(f for f in g.flows if _plan_key(f) in keys)
+        if wanted:
+            groups.append(SourceGroup(g.identity, g.namespace, g.representative, g.node, wanted))
+    if not groups:
+        return {}
+    sub = Plan(tuple(groups), ())
+    tasks, index = probe_tasks(sub)
+    reports, _ = run_probes(adapter, tasks, settings.probe, run_id, clock)
+    return {r.key: r.outcome for r in evaluate(sub, live.snapshot, reports, index, settings.probe.refused_means)}
+
+
+# reprobe(flows, round) -> raw outcome per flow key; round counts from 1.
+Reprobe = Callable[[Sequence[FlowResult], int], Mapping[str, Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What storing a run decided: its id in the store, the baseline it was judged against, the judgement."""
+
+    stored_id: str
+    baseline_id: str | None
+    judgement: Judgement
+    reprobe_rounds: int
+
+
+def record_run(store: Store, live: LiveRun, settings: Settings, now: datetime, suite_text: str | None,
+               reprobe_flows: Reprobe) -> Recorded:
+    """Known-good baseline -> assess -> re-probe the changed flows -> judge -> save run and transitions."""
+    run = live.run
+    baseline = store.known_good(run.cluster, run.suite_digest)
+    old_snapshot = store.snapshot(baseline.snapshot_digest) if baseline is not None else None
+    assessment = assess(run, baseline)
+    base = changed_outcomes(assessment)
+    pending = list(assessment.to_reprobe())
+    rounds: list[Mapping[str, Outcome]] = []
+    for n in range(1, settings.drift.confirmations + 1):
+        if not pending:
+            break
+        got = reprobe_flows(pending, n)
+        rounds.append(got)
+        # A flow that showed its known-good outcome again is a blip (compare.confirm rejects it on that one
+        # round): probing it further would only cost probe pods.
+        pending = [f for f in pending if got.get(f.key) != base.get(f.key)]
+    stamp = now.isoformat()
+    judgement = judge(run, baseline, old_snapshot=old_snapshot, new_snapshot=live.snapshot,
+                      open_events=store.open_events(run.cluster), rounds=rounds, settings=settings.drift,
+                      now=stamp)
+    stored = store.save_run(run, now=stamp, snapshot=live.snapshot, suite_text=suite_text,
+                            known_good=judgement.known_good, transitions=judgement.transitions)
+    return Recorded(stored, baseline.id if baseline is not None else None, judgement, len(rounds))
 
 
 def probe_tasks(plan: Plan) -> tuple[list[ProbeTask], list[dict[tuple[str, int, str], int]]]:

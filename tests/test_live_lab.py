@@ -96,7 +96,9 @@ def write_config(lab: Lab, tmp_path: Path, **probe: Any) -> Path:
     settings = {"cluster": {"name": "lab", "kubeconfig": str(lab.monitor_kubeconfig),
                             "request_timeout_seconds": 10, "retries": 2},
                 "probe": {"namespace": "netpol-drift", "timeout_seconds": 1.0, "concurrency": 10,
-                          "run_deadline_seconds": 60, "refused_means": "deny", **probe}}
+                          "run_deadline_seconds": 60, "refused_means": "deny", **probe},
+                # Each test its own history: the default (netpol-drift.db in the working directory) is the repo.
+                "store": {"url": f"sqlite:///{tmp_path / 'history.db'}"}}
     path = tmp_path / "netpol-drift.yaml"
     path.write_text(yaml.safe_dump(settings))
     return path

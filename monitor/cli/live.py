@@ -19,11 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     agent.add_arguments(p)
     p.set_defaults(func=lambda a: agent.run_agent(a.targets, a.timeout, a.result_file))
 
-    p = sub.add_parser("run", help="snapshot the cluster, probe the suite with real packets, report",
+    p = sub.add_parser("run", help="snapshot the cluster, probe the suite with real packets, report, store",
                        description="Snapshots the cluster, plans the suite, probes it with short-lived probe "
                                    "pods and prints per case: expected, policies say, observed, verdict. "
-                                   "Exit 0 when every case meets its expectation, 1 when some do not, "
-                                   "2 on bad input or an unreachable cluster.")
+                                   "With a database (--db or store.url; --no-store to skip) the run is "
+                                   "stored and compared with the last known-good run: changed flows are "
+                                   "re-probed and each confirmed drift is printed with its cause. "
+                                   "Exit 0 when every case meets its expectation, 1 when some do not (drift "
+                                   "alone does not change it), 2 on bad input, an unreachable cluster or "
+                                   "database.")
     p.add_argument("--once", action="store_true", required=True,
                    help="one run, then exit (the scheduled service is `netpol-drift serve`)")
     p.add_argument("--suite", metavar="FILE", help="suite file (default: the `suite` setting)")
@@ -33,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one probe pod per source per node (default: the probe.per_node setting)")
     p.add_argument("--via-cluster-ip", action="store_true",
                    help="for Service destinations, probe the ClusterIP too (needs a service proxy)")
+    store = p.add_mutually_exclusive_group()
+    store.add_argument("--db", metavar="URL", help="database URL (default: the store.url setting; a missing "
+                                                   "SQLite file is created)")
+    store.add_argument("--no-store", action="store_true", help="do not store the run nor judge drift")
     p.set_defaults(func=run_command)
 
     p = sub.add_parser("suite", help="work with suite files")
@@ -85,16 +93,23 @@ def _terminate_gracefully() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _open_store(args: argparse.Namespace, settings):
+    from monitor.store import Store, is_new_sqlite
+
+    url = args.db or settings.store.url
+    # The first run creates the SQLite file and its schema; an existing database must already be current
+    # (`netpol-drift db upgrade`): a run never migrates a shared database behind its operators' backs.
+    return Store.open(url, password=settings.secrets.database_password, migrate=is_new_sqlite(url))
+
+
 def run_command(args: argparse.Namespace) -> int:
-    import json
     import logging
     import uuid
     from datetime import UTC, datetime
+    from pathlib import Path
 
     from monitor.errors import InputError
-    from monitor.models import to_jsonable
-    from monitor.render import stdout_painter, table
-    from monitor.run import run_once
+    from monitor.run import record_run, reprobe, run_once
     from monitor.suite import load_suite
 
     settings = _settings(args)
@@ -104,44 +119,130 @@ def run_command(args: argparse.Namespace) -> int:
     if not suite_path:
         raise InputError("no suite: give --suite FILE or set `suite` in the config")
     suite = load_suite(suite_path)
+    suite_text = Path(suite_path).read_text(encoding="utf-8")
+    # Opened before probing: a database that cannot be reached fails the run before it costs any probe pod.
+    store = None if args.no_store else _open_store(args, settings)
     _terminate_gracefully()
-    adapter = _connect(args, settings)
+    now = datetime.now(UTC)  # the one reading of the wall clock for this run
+    run_id = uuid.uuid4().hex[:10]
+    recorded = None
     try:
-        live = run_once(adapter, suite, settings, datetime.now(UTC), uuid.uuid4().hex[:10],
-                        via_cluster_ip=args.via_cluster_ip)
+        adapter = _connect(args, settings)
+        try:
+            live = run_once(adapter, suite, settings, now, run_id, via_cluster_ip=args.via_cluster_ip)
+            if store is not None:
+                recorded = record_run(store, live, settings, now, suite_text,
+                                      lambda flows, n: reprobe(adapter, live, flows, settings, f"{run_id}-c{n}"))
+        finally:
+            adapter.close()
     finally:
-        adapter.close()
-    run = live.run
+        if store is not None:
+            store.close()
     if args.format == "json":
-        json.dump({"run": run.id, "cluster": run.cluster, "suite": suite.name, "ok": live.ok,
-                   "snapshot_digest": run.snapshot_digest, "suite_digest": run.suite_digest,
-                   "started_at": run.started_at, "finished_at": run.finished_at, "status": run.status,
-                   "probe_pods": live.probe_pods,
-                   "cases": [{"name": c.name, "expect": c.expected.value, "result": c.status,
-                              "intent": c.intent, "observed": c.observed, "verdict": c.verdict,
-                              "enforcement_gap": c.enforcement_gap, "explanation": c.explanation,
-                              "flows": [to_jsonable(f) | {"violation": f.violation,
-                                                          "enforcement_gap": f.enforcement_gap}
-                                        for f in c.flows]}
-                             for c in live.cases]}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0 if live.ok else 1
+        _print_json(live, suite, recorded)
+    else:
+        _print_table(live, suite, recorded)
+    return 0 if live.ok else 1
+
+
+def _drift_rows(live, recorded) -> list[dict]:
+    """One entry per flow that changed since known-good: confirmed drift with its cause, or a blip/pending."""
+    if recorded is None:
+        return []
+    j = recorded.judgement
+    out = []
+    for f in j.assessment.changed:
+        conf = j.confirmation
+        state = ("confirmed" if f.key in conf.confirmed else "blip" if f.key in conf.rejected else "pending")
+        cause = j.causes.get(f.key)
+        r = f.result
+        out.append({"key": f.key, "case": r.case, "source": r.source, "destination": r.destination,
+                    "port": r.port, "protocol": r.protocol, "known_good": str(f.baseline_outcome),
+                    "observed": str(r.outcome), "state": state, "cause": cause, "cause_text":
+                    cause.describe() if cause else ""})
+    return out
+
+
+def _print_json(live, suite, recorded) -> None:
+    import json
+
+    from monitor.models import to_jsonable
+
+    run = live.run
+    drift = _drift_rows(live, recorded)
+    by_case: dict[str, list[str]] = {}
+    for d in drift:
+        by_case.setdefault(d["case"], []).append(d["state"])
+    data = {"run": run.id, "cluster": run.cluster, "suite": suite.name, "ok": live.ok,
+            "snapshot_digest": run.snapshot_digest, "suite_digest": run.suite_digest,
+            "started_at": run.started_at, "finished_at": run.finished_at, "status": run.status,
+            "probe_pods": live.probe_pods,
+            "cases": [{"name": c.name, "expect": c.expected.value, "result": c.status,
+                       "intent": c.intent, "observed": c.observed, "verdict": c.verdict,
+                       "enforcement_gap": c.enforcement_gap, "explanation": c.explanation,
+                       "drift": "confirmed" in by_case.get(c.name, ()),
+                       "flows": [to_jsonable(f) | {"violation": f.violation,
+                                                   "enforcement_gap": f.enforcement_gap}
+                                 for f in c.flows]}
+                      for c in live.cases],
+            "stored": recorded is not None}
+    if recorded is not None:
+        t = recorded.judgement.transitions
+        data |= {"stored_run": recorded.stored_id, "baseline_run": recorded.baseline_id,
+                 "known_good": recorded.judgement.known_good, "reprobe_rounds": recorded.reprobe_rounds,
+                 "drift": [d | {"cause": to_jsonable(d["cause"])} for d in drift],
+                 "events_opened": [{"kind": e.kind, "flow": e.flow_key} for e in t.opened],
+                 "events_resolved": len(t.resolved)}
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _print_table(live, suite, recorded) -> None:
+    from monitor.render import stdout_painter, table
+
+    run = live.run
+    drift = _drift_rows(live, recorded)
     paint = stdout_painter()
     colour = {"pass": "green", "fail": "red", "partial": "yellow", "unknown": "yellow", "skipped": "yellow"}
+    drift_mark = {"confirmed": paint("DRIFT", "red"), "blip": "blip", "pending": "unconfirmed"}
+    per_case: dict[str, str] = {}
+    for d in drift:  # the strongest state of any of the case's flows
+        if d["state"] == "confirmed" or d["case"] not in per_case:
+            per_case[d["case"]] = drift_mark[d["state"]]
     rows = []
     for c in live.cases:
         result = paint(c.status.upper(), colour[c.status])
         gap = paint("GAP", "magenta") if c.enforcement_gap else ""
         rows.append([result, c.name, c.expected.value, c.intent, c.observed, c.verdict, gap,
-                     c.explanation[:160]])
-    print(table(["RESULT", "CASE", "EXPECT", "POLICIES SAY", "OBSERVED", "VERDICT", "", "WHY"], rows, paint))
+                     per_case.get(c.name, ""), c.explanation[:160]])
+    print(table(["RESULT", "CASE", "EXPECT", "POLICIES SAY", "OBSERVED", "VERDICT", "", "DRIFT", "WHY"], rows,
+                paint))
     counts = {s: sum(1 for c in live.cases if c.status == s)
               for s in ("pass", "fail", "partial", "unknown", "skipped")}
     gaps = sum(1 for c in live.cases if c.enforcement_gap)
     print(f"\n{suite.name} on {run.cluster}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
           + f"; {gaps} enforcement gap(s); {live.probe_pods} probe pod(s) in {live.probe_seconds:.1f}s; "
             f"run {run.id}, snapshot {run.snapshot_digest[:19]}")
-    return 0 if live.ok else 1
+    if recorded is None:
+        print("not stored (--no-store)")
+        return
+    confirmed = [d for d in drift if d["state"] == "confirmed"]
+    if recorded.baseline_id is None:
+        print("\nno known-good run of this cluster and suite yet: nothing to drift from")
+    elif not drift:
+        print(f"\nno drift since known-good run {recorded.baseline_id}")
+    else:
+        print(f"\nDRIFT since known-good run {recorded.baseline_id}: {len(confirmed)} confirmed, "
+              f"{len(drift) - len(confirmed)} not confirmed by {recorded.reprobe_rounds} re-probe round(s)")
+        for d in drift:
+            flow = f"{d['case']} {d['source']} -> {d['destination']} {d['port']}/{d['protocol']}"
+            head = f"  {drift_mark[d['state']]} {flow}: {d['known_good']} -> {d['observed']}"
+            print(head + (f"\n      cause: {d['cause_text']}" if d["cause_text"] else
+                          "  (seen once, not again on re-probe)" if d["state"] == "blip" else ""))
+    t = recorded.judgement.transitions
+    mark = "known-good" if recorded.judgement.known_good else "not known-good"
+    print(f"stored as run {recorded.stored_id} ({mark}); {len(t.opened)} event(s) opened, "
+          f"{len(t.resolved)} resolved: netpol-drift show {recorded.stored_id}")
 
 
 def generate_command(args: argparse.Namespace) -> int:

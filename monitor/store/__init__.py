@@ -172,10 +172,19 @@ def _check_reachable(engine: Engine, url: str) -> None:
 
 
 def _sqlite_path(url: str) -> str | None:
-    u = make_url(url)
+    try:
+        u = make_url(url)
+    except ArgumentError as e:
+        raise StoreError(f"not a database URL: {url!r}") from e
     if u.drivername.startswith("sqlite") and u.database and u.database != ":memory:":
         return u.database
     return None
+
+
+def is_new_sqlite(url: str) -> bool:
+    """An SQLite URL whose file does not exist yet (a first run may create it; anything else must exist)."""
+    path = _sqlite_path(url)
+    return bool(path) and not os.path.exists(path)
 
 
 # ------------------------------------------------------------------------------------------- migrations
