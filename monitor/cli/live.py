@@ -94,7 +94,12 @@ def _terminate_gracefully() -> None:
 
 
 def _open_store(args: argparse.Namespace, settings):
+    import logging
+
     from monitor.store import Store, is_new_sqlite
+
+    # Creating a first database runs the migrations: Alembic's INFO lines are noise in a run's report.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
 
     url = args.db or settings.store.url
     # The first run creates the SQLite file and its schema; an existing database must already be current
