@@ -34,7 +34,7 @@ def suite_of(ns: str, *names: str) -> dict:
     return {"name": "history", "cases": [c for c in three_tier_suite(ns)["cases"] if c["name"] in names]}
 
 
-def db_url(tmp_path: Path) -> str:
+def history_db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'history.db'}"
 
 
@@ -75,7 +75,7 @@ def test_policy_edit_is_drift_caused_by_that_policy(lab: Lab, lab_namespace: str
     config, _, first = first_run_is_known_good(lab, ns, tmp_path, API_TO_DB, "frontend-to-api")
 
     # (a) stored, and the baseline of this cluster and suite
-    with Store.open(db_url(tmp_path)) as store:
+    with Store.open(history_db(tmp_path)) as store:
         [summary] = store.history("lab")
         assert summary.id == first["stored_run"] and summary.known_good
         baseline = store.known_good("lab", first["suite_digest"])
@@ -101,7 +101,7 @@ def test_policy_edit_is_drift_caused_by_that_policy(lab: Lab, lab_namespace: str
     assert d["cause"]["intent_after"] is False
     assert d["cause"]["changes"] == [f"NetworkPolicy {ns}/db-from-api changed (ingress)"]
 
-    with Store.open(db_url(tmp_path)) as store:
+    with Store.open(history_db(tmp_path)) as store:
         events = store.events("lab")
         drift = [e for e in events if e.kind == "drift"]
         assert len(drift) == 1 and drift[0].open and drift[0].opened_run == second["stored_run"]
@@ -110,23 +110,23 @@ def test_policy_edit_is_drift_caused_by_that_policy(lab: Lab, lab_namespace: str
         assert {e.kind for e in events} == {"drift", "violation"}
         assert len(store.pending_alerts()) == 2  # one outbox row per opened event, none per run
 
-    proc = cli(config, "history", "--db", db_url(tmp_path), "--format", "json")
+    proc = cli(config, "history", "--db", history_db(tmp_path), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     runs = json.loads(proc.stdout)["runs"]
     assert [(r["id"], r["known_good"], r["violations"]) for r in runs] == [
         (second["stored_run"], False, 1), (first["stored_run"], True, 0)]
-    proc = cli(config, "show", second["stored_run"], "--db", db_url(tmp_path), "--format", "json")
+    proc = cli(config, "show", second["stored_run"], "--db", history_db(tmp_path), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     shown = json.loads(proc.stdout)
     [event] = [e for e in shown["events"] if e["kind"] == "drift"]
     assert event["cause"]["changes"] == [f"NetworkPolicy {ns}/db-from-api changed (ingress)"]
-    proc = cli(config, "show", second["stored_run"], "--db", db_url(tmp_path))
+    proc = cli(config, "show", second["stored_run"], "--db", history_db(tmp_path))
     assert f"cause: config (each): NetworkPolicy {ns}/db-from-api changed (ingress)" in proc.stdout
 
     # A third, unchanged run: the drift stays one open event (no second alert), nothing new opens.
     rc, third = run_monitor(config, suite_of(ns, API_TO_DB, "frontend-to-api"), tmp_path)
     assert third["baseline_run"] == first["stored_run"] and third["events_opened"] == []
-    with Store.open(db_url(tmp_path)) as store:
+    with Store.open(history_db(tmp_path)) as store:
         assert len(store.events("lab")) == 2 and len(store.pending_alerts()) == 2
 
 
@@ -145,7 +145,7 @@ def test_pod_relabel_is_drift_caused_by_the_label_change(lab: Lab, lab_namespace
     assert (d["known_good"], d["observed"], d["state"]) == ("connected", "refused", "confirmed")
     assert d["cause"]["kind"] == "config"
     assert d["cause"]["changes"] == [f"pod {ns}/db: labels app: db -> db-old"]
-    with Store.open(db_url(tmp_path)) as store:
+    with Store.open(history_db(tmp_path)) as store:
         [event] = [e for e in store.open_events("lab") if e.kind == "drift"]
         assert event.cause.changes == (f"pod {ns}/db: labels app: db -> db-old",)
         assert event.opened_run == second["stored_run"]
@@ -160,7 +160,7 @@ def test_dataplane_fault_without_config_change_is_dataplane_drift(lab: Lab, lab_
     with pod_fault(lab, pods["db-0"], "-p", "tcp", "--dport", "5432", "-j", "REJECT", "--reject-with",
                    "tcp-reset"):
         rc, second = run_monitor(config, suite_of(ns, API_TO_DB), tmp_path)
-    with Store.open(db_url(tmp_path)) as store:
+    with Store.open(history_db(tmp_path)) as store:
         before, after = store.snapshot(first["snapshot_digest"]), store.snapshot(second["snapshot_digest"])
     # Nothing of this app moved in config (other tests sharing the lab may change their own namespaces).
     assert [c.describe() for c in diff_snapshots(before, after).changes if c.key.startswith(ns)] == []
@@ -168,14 +168,14 @@ def test_dataplane_fault_without_config_change_is_dataplane_drift(lab: Lab, lab_
     assert (d["known_good"], d["observed"], d["state"]) == ("connected", "refused", "confirmed")
     assert d["cause"]["kind"] == "dataplane" and d["cause"]["changes"] == []
     assert d["cause"]["intent_before"] is True and d["cause"]["intent_after"] is True
-    with Store.open(db_url(tmp_path)) as store:
+    with Store.open(history_db(tmp_path)) as store:
         [event] = [e for e in store.open_events("lab") if e.kind == "drift"]
         assert event.cause.kind == "dataplane" and event.opened_run == second["stored_run"]
 
     # Fault removed: the next run sees the known-good outcome again and resolves the event.
     rc, third = run_monitor(config, suite_of(ns, API_TO_DB), tmp_path)
     assert rc == 0 and third["drift"] == [] and third["events_resolved"] >= 1
-    with Store.open(db_url(tmp_path)) as store:
+    with Store.open(history_db(tmp_path)) as store:
         assert [e for e in store.open_events("lab") if e.kind == "drift"] == []
         [resolved] = [e for e in store.events("lab") if e.kind == "drift"]
         assert resolved.resolved_run == third["stored_run"]
@@ -198,7 +198,7 @@ def test_a_change_seen_once_is_not_confirmed(lab: Lab, lab_namespace: str, tmp_p
     assert (d["known_good"], d["observed"], d["state"]) == ("connected", "refused", "blip")
     assert d["cause"] is None and second["reprobe_rounds"] == 1
     assert second["known_good"] is False
-    with Store.open(db_url(tmp_path)) as store:
+    with Store.open(history_db(tmp_path)) as store:
         assert store.events("lab") == []  # neither drift nor the unconfirmed violation opened an event
         assert not store.summary(second["stored_run"]).known_good
         assert store.known_good("lab", second["suite_digest"]).id == first["stored_run"]

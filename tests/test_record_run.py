@@ -1,0 +1,102 @@
+"""run.record_run on a real database: baseline lookup, re-probe rounds, judgement and one stored transaction.
+
+The probe stage is replaced by a scripted re-probe (a list of outcome maps, one per round) because what is
+under test here is the orchestration (which flows are re-probed, how often, what is stored); real re-probes
+through real probe pods are covered by tests/test_live_history_lab.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from monitor.models import FlowResult, Outcome, Run, Snapshot
+from monitor.run import LiveRun, record_run
+from monitor.settings import DriftSettings, Settings
+from monitor.snapshot import snapshot_digest
+from monitor.store import Store
+from tests.test_history import flows, snap
+
+
+def live(t: str, deny: bool) -> LiveRun:
+    s: Snapshot = snap("shop", deny)
+    run = Run("prod", t, t, "manual", snapshot_digest(s), "sha256:suite", flows("shop", not deny))
+    return LiveRun(run, (), s, 0, 0.0)
+
+
+class Script:
+    """Answers re-probe round n with rounds[n-1] and remembers what it was asked."""
+
+    def __init__(self, *rounds: Mapping[str, Outcome]) -> None:
+        self.rounds, self.asked = rounds, []
+
+    def __call__(self, asked: Sequence[FlowResult], n: int) -> Mapping[str, Outcome]:
+        self.asked.append((n, [f.key for f in asked]))
+        return {f.key: self.rounds[n - 1][f.key] for f in asked}
+
+
+def settings(confirmations: int) -> Settings:
+    return dataclasses.replace(Settings(), drift=DriftSettings(confirmations=confirmations))
+
+
+def now(t: str) -> datetime:
+    return datetime.fromisoformat(t).astimezone(UTC)
+
+
+@pytest.fixture
+def store(db_url: str):
+    with Store.open(db_url, migrate=True) as s:
+        yield s
+
+
+T1, T2, T3 = "2026-11-29T10:00:00+00:00", "2026-11-29T10:05:00+00:00", "2026-11-29T10:10:00+00:00"
+WEB_DB = "web-db|shop/web|shop/db|5432/TCP"
+
+
+def test_first_run_becomes_the_baseline_without_reprobing(store: Store) -> None:
+    script = Script()
+    rec = record_run(store, live(T1, deny=True), settings(2), now(T1), "name: s\n", script)
+    assert script.asked == [] and rec.baseline_id is None and rec.judgement.known_good
+    assert store.known_good("prod", "sha256:suite").id == rec.stored_id
+    assert store.suite_text("sha256:suite") == "name: s\n"
+
+
+def test_confirmed_drift_reprobes_only_the_changed_flow_every_round(store: Store) -> None:
+    first = record_run(store, live(T1, deny=True), settings(2), now(T1), None, Script())
+    script = Script({WEB_DB: Outcome.CONNECTED}, {WEB_DB: Outcome.CONNECTED})
+    rec = record_run(store, live(T2, deny=False), settings(2), now(T2), None, script)
+
+    assert script.asked == [(1, [WEB_DB]), (2, [WEB_DB])]  # db-web did not change: never re-probed
+    assert rec.baseline_id == first.stored_id and rec.reprobe_rounds == 2
+    assert rec.judgement.confirmation.confirmed == {WEB_DB} and not rec.judgement.known_good
+    [drift] = [e for e in store.open_events("prod") if e.kind == "drift"]
+    assert drift.opened_run == rec.stored_id and drift.opened_at.startswith("2026-11-29T10:05:00")
+    assert drift.cause.kind == "config" and drift.cause.changes == ("NetworkPolicy shop/deny-db removed",)
+    # The run, its violation and drift events and one outbox row each landed together.
+    assert {e.kind for e in store.events("prod")} == {"drift", "violation"}
+    assert len(store.pending_alerts()) == 2
+
+
+def test_a_blip_drops_out_after_the_round_that_saw_the_old_outcome(store: Store) -> None:
+    record_run(store, live(T1, deny=True), settings(3), now(T1), None, Script())
+    script = Script({WEB_DB: Outcome.TIMEOUT})  # round 1 sees the known-good outcome again
+    rec = record_run(store, live(T2, deny=False), settings(3), now(T2), None, script)
+
+    assert script.asked == [(1, [WEB_DB])] and rec.reprobe_rounds == 1
+    assert rec.judgement.confirmation.rejected == {WEB_DB}
+    assert store.events("prod") == [] and store.pending_alerts() == []
+    assert not store.summary(rec.stored_id).known_good
+
+
+def test_unusable_reprobe_leaves_the_change_pending(store: Store) -> None:
+    record_run(store, live(T1, deny=True), settings(1), now(T1), None, Script())
+    rec = record_run(store, live(T2, deny=False), settings(1), now(T2), None,
+                     Script({WEB_DB: Outcome.SKIPPED}))
+    assert rec.judgement.confirmation.pending == {WEB_DB}
+    assert store.events("prod") == [] and not rec.judgement.known_good
+    # The next run confirms it: the event opens then, once.
+    rec3 = record_run(store, live(T3, deny=False), settings(1), now(T3), None, Script({WEB_DB: Outcome.CONNECTED}))
+    assert [e.opened_run for e in store.events("prod") if e.kind == "drift"] == [rec3.stored_id]
