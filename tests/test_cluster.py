@@ -148,7 +148,8 @@ def test_cli_reports_an_unreachable_cluster_in_one_line(tmp_path):
                                                 "to": {"namespace": "x", "pod": "b"}, "port": 80,
                                                 "expect": "allow"}]}))
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({"cluster": {"retries": 0}}))
+    # A store of its own: the default (netpol-drift.db in the working directory) would land in the repo.
+    config.write_text(yaml.safe_dump({"cluster": {"retries": 0}, "store": {"url": f"sqlite:///{tmp_path / 'h.db'}"}}))
     proc = subprocess.run([sys.executable, "-m", "monitor", "--config", str(config), "run", "--once", "--suite",
                            str(suite), "--kubeconfig", str(kubeconfig(tmp_path, f"http://127.0.0.1:{port}"))],
                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])

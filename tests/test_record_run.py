@@ -100,3 +100,20 @@ def test_unusable_reprobe_leaves_the_change_pending(store: Store) -> None:
     # The next run confirms it: the event opens then, once.
     rec3 = record_run(store, live(T3, deny=False), settings(1), now(T3), None, Script({WEB_DB: Outcome.CONNECTED}))
     assert [e.opened_run for e in store.events("prod") if e.kind == "drift"] == [rec3.stored_id]
+
+
+def test_run_with_an_unreachable_database_fails_before_touching_the_cluster(tmp_path, capsys) -> None:
+    from monitor.cli import main
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: s\ncases: [{name: a, from: {namespace: x, pod: a}, to: {namespace: x, pod: b}, "
+                     "port: 80, expect: allow}]\n")
+    # No kubeconfig exists at all: reaching the cluster would fail with a different message.
+    argv = ["run", "--once", "--suite", str(suite), "--kubeconfig", str(tmp_path / "missing"),
+            "--db", "postgresql://nobody:secret@127.0.0.1:1/none"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach database" in err[0] and "secret" not in err[0]
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--once", "--suite", str(suite), "--db", "sqlite:///x.db", "--no-store"])
+    assert e.value.code == 2
