@@ -6,12 +6,13 @@ ports, host networking, and which ipBlocks/networks cover their IP) form one cla
 For snapshots with only NetworkPolicy v1 the matrix is computed with bitsets instead of per-pair walks:
 1. The connection space is cut into atoms: the coarsest pieces (protocol x port intervals) that no rule
    splits. Every rule's connections are then a bitmask of atoms.
-2. Egress: for each source class s and atom a, the bitset of destination classes its egress allows
-   (everyone when no policy isolates s for egress).
-3. Ingress, transposed: for each source class s and atom a, the bitset of destination classes whose
-   ingress accepts s on a; built per distinct peer bitset, so cost follows the distinct selectors.
-4. allowed[s][a] = egress[s][a] & ingress[s][a].
-A cell is thus never materialised unless asked for; rows are grouped by their connection set when listed.
+2. Selectors become bitsets of classes through an inverted label index; a named port is resolved once per
+   rule and distinct port layout.
+3. A row is (classes reached on every connection, {atom: classes reached on that atom only}), so a rule
+   without ports, the commonest kind, costs one OR. Egress rows are shared by classes with the same egress
+   policies; ingress is accumulated per distinct peer bitset and then spread to its source classes.
+4. full[s] = egress_full & ingress_full, partial[s][a] = what each side allows on atom a beyond that.
+A cell is never materialised unless asked for; rows are grouped by their connection set when listed.
 With admin-tier policies every class pair goes through the reference evaluator in evaluate.py (identical
 semantics, slower). No I/O here.
 """
@@ -31,12 +32,14 @@ from monitor.models import PROTOCOLS, LabelSelector, NetworkPolicy, Pod, PolicyP
 
 @dataclass(frozen=True)
 class ClassMatrix:
-    """The class-level matrix: allowed[s][a] is the bitset of destination classes s reaches on atom a."""
+    """The class-level matrix. Source class s reaches destination class d on every connection when bit d of
+    full[s] is set, and else on atom a when bit d of partial[s][a] is set."""
 
     classes: tuple[Pod, ...]  # one representative pod per class
     members: tuple[tuple[Pod, ...], ...]  # the pods of each class, same order
     atoms: tuple[ConnSet, ...]
-    allowed: tuple[tuple[int, ...], ...]
+    full: tuple[int, ...]
+    partial: tuple[dict[int, int], ...]
     _by_mask: dict[int, ConnSet] = field(default_factory=dict, compare=False, repr=False)
 
     def class_of(self) -> dict[str, int]:
@@ -46,23 +49,26 @@ class ClassMatrix:
         c = self._by_mask.get(mask)
         if c is None:
             c = EMPTY
-            for a, atom in enumerate(self.atoms):
-                if mask >> a & 1:
-                    c = c | atom
+            for a in bits_of(mask):
+                c = c | self.atoms[a]
             self._by_mask[mask] = c
         return c
 
     def cell(self, s: int, d: int) -> ConnSet:
+        if self.full[s] >> d & 1:
+            return ALL
         mask = 0
-        for a, bits in enumerate(self.allowed[s]):
+        for a, bits in self.partial[s].items():
             if bits >> d & 1:
                 mask |= 1 << a
         return self.conns(mask)
 
     def row_groups(self, s: int) -> list[tuple[ConnSet, int]]:
         """The destinations of source class s grouped by connection set: [(conns, bitset of classes)]."""
-        parts = [(0, (1 << len(self.classes)) - 1)]
-        for a, bits in enumerate(self.allowed[s]):
+        full = self.full[s]
+        groups = [(ALL, full)] if full else []
+        parts = [(0, ((1 << len(self.classes)) - 1) & ~full)]
+        for a, bits in self.partial[s].items():
             nxt = []
             for mask, part in parts:
                 inside, outside = part & bits, part & ~bits
@@ -71,7 +77,7 @@ class ClassMatrix:
                 if outside:
                     nxt.append((mask, outside))
             parts = nxt
-        return [(self.conns(mask), part) for mask, part in parts]
+        return groups + [(self.conns(mask), part) for mask, part in parts]
 
     def pod_pairs(self) -> Iterator[tuple[Pod, Pod, ConnSet]]:
         """Every ordered pair of distinct pods with a non-empty connection set."""
@@ -183,17 +189,26 @@ class _NetworkPolicyMatrix:
         self.n = len(reps)
         self.everyone = (1 << self.n) - 1
         self.ns_labels = {ns.name: dict(ns.labels) for ns in snapshot.namespaces}
-        self.labels = [dict(p.labels) for p in reps]
+        # Classes in different namespaces often share labels: a selector is matched once per distinct label
+        # set, giving the bitset of every class it selects; a namespace restriction is then one AND.
+        self.selectable = 0
+        self.kv_bits: dict[tuple[str, str], int] = defaultdict(int)  # label key=value -> classes carrying it
+        self.key_bits: dict[str, int] = defaultdict(int)  # label key -> classes carrying it
+        for i, p in enumerate(reps):
+            if not p.host_network:
+                self.selectable |= 1 << i
+                for k, v in p.labels:
+                    self.kv_bits[(k, v)] |= 1 << i
+                    self.key_bits[k] |= 1 << i
         self.by_ns: dict[str, int] = defaultdict(int)  # namespace -> its (non host-network) classes
         for i, p in enumerate(reps):
             if not p.host_network:
                 self.by_ns[p.namespace] |= 1 << i
-        self.port_groups: dict[tuple, int] = defaultdict(int)  # named ports -> classes declaring exactly them
-        for i, p in enumerate(reps):
-            self.port_groups[tuple(cp for cp in p.ports if cp.name)] |= 1 << i
-        self.port_group_rep = {k: reps[next(bits_of(v))] for k, v in self.port_groups.items()}
+        self.port_key = [tuple(cp for cp in p.ports if cp.name) for p in reps]  # what named ports resolve on
+        self._resolved: dict[tuple[int, tuple], ConnSet] = {}
         self._ns_sel: dict[LabelSelector, int] = {}
-        self._pod_sel: dict[tuple[LabelSelector, int], int] = {}
+        self._pod_sel: dict[LabelSelector, int] = {}
+        self._ip_block: dict[object, int] = {}
 
     # selectors -> bitsets of classes (memoised: real clusters repeat the same selectors a lot)
     def ns_bits(self, sel: LabelSelector) -> int:
@@ -209,19 +224,32 @@ class _NetworkPolicyMatrix:
     def filter_pods(self, sel: LabelSelector, candidates: int) -> int:
         if not sel.match_labels and not sel.match_expressions:
             return candidates
-        key = (sel, candidates)
-        r = self._pod_sel.get(key)
-        if r is None:
-            r = 0
-            for i in bits_of(candidates):
-                if selector_matches(sel, self.labels[i]):
-                    r |= 1 << i
-            self._pod_sel[key] = r
-        return r
+        selected = self._pod_sel.get(sel)
+        if selected is None:
+            # An inverted index (label -> classes) turns a selector into a few big-integer ANDs.
+            selected = self.selectable
+            for kv in sel.match_labels:
+                selected &= self.kv_bits.get(kv, 0)
+            for req in sel.match_expressions:
+                if req.operator in ("In", "NotIn"):
+                    any_of = 0
+                    for v in req.values:
+                        any_of |= self.kv_bits.get((req.key, v), 0)
+                    selected &= any_of if req.operator == "In" else ~any_of
+                elif req.operator == "Exists":
+                    selected &= self.key_bits.get(req.key, 0)
+                else:
+                    selected &= ~self.key_bits.get(req.key, 0)
+            self._pod_sel[sel] = selected
+        return selected & candidates
 
     def peer_bits(self, peer: PolicyPeer, policy_ns: str) -> int:
         if peer.ip_block is not None:
-            return sum(1 << i for i, p in enumerate(self.reps) if p.ip and ip_block_matches(peer.ip_block, p.ip))
+            r = self._ip_block.get(peer.ip_block)
+            if r is None:
+                r = self._ip_block[peer.ip_block] = sum(
+                    1 << i for i, p in enumerate(self.reps) if p.ip and ip_block_matches(peer.ip_block, p.ip))
+            return r
         if peer.namespace_selector is None:
             cand = self.by_ns.get(policy_ns, 0)
         else:
@@ -229,10 +257,10 @@ class _NetworkPolicyMatrix:
         return cand if peer.pod_selector is None else self.filter_pods(peer.pod_selector, cand)
 
     def rule_pieces(self, policy: NetworkPolicy, direction: str, over: int) -> list[tuple[int, int, ConnSet]]:
-        """(peer classes, classes of `over` the connections apply to, connections) per rule.
+        """(peer classes, destination classes, connections) per rule.
 
-        `over` are the destination classes a rule's named ports resolve on: for egress the peers themselves,
-        for ingress the policy's own pods. A rule without named ports is one piece.
+        The destination classes are those a rule's named ports resolve on: for egress the peers themselves,
+        for ingress the policy's own pods (`over`). A rule without named ports is one piece.
         """
         out = []
         for rule in policy.ingress if direction == "ingress" else policy.egress:
@@ -241,23 +269,29 @@ class _NetworkPolicyMatrix:
                 peers |= self.peer_bits(peer, policy.namespace)
             if not peers:
                 continue
-            if not any(isinstance(p.port, str) for p in rule.ports):
-                out.append((peers, over if direction == "ingress" else peers, np_rule_conns(rule, None)))
-                continue
             dsts = over if direction == "ingress" else peers
-            for ports, group in self.port_groups.items():
-                sub = dsts & group
-                if sub:
-                    conns = np_rule_conns(rule, self.port_group_rep[ports])
-                    out.append((peers if direction == "ingress" else sub, sub, conns))
+            if not any(isinstance(p.port, str) for p in rule.ports):
+                out.append((peers, dsts, np_rule_conns(rule, None)))
+                continue
+            # Named ports resolve per destination: group the destinations by what the rule resolves to on them.
+            by_conns: dict[ConnSet, int] = defaultdict(int)
+            for d in bits_of(dsts):
+                key = (id(rule), self.port_key[d])
+                conns = self._resolved.get(key)
+                if conns is None:
+                    conns = self._resolved[key] = np_rule_conns(rule, self.reps[d])
+                by_conns[conns] |= 1 << d
+            for conns, sub in by_conns.items():
+                out.append((peers if direction == "ingress" else sub, sub, conns))
         return out
 
     def build(self, members: list[list[Pod]]) -> ClassMatrix:
         n, everyone = self.n, self.everyone
-        selected_in = [0] * len(self.snapshot.policies)
+        policies = self.snapshot.policies
+        selected_in = [0] * len(policies)
         out_profile: list[list[int]] = [[] for _ in range(n)]  # per class: indexes of its egress policies
         iso_in = 0
-        for j, policy in enumerate(self.snapshot.policies):
+        for j, policy in enumerate(policies):
             sel = self.filter_pods(policy.pod_selector, self.by_ns.get(policy.namespace, 0))
             if "Ingress" in policy.policy_types:
                 selected_in[j] = sel
@@ -266,61 +300,78 @@ class _NetworkPolicyMatrix:
                 for i in bits_of(sel):
                     out_profile[i].append(j)
 
-        # Every piece of every rule, so that the atoms can be cut once.
-        egress_pieces: dict[int, list[tuple[int, int, ConnSet]]] = {}
+        # Every piece of every rule, so that the atoms are cut once.
         ingress_pieces: list[tuple[int, int, ConnSet]] = []
-        for j, policy in enumerate(self.snapshot.policies):
+        for j, policy in enumerate(policies):
             if selected_in[j]:
                 ingress_pieces += self.rule_pieces(policy, "ingress", selected_in[j])
+        egress_pieces: dict[int, list[tuple[int, int, ConnSet]]] = {}
         for prof in out_profile:
             for j in prof:
                 if j not in egress_pieces:
-                    egress_pieces[j] = self.rule_pieces(self.snapshot.policies[j], "egress", 0)
+                    egress_pieces[j] = self.rule_pieces(policies[j], "egress", 0)
         all_conns = [c for _, _, c in ingress_pieces]
         for pieces in egress_pieces.values():
             all_conns += [c for _, _, c in pieces]
         atoms, masks = atoms_of(all_conns)
-        k = len(atoms)
-        atom_range = range(k)
+        full_mask = (1 << len(atoms)) - 1
+
+        # A row is (classes reached on every connection, {atom: classes reached on that atom only}): rules
+        # without ports, the commonest kind, then cost one OR instead of one per atom.
+        def add(row_full: int, row: dict[int, int], bits: int, conns: ConnSet) -> int:
+            m = masks[conns]
+            if m == full_mask:
+                return row_full | bits
+            for a in bits_of(m):
+                row[a] = row.get(a, 0) | bits
+            return row_full
 
         # Egress rows, shared between classes with the same egress policies.
-        rows_by_profile: dict[tuple[int, ...], list[int]] = {(): [everyone] * k}
-        egress: list[list[int]] = []
+        egress_by_profile: dict[tuple[int, ...], tuple[int, dict[int, int]]] = {(): (everyone, {})}
+        egress: list[tuple[int, dict[int, int]]] = []
         for prof in out_profile:
             key = tuple(prof)
-            row = rows_by_profile.get(key)
+            row = egress_by_profile.get(key)
             if row is None:
-                row = [0] * k
+                row_full, sparse = 0, {}
                 for j in prof:
                     for _, dsts, conns in egress_pieces[j]:
-                        m = masks[conns]
-                        for a in atom_range:
-                            if m >> a & 1:
-                                row[a] |= dsts
-                rows_by_profile[key] = row
+                        row_full = add(row_full, sparse, dsts, conns)
+                row = egress_by_profile[key] = (row_full, sparse)
             egress.append(row)
 
-        # Ingress, transposed to rows by source: accumulate per distinct peer bitset, then spread.
-        by_peers: dict[int, list[int]] = {}
+        # Ingress, transposed to rows by source: accumulate per distinct peer bitset, then spread to its sources.
+        by_peers: dict[int, list] = {}
         for peers, dsts, conns in ingress_pieces:
             acc = by_peers.get(peers)
             if acc is None:
-                acc = by_peers[peers] = [0] * k
-            m = masks[conns]
-            for a in atom_range:
-                if m >> a & 1:
-                    acc[a] |= dsts
+                acc = by_peers[peers] = [0, {}]
+            acc[0] = add(acc[0], acc[1], dsts, conns)
         not_isolated = everyone & ~iso_in
-        ingress = [[not_isolated] * k for _ in range(n)]
-        for peers, acc in by_peers.items():
+        in_full = [not_isolated] * n
+        in_sparse: list[dict[int, int]] = [{} for _ in range(n)]
+        for peers, (acc_full, acc_sparse) in by_peers.items():
             for s in range(n) if peers == everyone else bits_of(peers):
-                row = ingress[s]
-                for a in atom_range:
-                    if acc[a]:
-                        row[a] |= acc[a]
+                in_full[s] |= acc_full
+                row = in_sparse[s]
+                for a, bits in acc_sparse.items():
+                    row[a] = row.get(a, 0) | bits
 
-        allowed = tuple(tuple(e[a] & i[a] for a in atom_range) for e, i in zip(egress, ingress, strict=True))
-        return ClassMatrix(tuple(self.reps), tuple(tuple(m) for m in members), tuple(atoms), allowed)
+        full: list[int] = []
+        partial: list[dict[int, int]] = []
+        for s in range(n):
+            e_full, e_sparse = egress[s]
+            i_full, i_sparse = in_full[s], in_sparse[s]
+            both = e_full & i_full
+            cells = {}
+            for a in e_sparse.keys() | i_sparse.keys():
+                bits = (e_full | e_sparse.get(a, 0)) & (i_full | i_sparse.get(a, 0)) & ~both
+                if bits:
+                    cells[a] = bits
+            full.append(both)
+            partial.append(cells)
+        return ClassMatrix(tuple(self.reps), tuple(tuple(m) for m in members), tuple(atoms), tuple(full),
+                           tuple(partial))
 
 
 # ---------------------------------------------------------------------------------------- reference path
@@ -328,13 +379,17 @@ def _reference_matrix(snapshot: Snapshot, reps: list[Pod], members: list[list[Po
     engine = Engine(snapshot)
     cells = [[engine.connections(s, d) for d in reps] for s in reps]
     atoms, masks = atoms_of([c for row in cells for c in row])
-    allowed = []
+    full_mask = (1 << len(atoms)) - 1
+    full, partial = [], []
     for row in cells:
-        bits = [0] * len(atoms)
+        row_full, sparse = 0, {}
         for d, c in enumerate(row):
             m = masks[c]
-            for a in range(len(atoms)):
-                if m >> a & 1:
-                    bits[a] |= 1 << d
-        allowed.append(tuple(bits))
-    return ClassMatrix(tuple(reps), tuple(tuple(m) for m in members), tuple(atoms), tuple(allowed))
+            if m == full_mask:
+                row_full |= 1 << d
+            else:
+                for a in bits_of(m):
+                    sparse[a] = sparse.get(a, 0) | 1 << d
+        full.append(row_full)
+        partial.append(sparse)
+    return ClassMatrix(tuple(reps), tuple(tuple(m) for m in members), tuple(atoms), tuple(full), tuple(partial))
