@@ -274,15 +274,18 @@ class _NetworkPolicyMatrix:
                 out.append((peers, dsts, np_rule_conns(rule, None)))
                 continue
             # Named ports resolve per destination: group the destinations by what the rule resolves to on them.
+            # Only the destination's ports of the names the rule uses matter, so most keys are shared.
+            names = {p.port for p in rule.ports if isinstance(p.port, str)}
             by_conns: dict[ConnSet, int] = defaultdict(int)
             for d in bits_of(dsts):
-                key = (id(rule), self.port_key[d])
+                key = (id(rule), tuple(cp for cp in self.port_key[d] if cp.name in names))
                 conns = self._resolved.get(key)
                 if conns is None:
                     conns = self._resolved[key] = np_rule_conns(rule, self.reps[d])
                 by_conns[conns] |= 1 << d
             for conns, sub in by_conns.items():
-                out.append((peers if direction == "ingress" else sub, sub, conns))
+                if conns:
+                    out.append((peers if direction == "ingress" else sub, sub, conns))
         return out
 
     def build(self, members: list[list[Pod]]) -> ClassMatrix:
