@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from monitor.engine import ConnSet, Engine
 from monitor.engine.matrix import bits_of, class_matrix
 from monitor.models import FlowResult, Outcome, Pod, Snapshot, Verdict
+from monitor.snapshot import apply_change, diff_snapshots
 from monitor.suite import Suite, expand_case
 
 
@@ -136,21 +137,22 @@ class PolicyChanges:
 
 
 def reachability_diff(before: Snapshot, after: Snapshot) -> tuple[list[FlowChange], PolicyChanges]:
-    """Pod pairs (present in both snapshots) whose connection set differs, with the changes that explain it."""
-    old_pol = {p.ref: p for p in (*before.policies, *before.admin_policies)}
-    new_pol = {p.ref: p for p in (*after.policies, *after.admin_policies)}
+    """Pod pairs (present in both snapshots) whose connection set differs, with the changes that explain it.
+
+    A change explains a pair when applying it alone to `before` moves that pair's connection set (the same
+    single-change attribution as drift causes); when none does alone, the pair needs them together and all are
+    listed.
+    """
+    diff = diff_snapshots(before, after)
     policy_changes = PolicyChanges(
-        tuple(sorted(new_pol.keys() - old_pol.keys())), tuple(sorted(old_pol.keys() - new_pol.keys())),
-        tuple(sorted(k for k in old_pol.keys() & new_pol.keys() if old_pol[k] != new_pol[k])))
-    touched = set(policy_changes.added + policy_changes.removed + policy_changes.changed)
+        tuple(sorted(diff.policies_added + diff.admin_policies_added)),
+        tuple(sorted(diff.policies_removed + diff.admin_policies_removed)),
+        tuple(sorted(diff.policies_changed + diff.admin_policies_changed)))
     old_m, new_m = class_matrix(before), class_matrix(after)
     old_cls, new_cls = old_m.class_of(), new_m.class_of()
-    old_pods = {p.ref: p for p in before.pods}
-    new_pods = {p.ref: p for p in after.pods}
-    old_ns = {n.name: n.labels for n in before.namespaces}
-    new_ns = {n.name: n.labels for n in after.namespaces}
-    common = [r for r in sorted(old_pods) if r in new_pods]
-    old_eng, new_eng = Engine(before), Engine(after)
+    new_refs = {p.ref for p in after.pods}
+    common = [p.ref for p in before.pods if p.ref in new_refs]
+    variants = None  # built on the first changed pair: one engine per single change
     changes = []
     for a in common:
         for b in common:
@@ -160,33 +162,19 @@ def reachability_diff(before: Snapshot, after: Snapshot) -> tuple[list[FlowChang
             c_new = new_m.cell(new_cls[a], new_cls[b])
             if c_old == c_new:
                 continue
-            causes = _causes(a, b, old_pods, new_pods, old_ns, new_ns, old_eng, new_eng, touched)
+            if variants is None:
+                variants = []
+                for change in diff.changes:
+                    variant = apply_change(before, change)
+                    variants.append((change, Engine(variant), {p.ref: p for p in variant.pods}))
+            causes = [c.describe() for c, engine, pods in variants
+                      if a in pods and b in pods and engine.connections(pods[a], pods[b]) != c_old]
+            if not causes:
+                causes = [c.describe() + " (with the others)" for c in diff.changes]
             changes.append(FlowChange(a, b, str(c_old), str(c_new), _fmt(c_new - c_old), _fmt(c_old - c_new),
-                                      causes))
+                                      tuple(causes)))
     return changes, policy_changes
 
 
 def _fmt(c: ConnSet) -> str:
     return str(c) if c else ""
-
-
-def _causes(a, b, old_pods, new_pods, old_ns, new_ns, old_eng: Engine, new_eng: Engine, touched) -> tuple[str, ...]:
-    causes = []
-    for ref in (a, b):
-        if old_pods[ref].labels != new_pods[ref].labels:
-            causes.append(f"labels of pod {ref} changed")
-        if old_pods[ref].ports != new_pods[ref].ports:
-            causes.append(f"container ports of pod {ref} changed")
-        ns = ref.split("/", 1)[0]
-        if old_ns.get(ns) != new_ns.get(ns):
-            causes.append(f"labels of namespace {ns} changed")
-    relevant = set()
-    for eng, pods in ((old_eng, old_pods), (new_eng, new_pods)):
-        relevant.update(eng.decide(pods[a], pods[b], 1, "TCP").egress_policies)
-        relevant.update(eng.decide(pods[a], pods[b], 1, "TCP").ingress_policies)
-    for ref in sorted(touched):
-        if ref in relevant or "/" not in ref or ref.split("/", 1)[0] in ("AdminNetworkPolicy",
-                                                                       "BaselineAdminNetworkPolicy",
-                                                                       "ClusterNetworkPolicy"):
-            causes.append(f"policy {ref} changed")
-    return tuple(dict.fromkeys(causes))

@@ -129,8 +129,41 @@ def test_diff_names_the_policy_that_cut_a_flow(capsys):
     assert data["policy_changes"]["changed"] == ["shop/api-egress", "shop/api-to-db", "shop/scrape-metrics"]
     lost = {(f["from"], f["to"]): f for f in data["flows"]}
     assert lost[("shop/api", "payments/gateway")]["removed"] == "TCP:8443"
-    assert lost[("shop/api", "payments/gateway")]["causes"] == ["policy shop/api-egress changed"]
+    assert lost[("shop/api", "payments/gateway")]["causes"] == ["NetworkPolicy shop/api-egress changed (egress)"]
+    # api-to-db changed too, but moved no flow (api is the only tier=backend pod): it explains nothing.
+    assert lost[("monitoring/prometheus", "shop/frontend")]["causes"] == [
+        "NetworkPolicy shop/scrape-metrics changed (pod_selector)"]
     assert len(data["flows"]) == 2
+
+
+def test_diff_blames_a_pod_relabel_not_the_unchanged_policies(tmp_path, capsys):
+    before, after = tmp_path / "before", tmp_path / "after"
+    for d, tier in ((before, "backend"), (after, "legacy")):
+        write(tmp_path, f"{d.name}/all.yaml", f"""
+            apiVersion: v1
+            kind: List
+            items:
+              - apiVersion: v1
+                kind: Pod
+                metadata: {{name: api, namespace: shop, labels: {{tier: {tier}}}}}
+                spec: {{containers: [{{name: c, ports: [{{containerPort: 5432}}]}}]}}
+              - apiVersion: v1
+                kind: Pod
+                metadata: {{name: db, namespace: shop, labels: {{app: db}}}}
+                spec: {{containers: [{{name: c, ports: [{{containerPort: 5432}}]}}]}}
+              - apiVersion: networking.k8s.io/v1
+                kind: NetworkPolicy
+                metadata: {{name: db, namespace: shop}}
+                spec:
+                  podSelector: {{matchLabels: {{app: db}}}}
+                  ingress: [{{from: [{{podSelector: {{matchLabels: {{tier: backend}}}}}}]}}]
+            """)
+    code, out, _ = run(capsys, "diff", "--before", str(before), "--after", str(after), "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["policy_changes"] == {"added": [], "removed": [], "changed": []}
+    assert [(f["from"], f["to"], f["removed"], f["causes"]) for f in data["flows"]] == [
+        ("shop/api", "shop/db", "all", ["pod shop/api: labels tier: backend -> legacy"])]
 
 
 # ----------------------------------------------------------------------------------------- bad input
