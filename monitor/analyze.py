@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from monitor.engine import ConnSet, Engine
+from monitor.engine.evaluate import fill_template
 from monitor.engine.matrix import bits_of, class_matrix
 from monitor.models import FlowResult, Outcome, Pod, Snapshot, Verdict
 from monitor.snapshot import apply_change, diff_snapshots
@@ -47,11 +48,10 @@ def matrix_flows(snapshot: Snapshot, ports: list[tuple[int, str]]) -> Iterator[M
                 key = (ca, cb, port, proto)
                 hit = reasons.get(key)
                 if hit is None:
-                    d = engine.decide(a, b, port, proto)
-                    hit = reasons[key] = (d.allowed, d.reason.replace(a.ref, "SRC").replace(b.ref, "DST"))
+                    d = engine.decide(a, b, port, proto, template=True)
+                    hit = reasons[key] = (d.allowed, d.reason)
                 allowed, reason = hit
-                yield MatrixFlow(a.ref, b.ref, port, proto, allowed,
-                                 reason.replace("SRC", a.ref).replace("DST", b.ref))
+                yield MatrixFlow(a.ref, b.ref, port, proto, allowed, fill_template(reason, a, b))
 
 
 def connection_lines(snapshot: Snapshot) -> Iterator[str]:

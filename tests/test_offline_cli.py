@@ -322,3 +322,24 @@ def test_missing_directory_and_bad_port_flag(tmp_path, capsys):
 def test_diff_needs_both_directories(capsys):
     code, _, err = run(capsys, "diff", "--before", str(EXAMPLES / "shop"))
     assert (code, err) == (2, "netpol-drift: error: diff: needs --before DIR and --after DIR (or two run ids)\n")
+
+
+def test_matrix_reasons_name_each_pod_even_when_shared_by_its_class(tmp_path, capsys):
+    # a and a-2 are one class (same labels), so their explanation is computed once; the policy name starts
+    # with a pod's name, which a naive text substitution would corrupt.
+    docs = [f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: ns, labels: {{app: {app}, "
+            f"build: '{i}'}}}}\nspec: {{containers: [{{name: c, ports: [{{containerPort: 80}}]}}]}}\n"
+            for i, (name, app) in enumerate((("a", "a"), ("a-2", "a"), ("b", "b")))]
+    docs.append("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a-policy, namespace: ns}\n"
+                "spec: {podSelector: {matchLabels: {app: b}}, ingress: []}\n")
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "all.yaml").write_text("---\n".join(docs))
+    code, out, _ = run(capsys, "matrix", "--manifests", str(tmp_path / "m"), "--format", "json")
+    assert code == 0
+    reasons = {(f["from"], f["to"]): f["reason"] for f in json.loads(out)["flows"]}
+    assert reasons[("ns/a-2", "ns/b")] == (
+        "denied TCP/80: ingress: ns/b is isolated by NetworkPolicy ns/a-policy and no rule allows ns/a-2 "
+        "[app=a,build=1]")
+    assert reasons[("ns/a", "ns/b")] == (
+        "denied TCP/80: ingress: ns/b is isolated by NetworkPolicy ns/a-policy and no rule allows ns/a "
+        "[app=a,build=0]")

@@ -75,11 +75,14 @@ class Engine:
             return EMPTY
         return egress & self._direction(dst, src, dst, "ingress", egress, None)
 
-    def decide(self, src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP") -> Decision:
+    def decide(self, src: Endpoint, dst: Endpoint, port: int, protocol: str = "TCP", *,
+               template: bool = False) -> Decision:
+        """The verdict for one connection. With template=True the reason names the two endpoints by the
+        SRC/DST tokens below, so one explanation can serve every pod pair of the same two classes."""
         src, dst = self.resolve(src), self.resolve(dst)
         conn = ConnSet.ports(protocol, port)
-        etrace: list[str] = []
-        itrace: list[str] = []
+        names = {id(src): SRC, id(dst): DST} if template else {}
+        etrace, itrace = _Trace(names), _Trace(names)
         egress = bool(self._direction(src, dst, dst, "egress", conn, etrace))
         ingress = bool(self._direction(dst, src, dst, "ingress", conn, itrace))
         allowed = egress and ingress
@@ -100,7 +103,7 @@ class Engine:
         if not isinstance(subject, Pod) or subject.host_network:
             if trace is not None:
                 what = "host-network pod" if isinstance(subject, Pod) else "address outside the pods"
-                trace.append(f"{_name(subject)} is a {what}, no policy applies")
+                trace.append(f"{trace.name(subject)} is a {what}, no policy applies")
             return universe
         pending, allowed, passed = universe, EMPTY, EMPTY
         for policy, rule in self._admin_rules(self.admin_tier, subject, peer, direction):
@@ -125,11 +128,11 @@ class Engine:
             if trace is not None:
                 names = ", ".join(p.ref for p in isolating)
                 if np_allowed:
-                    trace.append(f"{_name(subject)} is isolated by NetworkPolicy {names}; allowed by "
+                    trace.append(f"{trace.name(subject)} is isolated by NetworkPolicy {names}; allowed by "
                                  + ", ".join(rules))
                 else:
-                    trace.append(f"{_name(subject)} is isolated by NetworkPolicy {names} and no rule allows "
-                                 f"{_describe_peer(peer)}")
+                    trace.append(f"{trace.name(subject)} is isolated by NetworkPolicy {names} and no rule allows "
+                                 f"{trace.peer(peer)}")
             return allowed | np_allowed
         for policy, rule in self._admin_rules(self.baseline_tier, subject, peer, direction):
             hit = rest & self._admin_rule_conns(rule, dst)
@@ -143,7 +146,7 @@ class Engine:
             if not rest:
                 return allowed
         if trace is not None:
-            trace.append(f"no NetworkPolicy selects {_name(subject)} for {direction}")
+            trace.append(f"no NetworkPolicy selects {trace.name(subject)} for {direction}")
         return allowed | rest
 
     def _selecting(self, pod: Pod, policy_type: str) -> list[NetworkPolicy]:
@@ -251,18 +254,42 @@ def np_rule_conns(rule: PolicyRule, dst: Endpoint) -> ConnSet:
 _VERBS = {"Allow": "allows", "Deny": "denies", "Pass": "passes"}
 
 
-def _name(endpoint: Endpoint) -> str:
-    return endpoint.ref if isinstance(endpoint, Pod) else endpoint
+# Tokens that no Kubernetes name, label or policy text can contain: safe to replace after the fact.
+SRC, DST = "\x00src\x00", "\x00dst\x00"
 
 
-def _describe_peer(peer: Endpoint) -> str:
-    if isinstance(peer, Pod):
-        return f"{peer.ref} [{describe_selector_labels(peer)}]"
-    return peer
+class _Trace(list):
+    """The steps of one direction's decision; renders endpoints by name, or by token for templates."""
+
+    def __init__(self, names: dict[int, str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def name(self, endpoint: Endpoint) -> str:
+        token = self.names.get(id(endpoint))
+        if token:
+            return token
+        return endpoint.ref if isinstance(endpoint, Pod) else endpoint
+
+    def peer(self, endpoint: Endpoint) -> str:
+        token = self.names.get(id(endpoint))
+        if token:
+            return f"{token} [{token}labels]"
+        if isinstance(endpoint, Pod):
+            return f"{endpoint.ref} [{describe_selector_labels(endpoint)}]"
+        return endpoint
+
+
+def fill_template(reason: str, src: Endpoint, dst: Endpoint) -> str:
+    """A template reason (decide(..., template=True)) for a concrete pair of endpoints."""
+    for token, e in ((SRC, src), (DST, dst)):
+        reason = reason.replace(f"{token}labels", describe_selector_labels(e) if isinstance(e, Pod) else "")
+        reason = reason.replace(token, e.ref if isinstance(e, Pod) else e)
+    return reason
 
 
 def describe_selector_labels(pod: Pod) -> str:
     return ",".join(f"{k}={v}" for k, v in pod.labels) or "no labels"
 
 
-__all__ = ["Decision", "Endpoint", "Engine", "describe_selector", "np_rule_conns"]
+__all__ = ["Decision", "Endpoint", "Engine", "describe_selector", "fill_template", "np_rule_conns"]
