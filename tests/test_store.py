@@ -47,18 +47,33 @@ def store(db_url: str):
 
 # --------------------------------------------------------------------------------------------- migrations
 def test_migrations_up_down_and_models_match(db_url: str) -> None:
-    assert st.upgrade(db_url) == st.head_revision() == st.alembic_head() == "0001"
+    assert st.upgrade(db_url) == st.head_revision() == st.alembic_head() == "0002"
     # autogenerate's comparison (what `alembic check` runs): the migrations build exactly schema.py.
     assert st.schema_differences(db_url) == []
-    assert st.current_revision(db_url) == "0001"
+    assert st.current_revision(db_url) == "0002"
     assert st.downgrade(db_url, "base") is None
     diff = st.schema_differences(db_url)
     assert {d[0] for d in diff} == {"add_table", "add_index"}  # everything is gone again
     assert len([d for d in diff if d[0] == "add_table"]) == 8
-    assert st.upgrade(db_url) == "0001"
+    assert st.upgrade(db_url) == "0002"
     with Store.open(db_url) as s:
         s.save_run(make_run("2026-11-29T00:00:00Z"), now="2026-11-29T00:00:01Z", snapshot=SNAP)
         assert s.table_counts()["runs"] == 1
+
+
+def test_an_older_schema_is_refused_then_upgraded_with_its_data(db_url: str) -> None:
+    assert st.upgrade(db_url, "0001") == "0001"
+    with pytest.raises(StoreError) as e:
+        Store.open(db_url)
+    assert str(e.value) == (f"database {st.safe_url(db_url)} is at schema revision 0001, this netpol-drift "
+                            "needs 0002: run `netpol-drift db upgrade`")
+    with Store.open(db_url, migrate=True) as s:
+        opened = Transitions(opened=(DriftEvent("prod", "k", "drift", "2026-11-29T00:00:00Z", "x"),))
+        s.save_run(make_run("2026-11-29T00:00:00Z"), now="2026-11-29T00:00:00Z", snapshot=SNAP, transitions=opened)
+    assert st.downgrade(db_url, "0001") == "0001"  # the outbox row survives both ways
+    assert st.upgrade(db_url) == "0002"
+    with Store.open(db_url) as s:
+        assert [a.attempts for a in s.due_alerts("2026-11-29T00:00:00Z")] == [0]
 
 
 def test_open_refuses_a_database_without_schema(db_url: str) -> None:
@@ -71,7 +86,7 @@ def test_open_refuses_a_database_without_schema(db_url: str) -> None:
     with pytest.raises(StoreError) as e:
         Store.open(db_url)
     assert str(e.value) == (f"database {st.safe_url(db_url)} has no netpol-drift schema, this netpol-drift "
-                            "needs 0001: run `netpol-drift db upgrade`")
+                            "needs 0002: run `netpol-drift db upgrade`")
 
 
 def test_unknown_revision_is_one_line(db_url: str) -> None:
@@ -192,6 +207,48 @@ def test_drift_sequence_is_stored_with_one_alert_per_change(store: Store) -> Non
     store.mark_alert_sent(alerts[1].id, "2026-11-29T00:20:00Z")
     pending = store.pending_alerts()
     assert len(pending) == 5 and (pending[0].attempts, pending[0].last_error) == (1, "slack: 503")
+
+
+def test_outbox_backs_off_failed_alerts_keeps_each_events_order_and_records_delivery(store: Store) -> None:
+    t0, t1 = "2026-11-29T00:00:00Z", "2026-11-29T00:05:00Z"
+    first, second = (DriftEvent("prod", k, "drift", t0, f"{k} changed") for k in ("k1", "k2"))
+    store.save_run(make_run(t0), now=t0, snapshot=SNAP, transitions=Transitions(opened=(first, second)))
+    opened = {e.flow_key: e.id for e in store.events("prod")}
+    store.save_run(make_run(t1), now=t1, transitions=Transitions(resolved=(Resolution(opened["k1"], t1, "back"),)))
+    open1, open2, resolved1 = store.pending_alerts()
+    assert [st.alert_event(a)[0] for a in (open1, open2, resolved1)] == ["opened", "opened", "resolved"]
+    _, event = st.alert_event(resolved1)
+    assert (event.id, event.flow_key, event.resolved_at, event.resolution) == (opened["k1"], "k1", t1, "back")
+    # "resolved" of k1 waits for "opened" of k1: Slack must never show them the other way round.
+    assert [a.id for a in store.due_alerts(t1)] == [open1.id, open2.id]
+
+    failed = store.mark_alert_failed(open1.id, "slack: ratelimited", next_attempt_at="2026-11-29T00:06:00Z")
+    assert (failed.attempts, failed.last_error, failed.next_attempt_at, failed.sent_at) == (
+        1, "slack: ratelimited", "2026-11-29T00:06:00Z", None)
+    assert [a.id for a in store.due_alerts(t1)] == [open2.id]  # backing off, and k1's resolution behind it
+    assert [a.id for a in store.due_alerts("2026-11-29T00:06:00Z")] == [open1.id, open2.id]
+    assert [a.id for a in store.due_alerts("2026-11-29T00:06:00Z", limit=1)] == [open1.id]
+    again = store.mark_alert_failed(open1.id, "slack: 503")  # no time given: due again at once
+    assert (again.attempts, again.next_attempt_at) == (2, None)
+    assert [a.id for a in store.due_alerts(t1)] == [open1.id, open2.id]
+
+    sent = store.mark_alert_sent(open1.id, "2026-11-29T00:07:00Z", channel="C0123456", ts="1764403620.000100")
+    assert (sent.sent_at, sent.attempts, sent.last_error, sent.next_attempt_at, sent.slack_channel,
+            sent.slack_ts) == ("2026-11-29T00:07:00Z", 3, None, None, "C0123456", "1764403620.000100")
+    assert [a.id for a in store.due_alerts(t1)] == [open2.id, resolved1.id]
+    assert [a.id for a in store.pending_alerts()] == [open2.id, resolved1.id]
+    with pytest.raises(InputError) as e:
+        store.mark_alert_failed("4242", "x")
+    assert str(e.value) == "unknown alert 4242"
+
+
+def test_a_damaged_alert_payload_is_one_line() -> None:
+    with pytest.raises(StoreError) as e:
+        st.alert_event(st.Alert("7", "2026-11-29T00:00:00Z", "[1, 2"))
+    assert str(e.value) == "alert 7 has a damaged payload"
+    with pytest.raises(StoreError) as e:
+        st.alert_event(st.Alert("7", "2026-11-29T00:00:00Z", '{"change": "opened", "cluster": 3}'))
+    assert str(e.value).startswith("alert 7 has a damaged payload: ")
 
 
 def test_a_failing_write_leaves_nothing_behind(store: Store) -> None:

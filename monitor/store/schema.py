@@ -150,6 +150,10 @@ class AlertRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # Set by a failed attempt: the sender's backoff. NULL: due now.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    slack_channel: Mapped[str | None] = mapped_column(String(255))
+    slack_ts: Mapped[str | None] = mapped_column(String(64))
 
 
 metadata = Base.metadata
