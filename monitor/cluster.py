@@ -31,6 +31,7 @@ from monitor.errors import ClusterError, InputError
 from monitor.manifests import parse_admin_policy, parse_namespace, parse_network_policy, parse_pod, parse_service
 from monitor.models import AdminPolicy, Namespace, NetworkPolicy, Pod, Service
 from monitor.settings import ClusterSettings
+from monitor.topology import owning_workload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -434,9 +435,5 @@ def _bare_metadata(meta: dict) -> dict:
 def _stable_workload(pod: Pod) -> Pod:
     """A Deployment's pods are owned by a ReplicaSet named <deployment>-<pod-template-hash>; name the
     Deployment instead, so the source identity survives a rollout."""
-    if pod.workload and pod.workload.startswith("ReplicaSet/"):
-        rs = pod.workload.partition("/")[2]
-        template_hash = dict(pod.labels).get("pod-template-hash")
-        if template_hash and rs.endswith("-" + template_hash):
-            return replace(pod, workload="Deployment/" + rs[: -len(template_hash) - 1])
-    return pod
+    workload = owning_workload(pod)
+    return replace(pod, workload=workload) if workload != pod.workload else pod

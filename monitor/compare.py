@@ -19,6 +19,7 @@ from monitor.models import FlowResult, Outcome, Pod, Run, Snapshot
 from monitor.settings import DriftSettings
 from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
 from monitor.suite import identity
+from monitor.topology import service_backends
 
 # evaluate(snapshot, source, destination, port, protocol) -> allowed? Sources and destinations are pods of that
 # snapshot or IP strings, exactly what monitor.engine.Engine.decide takes.
@@ -144,7 +145,7 @@ def engine_evaluate() -> Evaluate:
     return evaluate
 
 
-def resolve_endpoint(snap: Snapshot, ref: str, port: int) -> tuple[Pod | str, int] | None:
+def resolve_endpoint(snap: Snapshot, ref: str, port: int, protocol: str) -> tuple[Pod | str, int] | None:
     """A FlowResult source/destination in this snapshot: (pod or IP, port after Service mapping) or None.
 
     Identities are the planner's: ns/workload, ns/pod, `svc/ns/name` for a ClusterIP, an IP; `@node`
@@ -157,39 +158,27 @@ def resolve_endpoint(snap: Snapshot, ref: str, port: int) -> tuple[Pod | str, in
     except ValueError:
         pass
     if ref.startswith("svc/"):
-        return _service_backend(snap, ref[4:], port)
+        return _service_backend(snap, ref[4:], port, protocol)
     pods = sorted((p for p in snap.pods if not p.host_network and (identity(p) == ref or p.ref == ref)),
                   key=lambda p: p.name)
     if pods:
         return pods[0], port
-    return _service_backend(snap, ref, port)
+    return _service_backend(snap, ref, port, protocol)
 
 
-def _service_backend(snap: Snapshot, ref: str, port: int) -> tuple[Pod, int] | None:
+def _service_backend(snap: Snapshot, ref: str, port: int, protocol: str) -> tuple[Pod, int] | None:
     svc = next((s for s in snap.services if s.ref == ref), None)
-    if svc is None or not svc.selector:
+    if svc is None:
         return None
-    want = dict(svc.selector)
-    backends = sorted((p for p in snap.pods if p.namespace == svc.namespace and not p.host_network
-                       and all(dict(p.labels).get(k) == v for k, v in want.items())), key=lambda p: p.name)
-    if not backends:
+    backends = sorted(service_backends(snap, svc, port, protocol), key=lambda b: b[0].name)
+    if not backends or backends[0][1] is None:
         return None
-    pod = backends[0]
-    target: int | str = port
-    for sp in svc.ports:
-        if sp.port == port:
-            target = sp.target_port
-    if isinstance(target, str):
-        named = next((cp.port for cp in pod.ports if cp.name == target), None)
-        if named is None:
-            return None
-        target = named
-    return pod, target
+    return backends[0][0], backends[0][1]
 
 
 def intent_of(snap: Snapshot, flow: FlowResult, evaluate: Evaluate) -> bool | None:
-    src = resolve_endpoint(snap, flow.source, flow.port)
-    dst = resolve_endpoint(snap, flow.destination, flow.port)
+    src = resolve_endpoint(snap, flow.source, flow.port, flow.protocol)
+    dst = resolve_endpoint(snap, flow.destination, flow.port, flow.protocol)
     if src is None or dst is None:
         return None
     return evaluate(snap, src[0], dst[0], dst[1], flow.protocol)

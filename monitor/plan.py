@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from monitor.models import Pod, Snapshot, Verdict
 from monitor.suite import Case, Suite, expand_case, identity
+from monitor.topology import service_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,7 @@ def _cluster_ip_flows(snapshot: Snapshot, case: Case, representatives: dict[str,
     for src in sorted(sources):
         rep = representatives[src]
         for p in case.ports:
-            sp = next((x for x in svc.ports if (x.port == p or x.name == p) and x.protocol == case.protocol), None)
+            sp = service_port(svc, p, case.protocol)
             if sp is None:
                 continue
             extra[("svc", src, svc.ref, sp.port)] = FlowPlan(

@@ -29,6 +29,7 @@ from monitor.probe.wire import ProbeTarget, TargetOutcome
 from monitor.settings import Settings
 from monitor.snapshot import snapshot_digest, take_snapshot
 from monitor.suite import Suite, validate_suite
+from monitor.topology import service_backends
 
 if TYPE_CHECKING:  # the store is handed in: importing it here would pull SQLAlchemy into every run
     from monitor.store import Store
@@ -191,7 +192,7 @@ def probe_tasks(plan: Plan) -> tuple[list[ProbeTask], list[dict[tuple[str, int, 
 def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
              target_index: list[dict[tuple[str, int, str], int]], refused_means: str) -> list[FlowResult]:
     engine = Engine(snapshot)
-    backing: dict[str, list] = {}
+    backing: dict[tuple, tuple] = {}
     per_flow: list[tuple[FlowPlan, TargetOutcome | None, str, str | None]] = []
     for group, report, index in zip(plan.groups, reports, target_index, strict=True):
         for f in group.flows:
@@ -241,23 +242,15 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
     return results
 
 
-def _intent(engine: Engine, snapshot: Snapshot, f: FlowPlan, backing: dict[str, list]) -> tuple[Verdict, str]:
+def _intent(engine: Engine, snapshot: Snapshot, f: FlowPlan, backing: dict[tuple, tuple]) -> tuple[Verdict, str]:
     if f.service and f.destination_pod is None:
         # Through a ClusterIP: the packet reaches one of the backing pods after DNAT, policies apply there.
-        if f.service not in backing:
+        key = (f.service, f.port, f.protocol)
+        if key not in backing:
             svc = next(s for s in snapshot.services if s.ref == f.service)
-            wanted = dict(svc.selector or ())
-            backing[f.service] = [p for p in snapshot.pods if p.namespace == svc.namespace and wanted
-                                  and all(dict(p.labels).get(k) == v for k, v in wanted.items())]
-        svc = next(s for s in snapshot.services if s.ref == f.service)
-        sp = next((x for x in svc.ports if x.port == f.port and x.protocol == f.protocol), None)
-        answers = []
-        for pod in backing[f.service]:
-            target = sp.target_port if sp else f.port
-            number = target if isinstance(target, int) else next(
-                (c.port for c in pod.ports if c.name == target and c.protocol == f.protocol), None)
-            if number is not None:
-                answers.append(engine.decide(f.source_pod, pod, number, f.protocol))
+            backing[key] = service_backends(snapshot, svc, f.port, f.protocol)
+        answers = [engine.decide(f.source_pod, pod, number, f.protocol)
+                   for pod, number in backing[key] if number is not None]
         if not answers:
             return Verdict.UNKNOWN, f"Service {f.service} has no backing pod for port {f.port}"
         allowed = {a.allowed for a in answers}

@@ -30,6 +30,7 @@ from monitor.engine.selectors import selector_matches
 from monitor.errors import InputError
 from monitor.manifests import parse_selector
 from monitor.models import PROTOCOLS, LabelSelector, Pod, Snapshot, Verdict, labels_of
+from monitor.topology import backing_pods, owning_workload, pod_port, service_port, workload_matches
 
 _ENDPOINT_KEYS = ("namespace", "pod", "workload", "podSelector", "labels", "namespaceSelector",
                   "service", "cidr", "host")
@@ -233,26 +234,8 @@ def _parse_endpoint(raw: Any, ctx: _SuiteCtx, field: str, destination: bool) -> 
 # ---------------------------------------------------------------------------------------------- expansion
 def identity(pod: Pod) -> str:
     """A pod's stable identity: its workload when known (pod names change on every rollout)."""
-    if pod.workload:
-        kind, _, name = pod.workload.partition("/")
-        return f"{pod.namespace}/{name}" if kind not in ("ReplicaSet",) else f"{pod.namespace}/{_rs_base(name)}"
-    return pod.ref
-
-
-def _rs_base(name: str) -> str:
-    # A Deployment's ReplicaSet is <deployment>-<hash>; history should follow the Deployment across rollouts.
-    base, _, suffix = name.rpartition("-")
-    return base if base and suffix.isalnum() and len(suffix) >= 5 else name
-
-
-def _workload_matches(pod: Pod, wanted: str) -> bool:
-    if pod.workload is None:
-        return False
-    kind, _, name = pod.workload.partition("/")
-    if "/" in wanted:
-        wkind, _, wname = wanted.partition("/")
-        return kind.lower() == wkind.lower() and name == wname
-    return name == wanted or (kind == "ReplicaSet" and _rs_base(name) == wanted)
+    workload = owning_workload(pod)
+    return f"{pod.namespace}/{workload.partition('/')[2]}" if workload else pod.ref
 
 
 def resolve_pods(snapshot: Snapshot, endpoint: Endpoint, ns_labels: dict[str, dict[str, str]] | None = None
@@ -264,11 +247,7 @@ def resolve_pods(snapshot: Snapshot, endpoint: Endpoint, ns_labels: dict[str, di
         ns_labels = {n.name: dict(n.labels) for n in snapshot.namespaces}
     if endpoint.service:
         svc = next((s for s in snapshot.services if s.ref == endpoint.service), None)
-        if svc is None or svc.selector is None:
-            return ()
-        wanted = dict(svc.selector)
-        return tuple(p for p in snapshot.pods if p.namespace == svc.namespace and not p.host_network
-                     and all(dict(p.labels).get(k) == v for k, v in wanted.items()))
+        return backing_pods(snapshot, svc) if svc is not None else ()
     out = []
     for pod in snapshot.pods:
         if pod.host_network:
@@ -280,7 +259,7 @@ def resolve_pods(snapshot: Snapshot, endpoint: Endpoint, ns_labels: dict[str, di
             continue
         if endpoint.pod and pod.name != endpoint.pod:
             continue
-        if endpoint.workload and not _workload_matches(pod, endpoint.workload):
+        if endpoint.workload and not workload_matches(pod, endpoint.workload):
             continue
         if endpoint.pod_selector is not None and not selector_matches(endpoint.pod_selector, dict(pod.labels)):
             continue
@@ -299,15 +278,6 @@ def validate_suite(suite: Suite, snapshot: Snapshot) -> None:
                 raise ctx.error(f"{field}.namespace", f"namespace {ep.namespace!r} does not exist")
             if ep.service and ep.service not in services:
                 raise ctx.error(f"{field}.service", f"Service {ep.service!r} does not exist")
-
-
-def resolve_port(port: int | str, protocol: str, dst: Pod | None) -> int | None:
-    """A named port's number on the destination pod; None when the pod does not declare it."""
-    if isinstance(port, int):
-        return port
-    if dst is None:
-        return None
-    return next((cp.port for cp in dst.ports if cp.name == port and cp.protocol == protocol), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,10 +332,9 @@ def expand_case(snapshot: Snapshot, case: Case, ns_labels: dict[str, dict[str, s
                 port: int | str | None = p
                 if service is not None:
                     # A Service case names the Service port; the packet reaches the pod on its targetPort.
-                    sp = next((x for x in service.ports if (x.port == p or x.name == p)
-                               and x.protocol == case.protocol), None)
+                    sp = service_port(service, p, case.protocol)
                     port = sp.target_port if sp else p
-                number = resolve_port(port, case.protocol, d) if port is not None else None
+                number = pod_port(d, port, case.protocol) if port is not None else None
                 if number is None:
                     flows.append(PlannedFlow(case, s, d, None, case.protocol,
                                              f"{d.ref} declares no {case.protocol} port named {port!r}"))

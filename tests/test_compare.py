@@ -230,12 +230,12 @@ def test_resolve_endpoint_identities() -> None:
     snap = Snapshot.build(
         pods=[Pod("shop", "db-0", labels_of({"app": "db"}), "10.0.0.2", workload="StatefulSet/db")],
         services=[Service("shop", "db", labels_of({"app": "db"}), "10.96.0.5", (ServicePort(80, 5432),))])
-    assert resolve_endpoint(snap, "shop/db", 5432)[0].name == "db-0"
-    assert resolve_endpoint(snap, "shop/db-0", 5432)[0].name == "db-0"
-    assert resolve_endpoint(snap, "shop/db@node-1", 5432)[0].name == "db-0"
-    assert resolve_endpoint(snap, "svc/shop/db", 80) == (snap.pods[0], 5432)
-    assert resolve_endpoint(snap, "10.1.2.3", 443) == ("10.1.2.3", 443)
-    assert resolve_endpoint(snap, "shop/nothing", 80) is None
+    assert resolve_endpoint(snap, "shop/db", 5432, "TCP")[0].name == "db-0"
+    assert resolve_endpoint(snap, "shop/db-0", 5432, "TCP")[0].name == "db-0"
+    assert resolve_endpoint(snap, "shop/db@node-1", 5432, "TCP")[0].name == "db-0"
+    assert resolve_endpoint(snap, "svc/shop/db", 80, "TCP") == (snap.pods[0], 5432)
+    assert resolve_endpoint(snap, "10.1.2.3", 443, "TCP") == ("10.1.2.3", 443)
+    assert resolve_endpoint(snap, "shop/nothing", 80, "TCP") is None
 
 
 def test_judge_wires_causes_into_drift_events() -> None:
