@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from monitor.models import FlowResult, Outcome, Pod, Run, Snapshot
 from monitor.settings import DriftSettings
@@ -205,6 +205,62 @@ def attribute_causes(flows: Iterable[FlowResult], old: Snapshot | None, new: Sna
     evaluate = evaluate or (engine_evaluate() if old is not None and new is not None else None)
     diff = diff_snapshots(old, new) if old is not None and new is not None else None
     return {f.key: attribute_cause(f, old, new, evaluate, diff) for f in flows}
+
+
+# ------------------------------------------------------------------------------------- runs side by side
+@dataclass(frozen=True, slots=True)
+class AlignedFlow:
+    """One flow of two runs side by side; None where a run has no such flow."""
+
+    key: str
+    a: FlowResult | None
+    b: FlowResult | None
+
+    @property
+    def same(self) -> bool:
+        return bool(self.a and self.b and self.a.outcome == self.b.outcome and self.a.verdict == self.b.verdict)
+
+
+def map_namespaces(ref: str, namespace_map: Mapping[str, str]) -> str:
+    """A flow endpoint (ns/name, svc/ns/name, an IP) with its namespace renamed by the map."""
+    prefix = "svc/" if ref.startswith("svc/") else ""
+    body = ref[len(prefix):]
+    ns, sep, rest = body.partition("/")
+    return prefix + namespace_map.get(ns, ns) + sep + rest if sep else ref
+
+
+def align_runs(a: Run, b: Run, namespace_map: Mapping[str, str] | None = None) -> list[AlignedFlow]:
+    """Every flow of either run, by FlowResult.key, sorted. Between clusters, `namespace_map` renames run a's
+    namespaces to run b's (staging's shop-stg is prod's shop) before the keys are compared."""
+    if namespace_map:
+        flows_a = {replace(r, source=map_namespaces(r.source, namespace_map),
+                           destination=map_namespaces(r.destination, namespace_map)).key: r for r in a.results}
+    else:
+        flows_a = {r.key: r for r in a.results}
+    flows_b = {r.key: r for r in b.results}
+    return [AlignedFlow(k, flows_a.get(k), flows_b.get(k)) for k in sorted(flows_a.keys() | flows_b.keys())]
+
+
+@dataclass(frozen=True, slots=True)
+class RunDiff:
+    """Two runs of one cluster: the flows whose outcome differs, each with the cause of the change when
+    both runs have it, and the snapshot differences (None when a snapshot is not stored)."""
+
+    changes: SnapshotDiff | None
+    flows: tuple[tuple[AlignedFlow, Cause | None], ...]
+
+
+def diff_runs(a: Run, b: Run, snapshot_a: Snapshot | None, snapshot_b: Snapshot | None,
+              evaluate: Evaluate | None = None) -> RunDiff:
+    changes = diff_snapshots(snapshot_a, snapshot_b) if snapshot_a and snapshot_b else None
+    if changes is not None and evaluate is None:
+        evaluate = engine_evaluate()  # one engine per snapshot for all flows
+    flows = []
+    for f in align_runs(a, b):
+        if not f.same:
+            cause = attribute_cause(f.b, snapshot_a, snapshot_b, evaluate, changes) if f.a and f.b else None
+            flows.append((f, cause))
+    return RunDiff(changes, tuple(flows))
 
 
 # ------------------------------------------------------------------------------------------------ events

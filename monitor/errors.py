@@ -31,6 +31,24 @@ class InputError(NetpolDriftError):
         return InputError(self.message, file=self.file or file, obj=self.obj or obj, field=self.field)
 
 
+def syntax_error(e: Exception, language: str, *, file: str | None = None, obj: str | None = None) -> InputError:
+    """A JSON or YAML parser's error as our one line: `not valid YAML: <problem> (line L, column C)`.
+
+    Every reader of a user's file (manifests, suite, config, bundles, snapshots) reports syntax this way, so
+    the position is always 1-based and the message never spans lines. Duck-typed: PyYAML's marked errors
+    (problem, problem_mark) and json.JSONDecodeError (msg, lineno, colno); nothing is imported here.
+    """
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        where = f" (line {mark.line + 1}, column {mark.column + 1})"
+    elif isinstance(getattr(e, "lineno", None), int) and isinstance(getattr(e, "colno", None), int):
+        where = f" (line {e.lineno}, column {e.colno})"
+    else:
+        where = ""
+    problem = getattr(e, "problem", None) or getattr(e, "msg", None) or next(iter(str(e).splitlines()), "")
+    return InputError(f"not valid {language}: {problem or type(e).__name__}{where}", file=file, obj=obj)
+
+
 class ClusterError(NetpolDriftError):
     """The Kubernetes API could not be reached or refused a call."""
 

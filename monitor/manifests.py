@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from monitor.errors import InputError
+from monitor.errors import InputError, syntax_error
 from monitor.models import (
     PROTOCOLS,
     AdminPolicy,
@@ -81,11 +81,9 @@ def iter_documents(path: Path) -> Iterator[dict]:
         else:
             docs = list(yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
     except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})", file=str(path)) from e
+        raise syntax_error(e, "JSON", file=str(path)) from e
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise InputError(f"not valid YAML: {getattr(e, 'problem', None) or e}{where}", file=str(path)) from e
+        raise syntax_error(e, "YAML", file=str(path)) from e
     for doc in docs:
         yield from _flatten(doc, str(path))
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.errors import InputError
+from monitor.errors import InputError, syntax_error
 
 ENV_PREFIX = "NETPOL_DRIFT_"
 
@@ -133,7 +133,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         try:
             raw = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise InputError(f"not valid YAML: {_yaml_problem(e)}", file=source) from e
+            raise syntax_error(e, "YAML", file=source) from e
         if not isinstance(raw, dict):
             raise InputError("the config must be a mapping of sections", file=source)
     for key in ("secrets", "slack_token", "database_password"):
@@ -144,12 +144,6 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     values = _apply_env(values, env)
     secrets = Secrets(**{k: env.get(ENV_PREFIX + v) or None for k, v in _SECRET_ENV.items()})
     return dataclasses.replace(values, secrets=secrets)
-
-
-def _yaml_problem(e: Exception) -> str:
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
 
 
 def _build(cls: type, raw: Mapping, source: str, prefix: str):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor import models
-from monitor.errors import InputError
+from monitor.errors import InputError, syntax_error
 from monitor.models import Labels, Pod, Snapshot, to_jsonable
 from monitor.suite import identity
 
@@ -44,7 +44,7 @@ def snapshot_from_json(text: str | bytes) -> Snapshot:
     try:
         raw = json.loads(text)
     except (ValueError, UnicodeDecodeError) as e:
-        raise InputError(f"not valid JSON: {e}", obj="snapshot") from e
+        raise syntax_error(e, "JSON", obj="snapshot") from e
     return snapshot_from_jsonable(raw)
 
 

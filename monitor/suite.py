@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from monitor.engine.selectors import selector_matches
-from monitor.errors import InputError
+from monitor.errors import InputError, syntax_error
 from monitor.manifests import parse_selector
 from monitor.models import PROTOCOLS, LabelSelector, Pod, Snapshot, Verdict, labels_of
 from monitor.topology import backing_pods, owning_workload, pod_port, service_port, workload_matches
@@ -106,9 +106,7 @@ def load_suite(path: str | Path) -> Suite:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise InputError(f"not valid YAML: {getattr(e, 'problem', None) or e}{where}", file=source) from e
+        raise syntax_error(e, "YAML", file=source) from e
     return parse_suite(data, source)
 
 

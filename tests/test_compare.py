@@ -7,11 +7,13 @@ import dataclasses
 from monitor.compare import (
     Cause,
     DriftEvent,
+    align_runs,
     assess,
     attribute_cause,
     becomes_known_good,
     changed_outcomes,
     confirm,
+    diff_runs,
     judge,
     resolve_endpoint,
     transitions,
@@ -224,6 +226,36 @@ def test_cause_combined_when_no_single_change_flips() -> None:
                             fake_evaluate())
     assert cause.combined is True
     assert set(cause.changes) == {"NetworkPolicy shop/allow-tagged added", "pod shop/db: labels +tag=yes"}
+
+
+# ------------------------------------------------------------------------------------- runs side by side
+def test_align_runs_of_two_clusters_through_a_namespace_map() -> None:
+    def flow(case: str, src: str, dst: str, outcome: Outcome) -> FlowResult:
+        return dataclasses.replace(result(case, outcome), source=src, destination=dst)
+
+    staging = run(flow("db", "shop-stg/web", "shop-stg/db", C), flow("svc", "shop-stg/web", "svc/shop-stg/api", C),
+                  flow("ext", "shop-stg/web", "192.0.2.1", T), flow("old", "shop-stg/web", "shop-stg/db", C))
+    prod = run(flow("db", "shop/web", "shop/db", T), flow("svc", "shop/web", "svc/shop/api", C),
+               flow("ext", "shop/web", "192.0.2.1", T), flow("new", "shop/web", "shop/db", C))
+    rows = align_runs(staging, prod, {"shop-stg": "shop"})
+    assert [(r.key.split("|")[0], r.same, r.a is not None, r.b is not None) for r in rows] == [
+        ("db", False, True, True), ("ext", True, True, True), ("new", False, False, True),
+        ("old", False, True, False), ("svc", True, True, True)]
+    assert rows[4].key == "svc|shop/web|svc/shop/api|5432/TCP" and rows[4].a.destination == "svc/shop-stg/api"
+    # Without the map nothing lines up (the source is a staging pod even for the external flow).
+    assert [r for r in align_runs(staging, prod) if r.a and r.b] == []
+
+
+def test_diff_runs_gives_each_changed_flow_its_cause() -> None:
+    before = run(result("web-db", T), result("gone", C), result("same", C))
+    after = run(result("web-db", C), result("same", C), result("added", C))
+    d = diff_runs(before, after, shop(), shop(policies=["deny-all", "allow-all"]), fake_evaluate())
+    assert d.changes is not None and d.changes.describe() == ["NetworkPolicy shop/allow-all added"]
+    by_case = {f.key.split("|")[0]: cause for f, cause in d.flows}
+    assert by_case == {"web-db": Cause("config", ("NetworkPolicy shop/allow-all added",), False, True),
+                       "gone": None, "added": None}  # a flow only one run has changed nothing to explain
+    unknown = diff_runs(before, after, None, shop(), fake_evaluate())
+    assert unknown.changes is None and unknown.flows[2][1].kind == "unknown"
 
 
 def test_resolve_endpoint_identities() -> None:

@@ -15,12 +15,15 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from monitor.errors import InputError
-from monitor.models import FlowResult, Run, to_jsonable
+from monitor.errors import InputError, syntax_error
+from monitor.models import FlowResult, to_jsonable
 from monitor.render import Painter, stdout_painter, table
 from monitor.settings import load_settings
+
+if TYPE_CHECKING:
+    from monitor.compare import AlignedFlow
 
 FORMATS = ("table", "json")
 
@@ -202,35 +205,12 @@ def accept_command(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- diff / compare
-def _flow_map(run: Run, mapping: dict[str, str] | None = None) -> dict[str, FlowResult]:
-    if not mapping:
-        return {r.key: r for r in run.results}
-    return {_mapped_key(r, mapping): r for r in run.results}
+def _row(f: AlignedFlow) -> dict:
+    """A flow of two runs as `diff` and `compare` print it (and as their JSON has it)."""
+    def side(r: FlowResult | None) -> dict | None:
+        return {"outcome": str(r.outcome), "verdict": str(r.verdict), "intent": str(r.intent)} if r else None
 
-
-def _map_ref(ref: str, mapping: dict[str, str]) -> str:
-    prefix = "svc/" if ref.startswith("svc/") else ""
-    body = ref[len(prefix):]
-    ns, sep, rest = body.partition("/")
-    return prefix + mapping.get(ns, ns) + sep + rest if sep else ref
-
-
-def _mapped_key(r: FlowResult, mapping: dict[str, str]) -> str:
-    return f"{r.case}|{_map_ref(r.source, mapping)}|{_map_ref(r.destination, mapping)}|{r.port}/{r.protocol}"
-
-
-def align(a: dict[str, FlowResult], b: dict[str, FlowResult]) -> list[dict]:
-    """Per flow key: both sides' outcome and verdict, and whether they agree."""
-    rows = []
-    for key in sorted(a.keys() | b.keys()):
-        ra, rb = a.get(key), b.get(key)
-        rows.append({"key": key,
-                     "a": {"outcome": str(ra.outcome), "verdict": str(ra.verdict), "intent": str(ra.intent)}
-                     if ra else None,
-                     "b": {"outcome": str(rb.outcome), "verdict": str(rb.verdict), "intent": str(rb.intent)}
-                     if rb else None,
-                     "same": bool(ra and rb and ra.outcome == rb.outcome and ra.verdict == rb.verdict)})
-    return rows
+    return {"key": f.key, "a": side(f.a), "b": side(f.b), "same": f.same}
 
 
 def _side(d: dict | None) -> str:
@@ -240,20 +220,16 @@ def _side(d: dict | None) -> str:
 def run_diff_command(args: argparse.Namespace, run_a: str, run_b: str) -> int:
     """`netpol-drift diff RUN RUN`: flows whose outcome differs, and the snapshot changes that explain them.
     Exit 0 when no flow differs, 1 otherwise."""
-    from monitor.compare import attribute_cause
-    from monitor.snapshot import diff_snapshots
+    from monitor.compare import diff_runs
 
     with _open(args) as store:
         a, b = store.get_run(run_a), store.get_run(run_b)
         snap_a, snap_b = store.snapshot(a.snapshot_digest), store.snapshot(b.snapshot_digest)
-    rows = [r for r in align(_flow_map(a), _flow_map(b)) if not r["same"]]
-    changes = diff_snapshots(snap_a, snap_b) if snap_a and snap_b else None
-    fb = _flow_map(b)
-    for r in rows:
-        flow = fb.get(r["key"])
-        cause = attribute_cause(flow, snap_a, snap_b, diff=changes) if flow and r["a"] else None
-        r["cause"] = to_jsonable(cause) if cause else None
-        r["cause_text"] = cause.describe() if cause else ""
+    result = diff_runs(a, b, snap_a, snap_b)
+    changes, rows = result.changes, []
+    for f, cause in result.flows:
+        rows.append({**_row(f), "cause": to_jsonable(cause) if cause else None,
+                     "cause_text": cause.describe() if cause else ""})
     fmt = getattr(args, "format", "table")
     if fmt == "json":
         _dump({"a": a.id, "b": b.id, "snapshot_changes": changes.describe() if changes else [],
@@ -299,7 +275,9 @@ def compare_command(args: argparse.Namespace) -> int:
         if run is None:
             when = f" at or before {at}" if at else ""
             raise InputError(f"no run of cluster {name!r}{when} (see netpol-drift history)")
-    rows = align(_flow_map(a, mapping), _flow_map(b))
+    from monitor.compare import align_runs
+
+    rows = [_row(f) for f in align_runs(a, b, mapping)]
     differing = [r for r in rows if not r["same"] and r["a"] and r["b"]]
     only_a = [r for r in rows if r["b"] is None]
     only_b = [r for r in rows if r["a"] is None]
@@ -343,7 +321,7 @@ def import_command(args: argparse.Namespace) -> int:
     try:
         bundle = json.loads(text)
     except ValueError as e:
-        raise InputError(f"not valid JSON: {e}", file=path) from e
+        raise syntax_error(e, "JSON", file=path) from e
     from monitor.store import parse_bundle
 
     try:
