@@ -68,3 +68,22 @@ def test_engine_does_no_io():
 def test_every_module_opens_with_a_docstring():
     missing = [rel(p) for p in modules() if not ast.get_docstring(ast.parse(p.read_text()))]
     assert missing == []
+
+
+def test_only_migrations_import_alembic():
+    """Opening the store (every CLI command) must not pay for importing Alembic: only migrate.py, lazily,
+    and the migration scripts use it."""
+    users = {rel(p) for p in modules() if "alembic" in imported_roots(p)}
+    assert {u for u in users if u != "monitor/store/migrate.py" and not u.startswith("monitor/store/migrations/")
+            } == set()
+    top_level = {n.module.split(".")[0] for n in ast.parse((PACKAGE / "store" / "migrate.py").read_text()).body
+                 if isinstance(n, ast.ImportFrom) and n.module}
+    assert "alembic" not in top_level
+
+
+def test_topology_imports_only_models():
+    """Every stage imports topology.py; it must not pull anything in after it (nor create a cycle)."""
+    roots = imported_roots(PACKAGE / "topology.py")
+    monitor_modules = {n.module for n in ast.walk(ast.parse((PACKAGE / "topology.py").read_text()))
+                       if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("monitor")}
+    assert roots <= {"__future__", "monitor"} and monitor_modules == {"monitor.models"}
