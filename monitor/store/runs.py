@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -91,8 +91,8 @@ class Runs(StoreBase):
 
     def _save(self, s: Session, run: Run, *, now: datetime, snapshot: Snapshot | None, suite_text: str | None,
               known_good: bool, transitions: Transitions, accepted_by: str | None = None) -> int:
-        cluster_id = self._cluster_id(s, run.cluster, now)
-        suite_id = self._get_or_create(s, SuiteRow, run.suite_digest, lambda: {
+        cluster_id = self._get_or_create(s, ClusterRow.name, run.cluster, lambda: {"created_at": now})
+        suite_id = self._get_or_create(s, SuiteRow.digest, run.suite_digest, lambda: {
             "created_at": now, "data": zlib.compress(suite_text.encode(), 9) if suite_text else None})
         if snapshot is not None:
             text = snapshot_to_json(snapshot)
@@ -100,7 +100,7 @@ class Runs(StoreBase):
             if digest != run.snapshot_digest:
                 raise InputError(f"run {run.id or ''} says snapshot {run.snapshot_digest} but was given "
                                  f"{digest}".replace("run  ", "run "))
-            snapshot_id = self._get_or_create(s, SnapshotRow, digest, lambda: {
+            snapshot_id = self._get_or_create(s, SnapshotRow.digest, digest, lambda: {
                 "created_at": now, "size": len(text.encode()), "data": zlib.compress(text.encode(), 9)})
         else:
             snapshot_id = s.scalar(select(SnapshotRow.id).where(SnapshotRow.digest == run.snapshot_digest))
@@ -120,29 +120,19 @@ class Runs(StoreBase):
         self._apply_transitions(s, cluster_id, run.cluster, row.id, transitions, now)
         return row.id
 
-    def _cluster_id(self, s: Session, name: str, now: datetime) -> int:
-        found = s.scalar(select(ClusterRow.id).where(ClusterRow.name == name))
+    def _get_or_create(self, s: Session, column: Any, key: str, values: Callable[[], dict]) -> int:
+        """The id of the row whose unique `column` is `key`, inserted with values() when missing."""
+        model = column.class_
+        found = s.scalar(select(model.id).where(column == key))
         if found is not None:
             return found
         try:
             with s.begin_nested():
-                row = ClusterRow(name=name, created_at=now)
+                row = model(**{column.key: key}, **values())
                 s.add(row)
             return row.id
         except IntegrityError:  # another writer created it between our select and insert
-            return s.scalar(select(ClusterRow.id).where(ClusterRow.name == name))
-
-    def _get_or_create(self, s: Session, model: type, digest: str, values) -> int:
-        found = s.scalar(select(model.id).where(model.digest == digest))
-        if found is not None:
-            return found
-        try:
-            with s.begin_nested():
-                row = model(digest=digest, **values())
-                s.add(row)
-            return row.id
-        except IntegrityError:
-            return s.scalar(select(model.id).where(model.digest == digest))
+            return s.scalar(select(model.id).where(column == key))
 
     def _result_set_id(self, s: Session, results: Sequence[FlowResult], now: datetime) -> int:
         texts = [_stable_text(r) for r in results]
@@ -172,7 +162,7 @@ class Runs(StoreBase):
                 ids[d] = row.id
             except IntegrityError:
                 ids[d] = s.scalar(select(FlowResultRow.id).where(FlowResultRow.digest == d))
-        return self._get_or_create(s, ResultSetRow, set_digest, lambda: {
+        return self._get_or_create(s, ResultSetRow.digest, set_digest, lambda: {
             "created_at": now, "size": len(digests), "members": _encode_ids([ids[d] for d in digests])})
 
     def _apply_transitions(self, s: Session, cluster_id: int, cluster: str, run_id: int, t: Transitions,
