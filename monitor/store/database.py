@@ -3,7 +3,8 @@
 It owns turning a URL (and an optional password) into a SQLAlchemy engine, the SQLite settings every
 connection gets (WAL, foreign keys, BEGIN IMMEDIATE for writers), reachability checks, and the one-line
 StoreError a database failure becomes. `StoreBase` is what every part of the Store shares: the engine, one
-session per call, the write option.
+session per call, the write option, and the cache of decoded result sets (runs.py fills it, retention.py
+empties it).
 It must not know the tables' meaning (runs.py, history.py...) nor migrate the schema (migrate.py).
 """
 
