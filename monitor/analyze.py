@@ -27,6 +27,11 @@ class MatrixFlow:
     reason: str
 
 
+def admin_tie_warnings(snapshot: Snapshot) -> list[str]:
+    """Same-priority admin policies with a common pod: valid, but their order is the implementation's choice."""
+    return [t.describe() for t in Engine(snapshot).ties()]
+
+
 def declared_ports(snapshot: Snapshot) -> list[tuple[int, str]]:
     """Every (port, protocol) that some pod declares, in protocol then port order."""
     ports = {(cp.port, cp.protocol) for p in snapshot.pods for cp in p.ports}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,14 +117,16 @@ def load_manifests(directory: str | Path) -> Snapshot:
                  AdminPolicy: admin}[type(parsed)].append(parsed)
     _reject_duplicates(pods, "Pod", str(directory))
     _reject_duplicates(policies, "NetworkPolicy", str(directory))
+    _reject_duplicates(admin, "", str(directory))
     return Snapshot.build(namespaces, pods, services, policies, admin)
 
 
 def _reject_duplicates(objects: list, kind: str, source: str) -> None:
+    """kind "" for admin policies: their ref is Kind/name, named as "Kind name" like in parse errors."""
     seen = set()
     for o in objects:
         if o.ref in seen:
-            raise InputError("defined twice", file=source, obj=f"{kind} {o.ref}")
+            raise InputError("defined twice", file=source, obj=f"{kind} {o.ref}" if kind else f"{o.kind} {o.name}")
         seen.add(o.ref)
 
 
@@ -393,142 +397,225 @@ def _np_rule(rule: Any, ctx: _Ctx, field: str, peers_key: str) -> PolicyRule:
 
 
 # ------------------------------------------------------- AdminNetworkPolicy, BANP (v1alpha1), CNP (v1alpha2)
+@dataclass(frozen=True, slots=True)
+class _AdminAPI:
+    """What the published CRD of one admin-policy kind admits (kubernetes-sigs/network-policy-api: v1alpha1 as
+    of v0.1.7, the last release that shipped it, standard and experimental channels; v1alpha2 as on main)."""
+
+    spec_keys: tuple[str, ...]
+    actions: tuple[str, ...]
+    egress_peers: tuple[str, ...]  # ingress peers are namespaces and pods in every API
+    ports_key: str
+    max_items: int  # rules per direction, peers per rule, ports per rule
+    pods_need_namespace_selector: bool  # v1alpha1 requires it; v1alpha2 reads a missing one as {}
+    has_priority: bool
+
+
+_ADMIN_APIS = {
+    "AdminNetworkPolicy": _AdminAPI(("priority", "subject", "ingress", "egress"), ("Allow", "Deny", "Pass"),
+                                    ("namespaces", "pods", "nodes", "networks", "domainNames"), "ports", 100,
+                                    True, True),
+    "BaselineAdminNetworkPolicy": _AdminAPI(("subject", "ingress", "egress"), ("Allow", "Deny"),
+                                            ("namespaces", "pods", "nodes", "networks"), "ports", 100, True, False),
+    "ClusterNetworkPolicy": _AdminAPI(("tier", "priority", "subject", "ingress", "egress"), ("Accept", "Deny", "Pass"),
+                                      ("namespaces", "pods", "nodes", "networks", "domainNames"), "protocols", 25,
+                                      False, True),
+}
+_ADDRESS_LIST_MAX = 25  # networks and domainNames of one peer, every API
+_RULE_NAME_MAX = 100
+_LABEL = r"[a-zA-Z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?"
+_DOMAIN_NAME = re.compile(rf"^(\*\.)?({_LABEL}\.)+{_LABEL}\.?$")  # the CRD's pattern
+
+
 def parse_admin_policy(obj: dict, source: str) -> AdminPolicy:
+    """Admits what the kind's CRD admits: every field is required unless the CRD marks it optional."""
     ctx = _Ctx(source, obj)
     _mapping(obj, ctx, "", _OBJECT_KEYS)
     _, name, _ = _meta(obj, ctx, namespaced=False)
     kind = obj["kind"]
-    v2 = kind == "ClusterNetworkPolicy"
-    if v2:
-        spec = _mapping(obj.get("spec"), ctx, "spec", ("tier", "priority", "subject", "ingress", "egress"))
+    api = _ADMIN_APIS[kind]
+    if kind == "BaselineAdminNetworkPolicy" and name != "default":
+        raise ctx.error("metadata.name", f"must be 'default', got {name!r} (the CRD admits one "
+                                         "BaselineAdminNetworkPolicy per cluster, named default)")
+    spec = _admin_mapping(obj.get("spec"), ctx, "spec", api.spec_keys, required=True)
+    tier = "Baseline" if kind == "BaselineAdminNetworkPolicy" else "Admin"
+    if kind == "ClusterNetworkPolicy":
         tier = spec.get("tier")
         if tier not in ("Admin", "Baseline"):
-            raise ctx.error("spec.tier", f"must be Admin or Baseline, got {tier!r}")
-    elif kind == "AdminNetworkPolicy":
-        spec = _mapping(obj.get("spec"), ctx, "spec", ("priority", "subject", "ingress", "egress"))
-        tier = "Admin"
-    else:
-        spec = _mapping(obj.get("spec"), ctx, "spec", ("subject", "ingress", "egress"))
-        tier = "Baseline"
+            raise ctx.error("spec.tier", "missing (Admin or Baseline)" if tier is None
+                            else f"must be Admin or Baseline, got {tier!r}")
     priority = 0
-    if kind != "BaselineAdminNetworkPolicy":
+    if api.has_priority:
         priority = spec.get("priority")
+        if priority is None:
+            raise ctx.error("spec.priority", "missing (an integer 0-1000)")
         if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1000:
             raise ctx.error("spec.priority", f"must be an integer 0-1000, got {priority!r}")
-    subject = _admin_subject(spec.get("subject"), ctx, "spec.subject")
-    actions = ("Accept", "Deny", "Pass") if v2 else (
-        ("Allow", "Deny", "Pass") if kind == "AdminNetworkPolicy" else ("Allow", "Deny"))
-    ingress = tuple(_admin_rule(r, ctx, f"spec.ingress[{i}]", "from", actions, v2)
-                    for i, r in enumerate(_list(spec.get("ingress"), ctx, "spec.ingress")))
-    egress = tuple(_admin_rule(r, ctx, f"spec.egress[{i}]", "to", actions, v2)
-                   for i, r in enumerate(_list(spec.get("egress"), ctx, "spec.egress")))
+    subject = _admin_subject(spec, ctx, "spec.subject", api)
+    rules = {}
+    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+        listed = _bounded_list(spec.get(direction), ctx, f"spec.{direction}", api.max_items, "rule", non_empty=False)
+        rules[direction] = tuple(_admin_rule(r, ctx, f"spec.{direction}[{i}]", peers_key, api)
+                                 for i, r in enumerate(listed))
+    ingress, egress = rules["ingress"], rules["egress"]
     return AdminPolicy(kind, name, tier, priority, subject, ingress, egress)
 
 
-def _namespaced_pod(value: Any, ctx: _Ctx, field: str) -> AdminSelector:
-    pods = _mapping(value, ctx, field, ("namespaceSelector", "podSelector"))
+def _admin_mapping(value: Any, ctx: _Ctx, field: str, allowed: Iterable[str], required: bool = False) -> dict:
+    """A strict mapping whose null entries count as absent, as in the API server, which prunes the nulls of
+    fields that are not nullable before it validates."""
+    if value is None and required:
+        raise ctx.error(field, "missing")
+    return {k: v for k, v in _mapping(value, ctx, field, allowed).items() if v is not None}
+
+
+def _bounded_list(value: Any, ctx: _Ctx, field: str, most: int, what: str, non_empty: bool = True) -> list:
+    """A list of at most `most` items; when present, a non-empty one unless the CRD admits an empty list."""
+    items = _list(value, ctx, field)
+    if non_empty and value is not None and not items:
+        raise ctx.error(field, f"must list at least one {what}")
+    if len(items) > most:
+        raise ctx.error(field, f"at most {most} {what}s, got {len(items)}")
+    return items
+
+
+def _namespaced_pod(value: Any, ctx: _Ctx, field: str, api: _AdminAPI) -> AdminSelector:
+    pods = _admin_mapping(value, ctx, field, ("namespaceSelector", "podSelector"))
+    if "namespaceSelector" not in pods and api.pods_need_namespace_selector:
+        raise ctx.error(f"{field}.namespaceSelector", "missing (use {} to select pods in every namespace)")
     if "podSelector" not in pods:
-        raise ctx.error(f"{field}.podSelector", "missing")
-    return AdminSelector(parse_selector(pods.get("namespaceSelector") or {}, ctx, f"{field}.namespaceSelector"),
+        raise ctx.error(f"{field}.podSelector", "missing (use {} to select every pod of the namespaces)")
+    return AdminSelector(parse_selector(pods.get("namespaceSelector", {}), ctx, f"{field}.namespaceSelector"),
                          parse_selector(pods["podSelector"], ctx, f"{field}.podSelector"))
 
 
-def _admin_subject(value: Any, ctx: _Ctx, field: str) -> AdminSelector:
-    subject = _mapping(value, ctx, field, ("namespaces", "pods"))
+def _admin_subject(spec: dict, ctx: _Ctx, field: str, api: _AdminAPI) -> AdminSelector:
+    subject = _admin_mapping(spec.get("subject"), ctx, field, ("namespaces", "pods"), required=True)
     if len(subject) != 1:
         raise ctx.error(field, "exactly one of namespaces or pods must be set")
     if "namespaces" in subject:
-        return AdminSelector(parse_selector(subject["namespaces"] or {}, ctx, f"{field}.namespaces"))
-    return _namespaced_pod(subject["pods"], ctx, f"{field}.pods")
+        return AdminSelector(parse_selector(subject["namespaces"], ctx, f"{field}.namespaces"))
+    return _namespaced_pod(subject["pods"], ctx, f"{field}.pods", api)
 
 
-def _admin_rule(rule: Any, ctx: _Ctx, field: str, peers_key: str, actions: tuple[str, ...],
-                v2: bool) -> AdminRule:
-    ports_key = "protocols" if v2 else "ports"
-    rule = _mapping(rule, ctx, field, ("name", "action", peers_key, ports_key))
+def _admin_rule(rule: Any, ctx: _Ctx, field: str, peers_key: str, api: _AdminAPI) -> AdminRule:
+    rule = _admin_mapping(rule, ctx, field, ("name", "action", peers_key, api.ports_key), required=True)
+    name = rule.get("name")
+    if name is not None and not isinstance(name, str):
+        raise ctx.error(f"{field}.name", "must be a string")
+    if name is not None and len(name) > _RULE_NAME_MAX:
+        raise ctx.error(f"{field}.name", f"at most {_RULE_NAME_MAX} characters, got {len(name)}")
     action = rule.get("action")
-    if action not in actions:
-        raise ctx.error(f"{field}.action", f"invalid action {action!r} (expected {', '.join(actions)})")
-    peer_fields = ("namespaces", "pods") + (("nodes", "networks") + (("domainNames",) if v2 else ())
-                                            if peers_key == "to" else ())
-    peers_raw = _list(rule.get(peers_key), ctx, f"{field}.{peers_key}")
-    if not peers_raw:
-        raise ctx.error(f"{field}.{peers_key}", "must list at least one peer")
+    if action not in api.actions:
+        raise ctx.error(f"{field}.action", "missing" if action is None else
+                        f"invalid action {action!r} (expected {', '.join(api.actions)})")
+    if peers_key not in rule:
+        raise ctx.error(f"{field}.{peers_key}", "missing")
+    peer_fields = api.egress_peers if peers_key == "to" else ("namespaces", "pods")
     peers = []
-    for i, peer in enumerate(peers_raw):
+    addresses = []  # peers without named ports
+    for i, peer in enumerate(_bounded_list(rule[peers_key], ctx, f"{field}.{peers_key}", api.max_items, "peer")):
         pf = f"{field}.{peers_key}[{i}]"
-        peer = _mapping(peer, ctx, pf, peer_fields)
+        peer = _admin_mapping(peer, ctx, pf, peer_fields, required=True)
         if len(peer) != 1:
             raise ctx.error(pf, f"exactly one of {', '.join(peer_fields)} must be set")
         (key, value), = peer.items()
         if key == "namespaces":
-            peers.append(AdminSelector(parse_selector(value or {}, ctx, f"{pf}.namespaces")))
+            peers.append(AdminSelector(parse_selector(value, ctx, f"{pf}.namespaces")))
         elif key == "pods":
-            peers.append(_namespaced_pod(value, ctx, f"{pf}.pods"))
+            peers.append(_namespaced_pod(value, ctx, f"{pf}.pods", api))
         elif key == "networks":
-            cidrs = tuple(_cidr(c, ctx, f"{pf}.networks[{j}]") for j, c in enumerate(_list(value, ctx, pf)))
-            peers.append(AdminSelector(networks=cidrs))
-        # nodes and domainNames select no pod and no pod IP; kept out of the model on purpose.
-    ports = _admin_ports_v2(rule.get(ports_key), ctx, f"{field}.{ports_key}") if v2 else \
-        _admin_ports_v1(rule.get(ports_key), ctx, f"{field}.{ports_key}")
-    name = str(rule.get("name") or f"{(peers_key == 'from' and 'ingress') or 'egress'}[{field.rsplit('[', 1)[1]}")
+            cidrs = _bounded_list(value, ctx, f"{pf}.networks", _ADDRESS_LIST_MAX, "CIDR")
+            peers.append(AdminSelector(networks=tuple(_cidr(c, ctx, f"{pf}.networks[{j}]")
+                                                      for j, c in enumerate(cidrs))))
+            addresses.append(key)
+        elif key == "nodes":
+            parse_selector(value, ctx, f"{pf}.nodes")  # checked only: node IPs are no pod and no pod IP
+            addresses.append(key)
+        else:
+            for j, d in enumerate(_bounded_list(value, ctx, f"{pf}.domainNames", _ADDRESS_LIST_MAX,
+                                                "domain name")):
+                if not isinstance(d, str) or not _DOMAIN_NAME.match(d):
+                    raise ctx.error(f"{pf}.domainNames[{j}]", f"invalid domain name {d!r}")
+            addresses.append(key)  # resolved by the dataplane at run time: selects no pod
+    pf = f"{field}.{api.ports_key}"
+    ports = _admin_ports_v2(rule.get("protocols"), ctx, pf, api) if api.ports_key == "protocols" else \
+        _admin_ports_v1(rule.get("ports"), ctx, pf, api)
+    if addresses and ports and any(p.named for p in ports):
+        raise ctx.error(pf, f"a named port cannot be used with {'/'.join(dict.fromkeys(addresses))} peers "
+                            "(they have no named ports)")
+    name = name or f"{(peers_key == 'from' and 'ingress') or 'egress'}[{field.rsplit('[', 1)[1]}"
     return AdminRule(name, "Allow" if action == "Accept" else action, tuple(peers), ports)
 
 
-def _admin_ports_v1(value: Any, ctx: _Ctx, field: str) -> tuple[AdminPort, ...] | None:
+def _named_port(value: Any, ctx: _Ctx, field: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ctx.error(field, f"must be a port name, got {value!r}")
+    return value
+
+
+def _admin_ports_v1(value: Any, ctx: _Ctx, field: str, api: _AdminAPI) -> tuple[AdminPort, ...] | None:
     if value is None:
         return None
     ports = []
-    for i, p in enumerate(_list(value, ctx, field)):
+    for i, p in enumerate(_bounded_list(value, ctx, field, api.max_items, "port")):
         pf = f"{field}[{i}]"
-        p = _mapping(p, ctx, pf, ("portNumber", "namedPort", "portRange"))
+        p = _admin_mapping(p, ctx, pf, ("portNumber", "namedPort", "portRange"), required=True)
         if len(p) != 1:
             raise ctx.error(pf, "exactly one of portNumber, namedPort or portRange must be set")
         if "namedPort" in p:
-            ports.append(AdminPort("TCP", named=str(p["namedPort"])))
+            ports.append(AdminPort("TCP", named=_named_port(p["namedPort"], ctx, f"{pf}.namedPort")))
         elif "portNumber" in p:
-            n = _mapping(p["portNumber"], ctx, f"{pf}.portNumber", ("protocol", "port"))
+            n = _admin_mapping(p["portNumber"], ctx, f"{pf}.portNumber", ("protocol", "port"))
+            _require(n, "port", ctx, f"{pf}.portNumber")
             ports.append(AdminPort(_protocol(n.get("protocol"), ctx, f"{pf}.portNumber.protocol"),
-                                   _port_number(n.get("port"), ctx, f"{pf}.portNumber.port")))
+                                   _port_number(n["port"], ctx, f"{pf}.portNumber.port")))
         else:
-            r = _mapping(p["portRange"], ctx, f"{pf}.portRange", ("protocol", "start", "end"))
-            start = _port_number(r.get("start"), ctx, f"{pf}.portRange.start")
-            end = _port_number(r.get("end"), ctx, f"{pf}.portRange.end")
+            r = _admin_mapping(p["portRange"], ctx, f"{pf}.portRange", ("protocol", "start", "end"))
+            _require(r, "start", ctx, f"{pf}.portRange")
+            _require(r, "end", ctx, f"{pf}.portRange")
+            start = _port_number(r["start"], ctx, f"{pf}.portRange.start")
+            end = _port_number(r["end"], ctx, f"{pf}.portRange.end")
             if end < start:
                 raise ctx.error(f"{pf}.portRange.end", f"must be >= start ({start})")
             ports.append(AdminPort(_protocol(r.get("protocol"), ctx, f"{pf}.portRange.protocol"), start, end))
     return tuple(ports)
 
 
-def _admin_ports_v2(value: Any, ctx: _Ctx, field: str) -> tuple[AdminPort, ...] | None:
+def _admin_ports_v2(value: Any, ctx: _Ctx, field: str, api: _AdminAPI) -> tuple[AdminPort, ...] | None:
     if value is None:
         return None
     ports = []
-    for i, p in enumerate(_list(value, ctx, field)):
+    for i, p in enumerate(_bounded_list(value, ctx, field, api.max_items, "protocol")):
         pf = f"{field}[{i}]"
-        p = _mapping(p, ctx, pf, ("tcp", "udp", "sctp", "destinationNamedPort"))
+        p = _admin_mapping(p, ctx, pf, ("tcp", "udp", "sctp", "destinationNamedPort"), required=True)
         if len(p) != 1:
             raise ctx.error(pf, "exactly one of tcp, udp, sctp or destinationNamedPort must be set")
-        (key, value_), = p.items()
+        (key, _), = p.items()
         if key == "destinationNamedPort":
-            ports.append(AdminPort("TCP", named=str(value_)))
+            ports.append(AdminPort("TCP", named=_named_port(p[key], ctx, f"{pf}.destinationNamedPort")))
             continue
         proto = key.upper()
-        spec = _mapping(value_, ctx, f"{pf}.{key}", ("destinationPort",))
-        dest = spec.get("destinationPort")
-        if dest is None:
-            ports.append(AdminPort(proto))
-            continue
-        dest = _mapping(dest, ctx, f"{pf}.{key}.destinationPort", ("number", "range"))
+        spec = _admin_mapping(p[key], ctx, f"{pf}.{key}", ("destinationPort",))
+        # The CRD wants at least one property here: "every port of the protocol" is a range 1-65535.
+        dest = _admin_mapping(spec.get("destinationPort"), ctx, f"{pf}.{key}.destinationPort", ("number", "range"),
+                              required=True)
         if len(dest) != 1:
             raise ctx.error(f"{pf}.{key}.destinationPort", "exactly one of number or range must be set")
         if "number" in dest:
             ports.append(AdminPort(proto, _port_number(dest["number"], ctx, f"{pf}.{key}.destinationPort.number")))
         else:
             rf = f"{pf}.{key}.destinationPort.range"
-            r = _mapping(dest["range"], ctx, rf, ("start", "end"))
-            start, end = _port_number(r.get("start"), ctx, f"{rf}.start"), _port_number(r.get("end"), ctx, f"{rf}.end")
+            r = _admin_mapping(dest["range"], ctx, rf, ("start", "end"))
+            _require(r, "start", ctx, rf)
+            _require(r, "end", ctx, rf)
+            start, end = _port_number(r["start"], ctx, f"{rf}.start"), _port_number(r["end"], ctx, f"{rf}.end")
             if end <= start:
                 raise ctx.error(f"{rf}.end", f"must be greater than start ({start})")
             ports.append(AdminPort(proto, start, end))
     return tuple(ports)
+
+
+def _require(mapping: dict, key: str, ctx: _Ctx, field: str) -> None:
+    if key not in mapping:
+        raise ctx.error(f"{field}.{key}", "missing")

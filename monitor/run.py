@@ -60,6 +60,7 @@ class LiveRun:
     probe_pods: int
     probe_seconds: float
     plan: Plan | None = None  # kept so that changed flows can be probed again exactly as planned
+    warnings: tuple[str, ...] = ()  # what the policies leave undecided (same-priority admin policies)
 
     @property
     def ok(self) -> bool:
@@ -104,7 +105,8 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
               trigger=trigger, snapshot_digest=snapshot_digest(snapshot), suite_digest=suite.digest,
               results=tuple(results), status="ok" if all(r.outcome is not Outcome.SKIPPED for r in results)
               else "partial", id=run_id)
-    return LiveRun(run, tuple(cases), snapshot, pods, probe_seconds, plan)
+    warnings = tuple(t.describe() for t in Engine(snapshot).ties())
+    return LiveRun(run, tuple(cases), snapshot, pods, probe_seconds, plan, warnings)
 
 
 def _plan_key(f: FlowPlan) -> str:

@@ -452,7 +452,8 @@ def test_cluster_network_policy_admin_tier_accept_deny_pass_and_protocols() -> N
 def test_cluster_network_policy_baseline_tier_and_named_port() -> None:
     e = engine(cnp("base", "Baseline", 10, SUBJECT_A + """  ingress:
   - {name: http, action: Accept, from: [{namespaces: {}}], protocols: [{destinationNamedPort: http}]}
-  - {name: sctp, action: Pass, from: [{namespaces: {}}], protocols: [{sctp: {}}]}
+  - {name: sctp, action: Pass, from: [{namespaces: {}}],
+     protocols: [{sctp: {destinationPort: {range: {start: 1, end: 65535}}}}]}
   - {name: deny, action: Deny, from: [{namespaces: {}}]}"""))
     assert e.connections(CLIENT, WEB) == ConnSet.ports("TCP", 8080) | ConnSet.ports("SCTP")
     assert e.connections(CLIENT, DB) == ConnSet.ports("SCTP")

@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr: something the user should know that does not stop the command."""
+    print(f"netpol-drift: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["probe-agent"]:

@@ -143,6 +143,10 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         if store is not None:
             store.close()
+    from monitor.cli import warn
+
+    for text in live.warnings:
+        warn(f"cluster {live.run.cluster}: {text}")
     if args.format == "json":
         _print_json(live, suite, recorded)
     else:
@@ -181,7 +185,7 @@ def _print_json(live, suite, recorded) -> None:
     data = {"run": run.id, "cluster": run.cluster, "suite": suite.name, "ok": live.ok,
             "snapshot_digest": run.snapshot_digest, "suite_digest": run.suite_digest,
             "started_at": run.started_at, "finished_at": run.finished_at, "status": run.status,
-            "probe_pods": live.probe_pods,
+            "probe_pods": live.probe_pods, "warnings": list(live.warnings),
             "cases": [{"name": c.name, "expect": c.expected.value, "result": c.status,
                        "intent": c.intent, "observed": c.observed, "verdict": c.verdict,
                        "enforcement_gap": c.enforcement_gap, "explanation": c.explanation,
@@ -274,6 +278,11 @@ def generate_command(args: argparse.Namespace) -> int:
         finally:
             adapter.close()
         source = f"cluster {settings.cluster.name} ({adapter.server})"
+    from monitor.analyze import admin_tie_warnings
+    from monitor.cli import warn
+
+    for text in admin_tie_warnings(snapshot):
+        warn(f"{source}: {text}")
     known = {n.name for n in snapshot.namespaces}
     for ns in args.namespace:
         if ns not in known:

@@ -11,9 +11,10 @@ import json
 import sys
 
 from monitor import analyze
+from monitor.cli import warn
 from monitor.errors import InputError
 from monitor.manifests import load_manifests
-from monitor.models import PROTOCOLS, Verdict, to_jsonable
+from monitor.models import PROTOCOLS, Snapshot, Verdict, to_jsonable
 from monitor.render import Painter, stdout_painter, table
 from monitor.suite import load_suite, validate_suite
 
@@ -44,6 +45,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=diff_command)
 
 
+def snapshot_of(directory: str) -> Snapshot:
+    """The snapshot of a manifests directory, with a warning on stderr for what its policies leave open."""
+    snapshot = load_manifests(directory)
+    for text in analyze.admin_tie_warnings(snapshot):
+        warn(f"{directory}: {text}")
+    return snapshot
+
+
 def parse_port(text: str) -> tuple[int, str]:
     number, _, proto = text.partition("/")
     proto = (proto or "TCP").upper()
@@ -55,7 +64,7 @@ def parse_port(text: str) -> tuple[int, str]:
 # ------------------------------------------------------------------------------------------------ matrix
 def matrix_command(args: argparse.Namespace) -> int:
     ports = [parse_port(p) for p in args.port]
-    snapshot = load_manifests(args.manifests)
+    snapshot = snapshot_of(args.manifests)
     out = sys.stdout
     if args.format == "tsv":
         # Streamed: big clusters produce millions of lines, written a chunk per source and connection set.
@@ -103,7 +112,7 @@ def render_matrix_table(pods: list[str], ports: list[tuple[int, str]], flows: li
 
 # ------------------------------------------------------------------------------------------------- check
 def check_command(args: argparse.Namespace) -> int:
-    snapshot = load_manifests(args.manifests)
+    snapshot = snapshot_of(args.manifests)
     suite = load_suite(args.suite)
     validate_suite(suite, snapshot)
     checks = analyze.check_suite(snapshot, suite)
@@ -142,7 +151,7 @@ def diff_command(args: argparse.Namespace) -> int:
         return history.run_diff_command(args, args.runs[0], args.runs[1])
     if not args.before or not args.after:
         raise InputError("needs --before DIR and --after DIR (or two run ids)", field="diff")
-    before, after = load_manifests(args.before), load_manifests(args.after)
+    before, after = snapshot_of(args.before), snapshot_of(args.after)
     changes, policies = analyze.reachability_diff(before, after)
     if args.format == "json":
         json.dump({"policy_changes": to_jsonable(policies), "flows": [

@@ -9,6 +9,11 @@ Order of evaluation, per direction (egress at the source, ingress at the destina
 4. Otherwise allowed.
 A flow is allowed only when both directions allow it. Connections are evaluated as sets (interval algebra),
 so a point query and a whole connection set take the same code path. No I/O here.
+
+Ties: policies of one tier at the same priority (AdminNetworkPolicy, ClusterNetworkPolicy) are ordered by the
+API only by priority; when two of them match one connection, the spec lets the implementation pick either.
+The engine stays deterministic (by kind, then name), says so in `ties()`, and writes "tie" into the
+explanation of every connection where the policies it did not apply would have decided otherwise.
 """
 
 from __future__ import annotations
@@ -31,6 +36,23 @@ from monitor.models import (
 )
 
 Endpoint = Pod | str  # a pod, or an IP address outside the cluster's pods
+
+
+@dataclass(frozen=True, slots=True)
+class AdminTie:
+    """Two policies of one tier at the same priority that select a common pod: the API leaves their order open."""
+
+    tier: str
+    priority: int
+    first: str  # the policy the engine applies first (by kind, then name)
+    second: str
+    pods: tuple[str, ...]  # the pods both select
+
+    def describe(self) -> str:
+        shown = ", ".join(self.pods[:3]) + (f" and {len(self.pods) - 3} more pod(s)" if len(self.pods) > 3 else "")
+        return (f"{self.first} and {self.second} have the same priority {self.priority} in the {self.tier} tier "
+                f"and both select {shown}: the API leaves their order to the implementation; netpol-drift "
+                f"applies {self.first} first (by kind and name) and says \"tie\" where that decides a flow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +79,13 @@ class Engine:
         order = sorted(snapshot.admin_policies, key=lambda p: (p.priority, p.kind, p.name))
         self.admin_tier = [p for p in order if p.tier == "Admin"]
         self.baseline_tier = [p for p in order if p.tier == "Baseline"]
+        # Policies sharing a tier and a priority with another one (a BaselineAdminNetworkPolicy has no priority).
+        same: dict[tuple[str, int], list[AdminPolicy]] = defaultdict(list)
+        for p in order:
+            if p.kind != "BaselineAdminNetworkPolicy":
+                same[(p.tier, p.priority)].append(p)
+        self._tied_groups = [group for group in same.values() if len(group) > 1]
+        self._peers_at_priority = {p.ref: group for group in self._tied_groups for p in group}
         self.pod_by_ip = {p.ip: p for p in snapshot.pods if p.ip and not p.host_network}
         self._labels_cache: dict[int, dict[str, str]] = {}
 
@@ -116,7 +145,8 @@ class Engine:
             elif rule.action == "Pass":
                 passed = passed | hit
             if trace is not None:
-                trace.append(f"{policy.ref} rule {rule.name!r} {_VERBS[rule.action]} it")
+                trace.append(f"{policy.ref} rule {rule.name!r} {_VERBS[rule.action]} it"
+                             + self._tie_note(policy, rule, subject, peer, dst, direction, hit))
             if not pending:
                 break
         rest = pending | passed
@@ -142,7 +172,8 @@ class Engine:
             if rule.action in ("Allow", "Pass"):
                 allowed = allowed | hit
             if trace is not None:
-                trace.append(f"{policy.ref} rule {rule.name!r} {_VERBS[rule.action]} it")
+                trace.append(f"{policy.ref} rule {rule.name!r} {_VERBS[rule.action]} it"
+                             + self._tie_note(policy, rule, subject, peer, dst, direction, hit))
             if not rest:
                 return allowed
         if trace is not None:
@@ -196,6 +227,35 @@ class Engine:
             for rule in policy.ingress if direction == "ingress" else policy.egress:
                 if any(self._admin_peer_matches(p, peer) for p in rule.peers):
                     yield policy, rule
+
+    def _tie_note(self, policy: AdminPolicy, rule: AdminRule, subject: Pod, peer: Endpoint, dst: Endpoint,
+                  direction: str, conns: ConnSet) -> str:
+        """" (tie: ...)" when a policy at the same priority also matches these connections with another action."""
+        rivals = []
+        for other in self._peers_at_priority.get(policy.ref, ()):
+            if other is policy or not self._admin_selects(other.subject, subject):
+                continue
+            for r in other.ingress if direction == "ingress" else other.egress:
+                if any(self._admin_peer_matches(p, peer) for p in r.peers) and conns & self._admin_rule_conns(r, dst):
+                    if r.action != rule.action:
+                        rivals.append(f"{other.ref} rule {r.name!r} {_VERBS[r.action]} it")
+                    break  # the first matching rule of a policy is the one that applies
+        if not rivals:
+            return ""
+        return (f" (tie: at the same priority {policy.priority}, {'; '.join(rivals)}; the API leaves the winner to "
+                f"the implementation, netpol-drift applies {policy.ref} first)")
+
+    def ties(self) -> tuple[AdminTie, ...]:
+        """Pairs of same-tier policies at one priority whose subjects share at least one pod of the snapshot."""
+        out = []
+        for group in self._tied_groups:
+            for i, a in enumerate(group):
+                for b in group[i + 1:]:
+                    both = tuple(p.ref for p in self.snapshot.pods
+                                 if self._admin_selects(a.subject, p) and self._admin_selects(b.subject, p))
+                    if both:
+                        out.append(AdminTie(a.tier, a.priority, a.ref, b.ref, both))
+        return tuple(out)
 
     def _admin_selects(self, sel: AdminSelector, pod: Pod) -> bool:
         if pod.host_network or sel.networks:
@@ -292,4 +352,4 @@ def describe_selector_labels(pod: Pod) -> str:
     return ",".join(f"{k}={v}" for k, v in pod.labels) or "no labels"
 
 
-__all__ = ["Decision", "Endpoint", "Engine", "describe_selector", "fill_template", "np_rule_conns"]
+__all__ = ["AdminTie", "Decision", "Endpoint", "Engine", "describe_selector", "fill_template", "np_rule_conns"]
