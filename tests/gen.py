@@ -21,6 +21,9 @@ produces:
   ipBlocks use only reserved documentation/benchmark ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24,
   198.18.0.0/15) unless `ipblocks_cover_pods=True`, which adds blocks such as 10.0.0.0/8 that cover pod IPs
   (the known netpol-analyzer/NCA difference: they treat ipBlocks as external-only).
+- `peer_only_keys=True` adds label keys (role, version) that only peer podSelectors read, never a policy's
+  own podSelector, and makes workloads come in twins that agree on every other key and on their ports:
+  pods that only those keys tell apart, the case where a class matrix must still split its classes.
 It must not evaluate policies, import the engine, or touch the network.
 """
 
@@ -33,6 +36,7 @@ from typing import Any
 
 POD_LABELS = {"app": [f"app{i}" for i in range(8)], "tier": ["web", "api", "db", "cache"],
               "env": ["prod", "dev"], "team": ["a", "b", "c"]}
+PEER_ONLY_LABELS = {"role": ["frontend", "backend", "batch"], "version": ["v1", "v2"]}
 NS_LABELS = {"env": ["prod", "dev", "staging"], "team": ["a", "b", "c"], "zone": ["z1", "z2"]}
 PORT_NAMES = ["http", "grpc", "metrics", "dns", "admin", "db"]
 PROTOCOLS = ["TCP", "TCP", "TCP", "UDP", "SCTP"]  # TCP-heavy, as real clusters are
@@ -46,7 +50,7 @@ def generate_cluster(seed: int, namespaces: int = 4, pods_per_ns: int = 5, polic
                      ports_per_pod: int = 2, workload_kind: str = "Deployment",
                      ipblocks_cover_pods: bool = False, egress_share: float = 0.5,
                      ipblock_share: float = 0.1, port_layouts: int | None = None,
-                     replicas: int = 1) -> list[dict[str, Any]]:
+                     replicas: int = 1, peer_only_keys: bool = False) -> list[dict[str, Any]]:
     """Namespace, workload and NetworkPolicy objects, in that order. See the module docstring.
 
     port_layouts: None gives every workload its own random container ports (worst case for pod classes);
@@ -66,9 +70,22 @@ def generate_cluster(seed: int, namespaces: int = 4, pods_per_ns: int = 5, polic
         labels["kubernetes.io/metadata.name"] = ns
         objs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}})
         if replicas == 1:
+            twin: dict[str, Any] = {}
             for j in range(pods_per_ns):
-                ports = rnd.choice(layouts) if layouts else _ports(rnd, ports_per_pod)
-                objs.append(_workload(rnd, ns, f"w{j}", i, j, ports, workload_kind))
+                if peer_only_keys and j % 2:
+                    ports = twin["ports"]
+                else:
+                    ports = rnd.choice(layouts) if layouts else _ports(rnd, ports_per_pod)
+                w = _workload(rnd, ns, f"w{j}", i, j, ports, workload_kind)
+                if peer_only_keys:
+                    labels = (w["metadata"] if workload_kind == "Pod" else w["spec"]["template"]["metadata"])["labels"]
+                    if j % 2:  # the twin of w{j-1}: equal on every key a policy's own podSelector may read
+                        for k in POD_LABELS:
+                            labels.pop(k, None)
+                        labels.update({k: v for k, v in twin["labels"].items() if k in POD_LABELS})
+                    labels.update(_labels(rnd, PEER_ONLY_LABELS, 0.7))
+                    twin = {"ports": ports, "labels": labels}
+                objs.append(w)
             continue
         for j in range(pods_per_ns // replicas):
             ports = rnd.choice(layouts) if layouts else _ports(rnd, ports_per_pod)
@@ -79,9 +96,10 @@ def generate_cluster(seed: int, namespaces: int = 4, pods_per_ns: int = 5, polic
                 p["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
                                                      "name": f"w{j}", "controller": True, "uid": f"{ns}-w{j}"}]
                 objs.append(p)
+    peer_pool = POD_LABELS | PEER_ONLY_LABELS if peer_only_keys else POD_LABELS
     for k in range(policies):
         objs.append(_policy(rnd, rnd.choice(ns_names), f"np{k}", ns_names, egress_share, ipblock_share,
-                            ipblocks_cover_pods))
+                            ipblocks_cover_pods, peer_pool))
     return objs
 
 
@@ -151,7 +169,8 @@ def _selector(rnd: random.Random, pool: dict[str, list[str]], allow_empty: bool 
     return sel
 
 
-def _peer(rnd: random.Random, ns_names: list[str], ipblock_share: float, cover: bool) -> dict[str, Any]:
+def _peer(rnd: random.Random, ns_names: list[str], ipblock_share: float, cover: bool,
+          pod_pool: dict[str, list[str]]) -> dict[str, Any]:
     roll = rnd.random()
     if roll < ipblock_share:
         cidr = rnd.choice(EXTERNAL_CIDRS + (COVERING_CIDRS if cover else []))
@@ -161,12 +180,12 @@ def _peer(rnd: random.Random, ns_names: list[str], ipblock_share: float, cover: 
             block["except"] = excepts[: rnd.randint(1, len(excepts))]
         return {"ipBlock": block}
     if roll < 0.45:
-        return {"podSelector": _selector(rnd, POD_LABELS)}
+        return {"podSelector": _selector(rnd, pod_pool)}
     if roll < 0.7:
         if rnd.random() < 0.3:  # by name, the way people usually do it
             return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": rnd.choice(ns_names)}}}
         return {"namespaceSelector": _selector(rnd, NS_LABELS)}
-    return {"namespaceSelector": _selector(rnd, NS_LABELS), "podSelector": _selector(rnd, POD_LABELS)}
+    return {"namespaceSelector": _selector(rnd, NS_LABELS), "podSelector": _selector(rnd, pod_pool)}
 
 
 def _port(rnd: random.Random) -> dict[str, Any]:
@@ -184,13 +203,14 @@ def _port(rnd: random.Random) -> dict[str, Any]:
     return port  # protocol only (or nothing): every port of that protocol
 
 
-def _rule(rnd: random.Random, key: str, ns_names: list[str], ipblock_share: float, cover: bool) -> dict[str, Any]:
+def _rule(rnd: random.Random, key: str, ns_names: list[str], ipblock_share: float, cover: bool,
+          pod_pool: dict[str, list[str]]) -> dict[str, Any]:
     rule: dict[str, Any] = {}
     roll = rnd.random()
     if roll < 0.1:
         rule[key] = []  # an empty list means every peer, like a missing one
     elif roll < 0.85:
-        rule[key] = [_peer(rnd, ns_names, ipblock_share, cover) for _ in range(rnd.choice([1, 1, 2, 3]))]
+        rule[key] = [_peer(rnd, ns_names, ipblock_share, cover, pod_pool) for _ in range(rnd.choice([1, 1, 2, 3]))]
     roll = rnd.random()
     if roll < 0.7:
         rule["ports"] = [_port(rnd) for _ in range(rnd.choice([1, 1, 2, 3]))]
@@ -200,7 +220,7 @@ def _rule(rnd: random.Random, key: str, ns_names: list[str], ipblock_share: floa
 
 
 def _policy(rnd: random.Random, ns: str, name: str, ns_names: list[str], egress_share: float,
-            ipblock_share: float, cover: bool) -> dict[str, Any]:
+            ipblock_share: float, cover: bool, peer_pool: dict[str, list[str]]) -> dict[str, Any]:
     spec: dict[str, Any] = {"podSelector": _selector(rnd, POD_LABELS)}
     ingress = rnd.random() < 0.85
     egress = rnd.random() < egress_share
@@ -208,9 +228,11 @@ def _policy(rnd: random.Random, ns: str, name: str, ns_names: list[str], egress_
         ingress = True
     counts = [0, 1, 1, 2, 3]  # 0: the direction is isolated with nothing allowed (deny-all)
     if ingress:
-        spec["ingress"] = [_rule(rnd, "from", ns_names, ipblock_share, cover) for _ in range(rnd.choice(counts))]
+        spec["ingress"] = [_rule(rnd, "from", ns_names, ipblock_share, cover, peer_pool)
+                           for _ in range(rnd.choice(counts))]
     if egress:
-        spec["egress"] = [_rule(rnd, "to", ns_names, ipblock_share, cover) for _ in range(rnd.choice(counts))]
+        spec["egress"] = [_rule(rnd, "to", ns_names, ipblock_share, cover, peer_pool)
+                          for _ in range(rnd.choice(counts))]
     # policyTypes: explicit, or left to API defaulting (Ingress, plus Egress when egress rules exist). An
     # egress-only policy with no egress rules must say so explicitly, or it would default to Ingress.
     if rnd.random() < 0.6 or (egress and not spec.get("egress")):
