@@ -16,7 +16,7 @@ from monitor.models import AdminPolicy, ContainerPort, Namespace, NetworkPolicy,
 from monitor.settings import ClusterSettings
 from monitor.snapshot import take_snapshot
 from tests.lab.fixtures import Lab, pod_manifest
-from tests.lab.rest import ApiError
+from tests.test_admin_policies_lab import admin_policy_crds
 
 pytestmark = pytest.mark.lab
 
@@ -75,30 +75,8 @@ def test_absent_admin_policy_crds_are_not_an_error(lab: Lab, adapter) -> None:
 
 
 def test_admin_policies_are_read_when_the_crd_exists(lab: Lab, lab_namespace: str, adapter) -> None:
-    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-           # *.k8s.io groups need this annotation; the upstream network-policy-api CRDs carry the same one.
-           "metadata": {"name": ANP_CRD, "annotations": {
-               "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/network-policy-api/pull/30"}},
-           "spec": {"group": "policy.networking.k8s.io", "scope": "Cluster",
-                    "names": {"plural": "adminnetworkpolicies", "singular": "adminnetworkpolicy",
-                              "kind": "AdminNetworkPolicy", "listKind": "AdminNetworkPolicyList"},
-                    "versions": [{"name": "v1alpha1", "served": True, "storage": True,
-                                  "schema": {"openAPIV3Schema": {"type": "object",
-                                                                 "x-kubernetes-preserve-unknown-fields": True}}}]}}
     name = f"deny-{lab_namespace}"[:60]
-    lab.api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-    try:
-        def served() -> bool:
-            try:
-                lab.api.get("/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies")
-                return True
-            except ApiError:
-                return False
-
-        deadline = time.monotonic() + 30
-        while not served():
-            assert time.monotonic() < deadline, "the CRD never became served"
-            time.sleep(0.2)
+    with admin_policy_crds(lab, "AdminNetworkPolicy"):
         lab.api.post("/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies", {
             "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
             "metadata": {"name": name},
@@ -110,12 +88,6 @@ def test_admin_policies_are_read_when_the_crd_exists(lab: Lab, lab_namespace: st
         assert len(found) == 1 and isinstance(found[0], AdminPolicy)
         assert (found[0].kind, found[0].tier, found[0].priority) == ("AdminNetworkPolicy", "Admin", 10)
         assert found[0].ingress[0].action == "Deny"
-    finally:
-        lab.api.delete(f"/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies/{name}")
-        lab.api.delete(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{ANP_CRD}")
-        deadline = time.monotonic() + 30
-        while _crd_exists(lab) and time.monotonic() < deadline:
-            time.sleep(0.2)
 
 
 def test_endpoint_slices_are_plain_data(lab: Lab, lab_namespace: str, adapter) -> None:
