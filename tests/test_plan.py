@@ -156,3 +156,27 @@ def test_probe_pod_manifest_is_locked_down():
     assert c["args"][-1] == "T10.0.0.3:8080"
     assert c["readinessProbe"]["exec"]["command"] == ["false"]
     assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_udp_case_on_a_port_name_declared_only_for_tcp_is_skipped():
+    """Issue 20, item 3: a port name resolves only on the case's protocol. The api pods declare `http` as
+    TCP 8080 only: a UDP case on `http` must not probe 8080/UDP, and says why per destination pod."""
+    snap = _snapshot()
+    dns = Pod("shop", "dns-0", labels_of({"app": "dns"}), "10.0.0.6", (ContainerPort(53, "UDP", "dns"),), "n1",
+              False, "StatefulSet/dns")
+    snap = Snapshot.build(snap.namespaces, (*snap.pods, dns), snap.services, snap.policies)
+    suite = parse_suite({"name": "t", "cases": [
+        {"name": "web-to-api-udp", "from": {"namespace": "shop", "workload": "web"},
+         "to": {"namespace": "shop", "workload": "api"}, "port": "http", "protocol": "UDP", "expect": "deny"},
+        {"name": "web-to-dns-udp", "from": {"namespace": "shop", "workload": "web"},
+         "to": {"namespace": "shop", "workload": "dns"}, "port": "dns", "protocol": "UDP", "expect": "allow"}]})
+    plan = plan_suite(suite, snap)
+    assert [(f.case, f.address, f.port, f.protocol) for g in plan.groups for f in g.flows] == [
+        ("web-to-dns-udp", "10.0.0.6", 53, "UDP")]
+    assert sorted((f.case, f.skip_reason) for f in plan.skipped) == [
+        ("web-to-api-udp", "shop/api-a declares no UDP port named 'http'"),
+        ("web-to-api-udp", "shop/api-b declares no UDP port named 'http'")]
+    udp, dns_case = check_suite(snap, suite)
+    assert udp.status == "skipped" and {f.reason for f in udp.flows} == {
+        "shop/api-a declares no UDP port named 'http'", "shop/api-b declares no UDP port named 'http'"}
+    assert dns_case.status == "pass"

@@ -1,0 +1,69 @@
+"""run.evaluate folds the replicas of a destination into one result per flow (issue 20, item 2).
+
+When replicas disagree (one connected, one timed out), the result must be the outcome that contradicts what
+the policies say, since that is the one someone has to look at, with the reason "replicas disagree: ...".
+The probe reports are built by hand (the boundary of the probe runner); the plan, the engine and the folding
+are the real ones. tests/test_replicas_lab.py does the same with a real dataplane fault in the lab.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.models import LabelSelector, NetworkPolicy, Outcome, Snapshot, Verdict, labels_of
+from monitor.plan import plan_suite
+from monitor.probe.runner import ProbeReport
+from monitor.probe.wire import TargetOutcome
+from monitor.run import evaluate, probe_tasks, summarise
+from monitor.suite import parse_suite
+from tests.test_plan import _snapshot
+
+API_A, API_B = "10.0.0.3", "10.0.0.4"  # shop/api-a and shop/api-b, replicas of Deployment/api
+
+
+def _suite(expect: str):
+    return parse_suite({"name": "t", "cases": [
+        {"name": "web-to-api", "from": {"namespace": "shop", "workload": "web"},
+         "to": {"namespace": "shop", "workload": "api"}, "port": "http", "expect": expect}]})
+
+
+def _deny_api(snap: Snapshot) -> Snapshot:
+    deny = NetworkPolicy("shop", "api-deny-all", LabelSelector(labels_of({"app": "api"})), frozenset({"Ingress"}))
+    return Snapshot.build(snap.namespaces, snap.pods, snap.services, (*snap.policies, deny))
+
+
+def _evaluate(snap: Snapshot, suite, seen: dict[str, str]):
+    plan = plan_suite(suite, snap)
+    tasks, index = probe_tasks(plan)
+    reports = [ProbeReport(t, tuple(TargetOutcome(seen[x.host], 2.0 if seen[x.host] == "connected" else None)
+                                    for x in t.targets), pod=f"shop/probe-{i}", node="n1")
+               for i, t in enumerate(tasks)]
+    results = evaluate(plan, snap, reports, index, "deny")
+    return results, summarise(suite, results)
+
+
+@pytest.mark.parametrize("broken", [API_A, API_B])
+def test_policies_allow_one_replica_times_out_the_timeout_is_reported(broken):
+    seen = {API_A: "connected", API_B: "connected", broken: "timeout"}
+    [r], [case] = _evaluate(_snapshot(), _suite("allow"), seen)
+    assert r.intent is Verdict.ALLOW
+    assert (r.outcome, r.verdict) == (Outcome.TIMEOUT, Verdict.DENY)
+    assert r.reason == f"replicas disagree: shop/api-a={seen[API_A]}, shop/api-b={seen[API_B]}"
+    assert r.violation and r.enforcement_gap and r.latency_ms is None
+    assert case.status == "fail" and case.enforcement_gap and case.explanation.startswith("replicas disagree: ")
+
+
+@pytest.mark.parametrize("leaky", [API_A, API_B])
+def test_policies_deny_one_replica_connects_the_connection_is_reported(leaky):
+    seen = {API_A: "timeout", API_B: "timeout", leaky: "connected"}
+    [r], [case] = _evaluate(_deny_api(_snapshot()), _suite("deny"), seen)
+    assert r.intent is Verdict.DENY
+    assert (r.outcome, r.verdict, r.latency_ms) == (Outcome.CONNECTED, Verdict.ALLOW, 2.0)
+    assert r.reason == f"replicas disagree: shop/api-a={seen[API_A]}, shop/api-b={seen[API_B]}"
+    assert r.violation and r.enforcement_gap
+    assert case.status == "fail"
+
+
+def test_agreeing_replicas_are_one_result_without_a_disagreement():
+    [r], [case] = _evaluate(_snapshot(), _suite("allow"), {API_A: "connected", API_B: "connected"})
+    assert (r.outcome, r.reason, case.status) == (Outcome.CONNECTED, "", "pass")
