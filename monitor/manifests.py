@@ -451,13 +451,11 @@ def parse_admin_policy(obj: dict, source: str) -> AdminPolicy:
             raise ctx.error("spec.priority", "missing (an integer 0-1000)")
         if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 1000:
             raise ctx.error("spec.priority", f"must be an integer 0-1000, got {priority!r}")
-    subject = _admin_subject(spec, ctx, "spec.subject", api)
-    rules = {}
-    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
-        listed = _bounded_list(spec.get(direction), ctx, f"spec.{direction}", api.max_items, "rule", non_empty=False)
-        rules[direction] = tuple(_admin_rule(r, ctx, f"spec.{direction}[{i}]", peers_key, api)
-                                 for i, r in enumerate(listed))
-    ingress, egress = rules["ingress"], rules["egress"]
+    subject = _admin_subject(spec.get("subject"), ctx, "spec.subject", api)
+    ingress, egress = (
+        tuple(_admin_rule(r, ctx, f"spec.{direction}[{i}]", peers_key, api) for i, r in enumerate(
+            _bounded_list(spec.get(direction), ctx, f"spec.{direction}", api.max_items, "rule", non_empty=False)))
+        for direction, peers_key in (("ingress", "from"), ("egress", "to")))
     return AdminPolicy(kind, name, tier, priority, subject, ingress, egress)
 
 
@@ -489,8 +487,8 @@ def _namespaced_pod(value: Any, ctx: _Ctx, field: str, api: _AdminAPI) -> AdminS
                          parse_selector(pods["podSelector"], ctx, f"{field}.podSelector"))
 
 
-def _admin_subject(spec: dict, ctx: _Ctx, field: str, api: _AdminAPI) -> AdminSelector:
-    subject = _admin_mapping(spec.get("subject"), ctx, field, ("namespaces", "pods"), required=True)
+def _admin_subject(value: Any, ctx: _Ctx, field: str, api: _AdminAPI) -> AdminSelector:
+    subject = _admin_mapping(value, ctx, field, ("namespaces", "pods"), required=True)
     if len(subject) != 1:
         raise ctx.error(field, "exactly one of namespaces or pods must be set")
     if "namespaces" in subject:
