@@ -353,7 +353,7 @@ def cluster(tmp_path) -> Callable[..., tuple[ClusterAdapter, str]]:
         for i, obj in enumerate(admin):
             objects.setdefault(PLURALS[obj["kind"]], []).append(as_served(obj, i))
         server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (AdminApiStandIn,), {"objects": objects}))
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         url = f"http://127.0.0.1:{server.server_address[1]}"
         adapter = ClusterAdapter.connect(ClusterSettings(retries=0), kubeconfig=str(kubeconfig(tmp_path, url)))
@@ -368,12 +368,8 @@ def cluster(tmp_path) -> Callable[..., tuple[ClusterAdapter, str]]:
         s.server_close()
 
 
-LIVE_CASES = [b for b in BAD if b[0] in ("ANP pods subject without namespaceSelector",
-                                         "ANP pods peer without namespaceSelector",
-                                         "BANP pods egress peer without namespaceSelector",
-                                         "BANP not named default", "ANP without priority", "CNP without tier",
-                                         "empty ports list (would match nothing)", "empty networks (would select "
-                                         "every pod)", "CNP tcp: {} (the CRD wants a destinationPort)")]
+# Every bad object but the one without a spec (the adapter hands the parser `spec: {}` for a missing one).
+LIVE_CASES = [b for b in BAD if b[0] != "no spec"]
 
 
 @pytest.mark.parametrize(("what", "obj", "message"), LIVE_CASES, ids=[b[0] for b in LIVE_CASES])
