@@ -4,12 +4,18 @@ The file is YAML with the sections below; every key is documented in config/netp
 and wrongly typed values are errors naming file and key. Environment variables override the file:
 NETPOL_DRIFT_<SECTION>_<KEY> (e.g. NETPOL_DRIFT_STORE_URL). Secrets (Slack token and webhook, database
 password) are accepted only from the environment and never appear in `describe()`.
+The prefix is shared with other software's habits (wrapper scripts, CI), so only what names one of our sections
+or top-level keys is ours: an unknown key there is an error (NETPOL_DRIFT_STORE_URI), and so is a near miss of
+a section name (NETPOL_DRIFT_STOR_URL); any other NETPOL_DRIFT_* variable is not a setting, is ignored, and is
+named in a warning.
 This module must not read settings anywhere else than `load_settings`, nor keep any global state.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import types
 import typing
@@ -20,6 +26,9 @@ from pathlib import Path
 from monitor.errors import InputError, syntax_error
 
 ENV_PREFIX = "NETPOL_DRIFT_"
+# Variables of the product that are not settings: the probe agent's inputs inside probe pods.
+NOT_SETTINGS_ENV = frozenset({"NETPOL_DRIFT_PROBE_TARGETS", "NETPOL_DRIFT_RESULT_FILE"})
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -208,13 +217,14 @@ def _coerce(value, hint, source: str, key: str):
 def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
     secret_names = {ENV_PREFIX + v for v in _SECRET_ENV.values()}
     updates: dict = {}
-    for var, text in env.items():
-        if not var.startswith(ENV_PREFIX) or var in secret_names:
+    for var, text in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX) or var in secret_names or var in NOT_SETTINGS_ENV:
             continue
         rest = var[len(ENV_PREFIX):].lower()
         target = _env_target(settings, rest)
         if target is None:
-            raise InputError("unknown setting", file="environment", field=var)
+            _unknown_env(settings, var, rest)
+            continue
         section, name = target
         if section:
             hint = typing.get_type_hints(type(getattr(settings, section)))[name]
@@ -225,6 +235,34 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:
         if isinstance(fields_, dict):
             updates[section] = dataclasses.replace(getattr(settings, section), **fields_)
     return dataclasses.replace(settings, **updates)
+
+
+def _env_names(settings: Settings) -> dict[str, list[str]]:
+    """Every variable we read, by the first word after the prefix (a section, or a top-level key's)."""
+    names: dict[str, list[str]] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "secrets":
+            continue
+        subs = [f"{f.name}_{s.name}" for s in dataclasses.fields(value)] if dataclasses.is_dataclass(value) \
+            else [f.name]
+        names.setdefault(f.name.split("_")[0], []).extend(subs)
+    for env_name in _SECRET_ENV.values():
+        names.setdefault(env_name.split("_")[0].lower(), []).append(env_name.lower())
+    return {word: sorted(ENV_PREFIX + n.upper() for n in subs) for word, subs in names.items()}
+
+
+def _unknown_env(settings: Settings, var: str, rest: str) -> None:
+    """Raises for a variable in one of our sections (or a near miss of one); logs and ignores the others."""
+    names = _env_names(settings)
+    word = rest.split("_")[0]
+    if word in names:
+        raise InputError(f"unknown setting (known: {', '.join(names[word])})", file="environment", field=var)
+    close = difflib.get_close_matches(word, list(names), n=1, cutoff=0.75)
+    if close:
+        raise InputError(f"unknown setting (did you mean one of {', '.join(names[close[0]])}?)",
+                         file="environment", field=var)
+    log.warning("ignoring environment variable %s: not a netpol-drift setting (no section %r)", var, word)
 
 
 def _env_target(settings: Settings, rest: str) -> tuple[str | None, str] | None:

@@ -6,16 +6,16 @@ firewall-rule and txt_no_fw_rules goldens. Every pair is compared; a pair where 
 documented, asserted semantic difference (listed in KNOWN_DIFFERENCES), otherwise the test fails.
 
 The oracle is read in place, never copied: ../shared/oracle next to the repository (CI clones the repo with
-shared/ beside it), or NETPOL_DRIFT_ORACLE. A missing oracle is a FAILURE, not a skip: conformance is part of
-what `make test` proves. This module must not change the engine's semantics to fit an oracle; where the
-oracles deviate from Kubernetes, the test says so.
+shared/ beside it), or NPD_TEST_ORACLE (tests/oracle.py). The tests that need it carry the `oracle` marker. With
+CI=true a missing oracle is a FAILURE, not a skip: conformance is part of what CI proves. A plain clone without
+it deselects them and says so in the session summary (never a silent skip). This module must not change the
+engine's semantics to fit an oracle; where the oracles deviate from Kubernetes, the test says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -28,19 +28,7 @@ from monitor.engine import ALL, EMPTY, ConnSet, Engine
 from monitor.engine.selectors import ip_in
 from monitor.manifests import load_manifests, parse_object
 from monitor.models import ContainerPort, Namespace, Pod, Snapshot, labels_of
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def oracle_path() -> Path:
-    return Path(os.environ.get("NETPOL_DRIFT_ORACLE") or REPO.parent / "shared" / "oracle")
-
-
-def oracle_dir() -> Path | None:
-    """../shared/oracle beside the repo, or $NETPOL_DRIFT_ORACLE; None when it is not there."""
-    path = oracle_path()
-    return path if (path / "README.md").is_file() else None
-
+from tests.oracle import missing_message, oracle_dir
 
 MISSING = "<oracle missing>"
 
@@ -48,8 +36,7 @@ MISSING = "<oracle missing>"
 def require_oracle() -> Path:
     path = oracle_dir()
     if path is None:
-        pytest.fail(f"conformance oracle not found at {oracle_path()} "
-                    "(clone shared/ next to the repository or set NETPOL_DRIFT_ORACLE)", pytrace=False)
+        pytest.fail(missing_message(), pytrace=False)
     return path
 
 
@@ -244,6 +231,7 @@ def assert_conforms(result: Comparison) -> None:
 
 
 # =========================================================================================== netpol-analyzer
+@pytest.mark.oracle
 @pytest.mark.parametrize("case", _listing("netpol-analyzer/expected/connlist", r"(.+)_connlist_output\.txt"))
 def test_netpol_analyzer_connlist(case: str) -> None:
     root = require_oracle() / "netpol-analyzer"
@@ -256,6 +244,7 @@ def test_netpol_analyzer_connlist(case: str) -> None:
     assert_conforms(compare_workloads(snapshot, golden))
 
 
+@pytest.mark.oracle
 def test_netpol_analyzer_hostnetwork_difference_is_the_only_one_on_ipblockstest() -> None:
     """Pins the documented hostNetwork difference: 18 hostNetwork pods, unselectable for us, isolated there."""
     root = require_oracle() / "netpol-analyzer"
@@ -280,6 +269,7 @@ def _pod_map_lines(path: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+@pytest.mark.oracle
 def test_netpol_analyzer_onlineboutique_pod_level_connections_map() -> None:
     root = require_oracle() / "netpol-analyzer"
     snapshot = load_manifests(root / "tests" / "onlineboutique")
@@ -298,6 +288,7 @@ def test_netpol_analyzer_onlineboutique_pod_level_connections_map() -> None:
     assert agree == len(pods) * (len(pods) - 1)
 
 
+@pytest.mark.oracle
 def test_netpol_analyzer_onlineboutique_with_replicas_bool_tcp_80() -> None:
     """Upstream's IsConnectionAllowed map on TCP/80 (the port its test passes), pods with their replicas."""
     root = require_oracle() / "netpol-analyzer"
@@ -359,6 +350,7 @@ def _cyclonus_inputs(root: Path) -> tuple[list[int], list[dict], list[dict]]:
     return ports, blocks[:3], policies
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("port_index", [0, 1])
 def test_cyclonus_simple_example_matrices(port_index: int) -> None:
     root = require_oracle() / "cyclonus"
@@ -381,6 +373,7 @@ def test_cyclonus_simple_example_matrices(port_index: int) -> None:
     assert agree == 3 * 81
 
 
+@pytest.mark.oracle
 def test_cyclonus_port_82_is_not_judged_there() -> None:
     """No container serves 82: cyclonus prints N (ingress/combined) and ? (egress) instead of a verdict, so
     that block carries no policy answer to compare. Asserted so that a changed oracle is noticed."""
@@ -410,6 +403,7 @@ def _rule_pods(snapshot: Snapshot, namespaces: list[str], selectors: list[str]) 
     return out
 
 
+@pytest.mark.oracle
 def test_nca_fw_rules_cyclonus_simple_example() -> None:
     """NCA's compressed firewall rules for the same cyclonus policies, expanded back to pod pairs and CIDRs."""
     root = require_oracle() / "nca" / "tests" / "fw_rules_tests"
@@ -454,6 +448,7 @@ def test_nca_fw_rules_cyclonus_simple_example() -> None:
     assert engine.connections("8.8.8.8", pods["y/pod-a"]) == EMPTY
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("case,expected", [
     ("ipblockstest", "ipblocktest-conn-graph-no-fw-rules.txt"),
     ("onlineboutique-test-connectivity-wo-fw-rules", "onlineboutique-conn-graph-no-fw-rules.txt"),

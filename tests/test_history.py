@@ -233,3 +233,11 @@ def test_db_prune(db: str, capsys) -> None:
                               "0 events, 0 sent alerts)\n")
     code, _, err = cli(capsys, "db", "prune", "--days", "0", "--db", db)
     assert (code, err) == (2, "netpol-drift: error: --days: must be at least 1, got 0\n")
+
+
+def test_db_current_on_a_missing_file_says_so_and_creates_nothing(tmp_path, capsys) -> None:
+    path = tmp_path / "absent.db"
+    code, out, err = cli(capsys, "db", "current", "--db", f"sqlite:///{path}")
+    assert (code, out) == (2, "")
+    assert err == f"netpol-drift: error: no database at {path} (create it with `netpol-drift db upgrade`)\n"
+    assert not path.exists()

@@ -14,11 +14,9 @@ It must not decide anything about drift (compare.py does) nor read the clock (`n
 
 from __future__ import annotations
 
-import os
-
 from monitor.errors import StoreError
 from monitor.store.bundles import BUNDLE_FORMAT, BUNDLE_SCHEMA, Bundles, ImportReport, parse_bundle
-from monitor.store.database import _check_reachable, _sqlite_path, is_new_sqlite, make_engine, safe_url
+from monitor.store.database import _check_reachable, is_new_sqlite, make_engine, require_existing, safe_url
 from monitor.store.history import History
 from monitor.store.migrate import (
     MIGRATIONS,
@@ -42,9 +40,8 @@ class Store(History, Bundles, Retention, Outbox):
     @classmethod
     def open(cls, url: str, *, password: str | None = None, migrate: bool = False) -> Store:
         """Connects and checks the schema is current (or brings it there with migrate=True)."""
-        path = _sqlite_path(url)
-        if path and not migrate and not os.path.exists(path):
-            raise StoreError(f"no database at {path} (create it with `netpol-drift db upgrade`)")
+        if not migrate:
+            require_existing(url)
         if migrate:
             upgrade(url, password=password)
         engine = make_engine(url, password)

@@ -109,6 +109,13 @@ def _sqlite_path(url: str) -> str | None:
     return None
 
 
+def require_existing(url: str) -> None:
+    """Refuses an SQLite URL whose file does not exist: opening it would create an empty database."""
+    path = _sqlite_path(url)
+    if path and not os.path.exists(path):
+        raise StoreError(f"no database at {path} (create it with `netpol-drift db upgrade`)")
+
+
 def is_new_sqlite(url: str) -> bool:
     """An SQLite URL whose file does not exist yet (a first run may create it; anything else must exist)."""
     path = _sqlite_path(url)

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from monitor.errors import InputError, StoreError
-from monitor.store.database import _check_reachable, _reason, _sqlite_path, make_engine, safe_url
+from monitor.store.database import _check_reachable, _reason, _sqlite_path, make_engine, require_existing, safe_url
 from monitor.store.schema import metadata
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -54,6 +54,8 @@ def downgrade(url: str, revision: str, password: str | None = None) -> str | Non
 
 
 def current_revision(url: str, password: str | None = None) -> str | None:
+    """The schema revision of an existing database; never creates one (SQLite would make an empty file)."""
+    require_existing(url)
     engine = make_engine(url, password)
     try:
         _check_reachable(engine, url)

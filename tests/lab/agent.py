@@ -375,7 +375,7 @@ class Agent:
         env = {
             "PATH": f"{C.VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(rec.dir), "HOSTNAME": rec.name, "LANG": "C.UTF-8",
-            "NETPOL_DRIFT_LAB": str(self.paths.root), "LAB_PROC": f"pod:{rec.uid}", "LAB_POD_UID": rec.uid,
+            procs.MARKER: str(self.paths.root), "LAB_PROC": f"pod:{rec.uid}", "LAB_POD_UID": rec.uid,
         }
         fields = {"metadata.name": rec.name, "metadata.namespace": rec.namespace, "metadata.uid": rec.uid,
                   "spec.nodeName": C.NODE_NAME, "status.podIP": rec.ip, "status.hostIP": C.NODE_IP,

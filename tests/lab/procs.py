@@ -1,7 +1,7 @@
 """Starting, finding and stopping the lab's own processes.
 
 Job: start a lab process in its own session with its output in the lab's log dir and a marker in its
-environment (NETPOL_DRIFT_LAB=<state dir>), find the lab's processes again by that marker, and stop them.
+environment (NPD_TEST_LAB=<state dir>), find the lab's processes again by that marker, and stop them.
 Must not: signal any process that does not carry the marker (no name-based killing).
 """
 
@@ -17,7 +17,10 @@ from pathlib import Path
 
 from . import config as C
 
-MARKER = "NETPOL_DRIFT_LAB"
+# Not NETPOL_DRIFT_*: that prefix belongs to the product's settings, and pods of the lab run netpol-drift.
+MARKER = "NPD_TEST_LAB"
+# The marker's name before that rename: a lab started by an older checkout is still found and stopped.
+_OLD_MARKER = "NETPOL_DRIFT_LAB"
 
 
 def marker_value(paths: C.Paths = C.PATHS) -> str:
@@ -70,7 +73,7 @@ def lab_processes(paths: C.Paths = C.PATHS) -> dict[int, str]:
         if not entry.isdigit():
             continue
         env = _environ(int(entry))
-        if env.get(MARKER) == want:
+        if want in (env.get(MARKER), env.get(_OLD_MARKER)):
             found[int(entry)] = env.get("LAB_PROC", "?")
     return found
 
@@ -82,7 +85,8 @@ def pid_of(name: str, paths: C.Paths = C.PATHS) -> int | None:
     except (OSError, ValueError):
         return None
     env = _environ(pid)
-    if env.get(MARKER) == marker_value(paths) and env.get("LAB_PROC") == name and _alive(pid):
+    if marker_value(paths) in (env.get(MARKER), env.get(_OLD_MARKER)) and env.get("LAB_PROC") == name \
+            and _alive(pid):
         return pid
     return None
 

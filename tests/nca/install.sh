@@ -2,10 +2,10 @@
 # Installs network-config-analyzer 2.1.0 (the independent engine of the differential test and the benchmark)
 # into its OWN virtualenv outside the repo: it pins its own dependencies (networkx, lxml, PyYAML...) and must
 # not share ours. Idempotent and cached: a second run only checks the stamp and prints the nca path.
-# Override the location with NETPOL_DRIFT_NCA_HOME. Prints the path of the `nca` executable on stdout.
+# Override the location with NPD_TEST_NCA_HOME. Prints the path of the `nca` executable on stdout.
 set -euo pipefail
 NCA_VERSION=2.1.0
-HOME_DIR="${NETPOL_DRIFT_NCA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/netpol-drift-nca}"
+HOME_DIR="${NPD_TEST_NCA_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/netpol-drift-nca}"
 VENV="$HOME_DIR/venv-$NCA_VERSION"
 STAMP="$VENV/.installed-$NCA_VERSION"
 # Python 3.11 is what NCA 2.1.0's pins are known to install on; fall back to whatever python3 is.

@@ -1,17 +1,17 @@
 """Alembic environment: runs migrations on the store's engine (or on the URL alembic.ini names).
 
 `netpol-drift db upgrade` passes its engine in config.attributes["engine"], so migrations see the same SQLite
-pragmas and URL handling as the store. Run from the repository, `alembic upgrade head` uses alembic.ini's
-sqlalchemy.url (or NETPOL_DRIFT_STORE_URL). SQLite gets batch mode so that ALTERs work there too.
+pragmas and URL handling as the store. Run from the repository, `alembic upgrade head` reads the store URL and
+password through monitor.settings like every command does (NETPOL_DRIFT_STORE_URL, the database password from
+the environment, `-x config=FILE` for a settings file). SQLite gets batch mode so that ALTERs work there too.
 This file must not hold schema: that is monitor/store/schema.py, which migrations must match.
 """
 
 from __future__ import annotations
 
-import os
-
 from alembic import context
 
+from monitor.settings import load_settings
 from monitor.store import make_engine
 from monitor.store.schema import metadata
 
@@ -22,8 +22,8 @@ def _engine():
     engine = config.attributes.get("engine")
     if engine is not None:
         return engine, False
-    url = os.environ.get("NETPOL_DRIFT_STORE_URL") or config.get_main_option("sqlalchemy.url")
-    return make_engine(url, os.environ.get("NETPOL_DRIFT_DATABASE_PASSWORD")), True
+    settings = load_settings(context.get_x_argument(as_dictionary=True).get("config"))
+    return make_engine(settings.store.url, settings.secrets.database_password), True
 
 
 def run_migrations_online() -> None:
