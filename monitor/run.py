@@ -5,8 +5,9 @@ map probe outcomes to verdicts (settings.probe.refused_means for `refused`; a si
 fold the replicas of a destination into one result per case, source identity, destination identity and port.
 `record_run` compares the run with the known-good baseline (compare.py decides), re-probes only the flows that
 changed (`reprobe`) and hands the run and its drift transitions to the store in one call (one transaction).
-This module must not import kubernetes or sqlalchemy, print, or read the wall clock: the CLI prints, the store
-package owns the database, `now` comes in.
+This module must not import kubernetes or sqlalchemy itself, print, or read the wall clock: the CLI prints and
+hands in the cluster adapter and the store, `now` comes in. It loads kubernetes through monitor.cluster at import
+time all the same (the probe runner's pod states, labels and error classes live there), never sqlalchemy.
 """
 
 from __future__ import annotations

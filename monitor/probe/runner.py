@@ -6,8 +6,9 @@ selects the probe too), never Ready, owned by an object of the monitor, locked d
 "restricted". At most `concurrency` pods exist at once; the run has a deadline. Results come back through the
 termination message (monitor.probe.wire). A pod that could not be scheduled, could not start, or did not finish
 in time gives `skipped` for each of its targets, never a verdict.
-This module must not import kubernetes (it goes through monitor.cluster), evaluate policies, or read the
-clock for anything but deadlines (it takes a monotonic clock so tests can control it).
+This module must not import kubernetes itself (every API call goes through the adapter of monitor.cluster, so
+it loads kubernetes through monitor.cluster at import time), evaluate policies, or read the clock for anything
+but deadlines (it takes a monotonic clock so tests can control it).
 """
 
 from __future__ import annotations
