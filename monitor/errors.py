@@ -10,6 +10,10 @@ from __future__ import annotations
 class NetpolDriftError(Exception):
     """Base class: anything the CLI reports as one line and exit code 2."""
 
+    def __str__(self) -> str:
+        # One line whatever the input held: a name or a server message with a newline must not split it.
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 class InputError(NetpolDriftError):
     """Invalid user input, located as precisely as we can: file, object, field."""

@@ -49,11 +49,12 @@ class _Ctx:
     """Where we are while parsing one object, for error messages."""
 
     def __init__(self, source: str, obj: dict) -> None:
+        # Built before anything is validated: any value must render (the fields' own checks say what is wrong).
         meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         self.source = source
         ns = meta.get("namespace")
-        name = meta.get("name", "<unnamed>")
-        self.obj = f"{obj.get('kind', '<no kind>')} {ns + '/' if ns else ''}{name}"
+        name = meta.get("name") or "<unnamed>"
+        self.obj = f"{obj.get('kind') or '<no kind>'} {f'{ns}/' if ns else ''}{name}"
 
     def error(self, field: str, message: str) -> InputError:
         return InputError(message, file=self.source, obj=self.obj, field=field)
@@ -154,12 +155,10 @@ def _meta(obj: dict, ctx: _Ctx, namespaced: bool = True) -> tuple[str, str, dict
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
         raise ctx.error("metadata", "missing or not a mapping")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
+    name = _str(meta.get("name"), ctx, "metadata.name")
+    if not name:
         raise ctx.error("metadata.name", "missing")
-    ns = meta.get("namespace") or "default" if namespaced else ""
-    if not isinstance(ns, str):
-        raise ctx.error("metadata.namespace", "must be a string")
+    ns = (_str(meta.get("namespace"), ctx, "metadata.namespace") or "default") if namespaced else ""
     labels = meta.get("labels") or {}
     _check_labels(labels, ctx, "metadata.labels")
     return ns, name, labels
@@ -186,6 +185,28 @@ def _mapping(value: Any, ctx: _Ctx, field: str, allowed: Iterable[str]) -> dict:
     return value
 
 
+def _dict(value: Any, ctx: _Ctx, field: str) -> dict:
+    """A mapping of a leniently read object (any keys): absent or null is empty, anything else is an error."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ctx.error(field, f"must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _str(value: Any, ctx: _Ctx, field: str) -> str | None:
+    """A string field: absent or null is None, anything else but a string is an error."""
+    if value is not None and not isinstance(value, str):
+        raise ctx.error(field, f"must be a string, got {type(value).__name__}")
+    return value
+
+
+def _bool(value: Any, ctx: _Ctx, field: str) -> bool:
+    if value is not None and not isinstance(value, bool):
+        raise ctx.error(field, f"must be true or false, got {value!r}")
+    return bool(value)
+
+
 def _list(value: Any, ctx: _Ctx, field: str) -> list:
     if value is None:
         return []
@@ -208,8 +229,10 @@ def _port_number(value: Any, ctx: _Ctx, field: str) -> int:
 
 
 def _cidr(value: Any, ctx: _Ctx, field: str) -> str:
+    if not isinstance(value, str):
+        raise ctx.error(field, f"invalid CIDR {value!r}")
     try:
-        return str(ipaddress.ip_network(str(value), strict=False))
+        return str(ipaddress.ip_network(value, strict=False))
     except ValueError as e:
         raise ctx.error(field, f"invalid CIDR {value!r}") from e
 
@@ -228,6 +251,8 @@ def parse_selector(value: Any, ctx: Any, field: str) -> LabelSelector:
         if op not in _OPERATORS:
             raise ctx.error(f"{f}.operator", f"invalid operator {op!r} (expected In, NotIn, Exists or DoesNotExist)")
         values = _list(values, ctx, f"{f}.values")
+        for j, v in enumerate(values):
+            _str(v, ctx, f"{f}.values[{j}]")
         if op in ("In", "NotIn") and not values:
             raise ctx.error(f"{f}.values", f"must be non-empty for operator {op}")
         if op in ("Exists", "DoesNotExist") and values:
@@ -246,77 +271,84 @@ def parse_namespace(obj: dict, source: str) -> Namespace:
 def _container_ports(spec: dict, ctx: _Ctx, field: str) -> tuple[ContainerPort, ...]:
     ports = []
     for ci, c in enumerate(_list(spec.get("containers"), ctx, f"{field}.containers")):
-        if not isinstance(c, dict):
-            raise ctx.error(f"{field}.containers[{ci}]", "must be a mapping")
+        c = _dict(c, ctx, f"{field}.containers[{ci}]")
         for pi, p in enumerate(_list(c.get("ports"), ctx, f"{field}.containers[{ci}].ports")):
             pf = f"{field}.containers[{ci}].ports[{pi}]"
-            if not isinstance(p, dict):
-                raise ctx.error(pf, "must be a mapping")
+            p = _dict(p, ctx, pf)
             if p.get("containerPort") is None:
                 # Lenient like the API server's non-strict decoding: a misspelt key leaves the port unset,
                 # and such a port cannot be connected to or named by a policy.
                 continue
             ports.append(ContainerPort(_port_number(p.get("containerPort"), ctx, f"{pf}.containerPort"),
-                                       _protocol(p.get("protocol"), ctx, f"{pf}.protocol"), p.get("name")))
+                                       _protocol(p.get("protocol"), ctx, f"{pf}.protocol"),
+                                       _str(p.get("name"), ctx, f"{pf}.name")))
     return tuple(ports)
 
 
 def parse_pod(obj: dict, source: str) -> Pod:
     ctx = _Ctx(source, obj)
     ns, name, labels = _meta(obj, ctx)
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    if not isinstance(spec, dict) or not isinstance(status, dict):
-        raise ctx.error("spec", "spec and status must be mappings")
-    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
-    owner = next((o for o in owners if isinstance(o, dict) and o.get("controller")), owners[0] if owners else None)
-    workload = f"{owner.get('kind')}/{owner.get('name')}" if isinstance(owner, dict) else None
-    ip = status.get("podIP") or None
+    spec = _dict(obj.get("spec"), ctx, "spec")
+    status = _dict(obj.get("status"), ctx, "status")
+    owners = [_dict(o, ctx, f"metadata.ownerReferences[{i}]")
+              for i, o in enumerate(_list(obj["metadata"].get("ownerReferences"), ctx, "metadata.ownerReferences"))]
+    at = next((i for i, o in enumerate(owners) if o.get("controller") is True), 0 if owners else None)
+    workload = None
+    if at is not None:
+        of = f"metadata.ownerReferences[{at}]"
+        kind, owner = _str(owners[at].get("kind"), ctx, f"{of}.kind"), _str(owners[at].get("name"), ctx, f"{of}.name")
+        workload = f"{kind}/{owner}"
+    ip = _str(status.get("podIP"), ctx, "status.podIP") or None
     if ip is not None:
         try:
             ip = str(ipaddress.ip_address(ip))
         except ValueError as e:
             raise ctx.error("status.podIP", f"invalid IP {ip!r}") from e
-    return Pod(ns, name, labels_of(labels), ip, _container_ports(spec, ctx, "spec"), spec.get("nodeName"),
-               bool(spec.get("hostNetwork")), workload)
+    return Pod(ns, name, labels_of(labels), ip, _container_ports(spec, ctx, "spec"),
+               _str(spec.get("nodeName"), ctx, "spec.nodeName"),
+               _bool(spec.get("hostNetwork"), ctx, "spec.hostNetwork"), workload)
 
 
 def parse_workload(obj: dict, source: str) -> Pod | None:
     """One representative pod, named after the workload, with the template's labels and ports."""
     ctx = _Ctx(source, obj)
     ns, name, _ = _meta(obj, ctx)
-    spec = obj.get("spec") or {}
+    spec = _dict(obj.get("spec"), ctx, "spec")
     template_field = "spec.template"
     if obj["kind"] == "CronJob":
-        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
+        job = _dict(spec.get("jobTemplate"), ctx, "spec.jobTemplate")
+        spec = _dict(job.get("spec"), ctx, "spec.jobTemplate.spec")
         template_field = "spec.jobTemplate.spec.template"
     template = spec.get("template")
     if not isinstance(template, dict):
         raise ctx.error(template_field, "missing pod template")
-    tmeta = template.get("metadata") or {}
+    tmeta = _dict(template.get("metadata"), ctx, f"{template_field}.metadata")
     labels = tmeta.get("labels") or {}
     _check_labels(labels, ctx, f"{template_field}.metadata.labels")
-    tspec = template.get("spec") or {}
+    tspec = _dict(template.get("spec"), ctx, f"{template_field}.spec")
     return Pod(ns, name, labels_of(labels), None, _container_ports(tspec, ctx, f"{template_field}.spec"),
-               None, bool(tspec.get("hostNetwork")), f"{obj['kind']}/{name}")
+               None, _bool(tspec.get("hostNetwork"), ctx, f"{template_field}.spec.hostNetwork"),
+               f"{obj['kind']}/{name}")
 
 
 def parse_service(obj: dict, source: str) -> Service:
     ctx = _Ctx(source, obj)
     ns, name, _ = _meta(obj, ctx)
-    spec = obj.get("spec") or {}
+    spec = _dict(obj.get("spec"), ctx, "spec")
     selector = spec.get("selector")
     if selector is not None:
         _check_labels(selector, ctx, "spec.selector")
     ports = []
     for i, p in enumerate(_list(spec.get("ports"), ctx, "spec.ports")):
         f = f"spec.ports[{i}]"
+        p = _dict(p, ctx, f)
         port = _port_number(p.get("port"), ctx, f"{f}.port")
         target = p.get("targetPort", port)
-        if not isinstance(target, str):
+        if not isinstance(target, str) or not target:
             target = _port_number(target, ctx, f"{f}.targetPort")
-        ports.append(ServicePort(port, target, _protocol(p.get("protocol"), ctx, f"{f}.protocol"), p.get("name")))
-    cluster_ip = spec.get("clusterIP")
+        ports.append(ServicePort(port, target, _protocol(p.get("protocol"), ctx, f"{f}.protocol"),
+                                 _str(p.get("name"), ctx, f"{f}.name")))
+    cluster_ip = _str(spec.get("clusterIP"), ctx, "spec.clusterIP")
     return Service(ns, name, labels_of(selector) if selector is not None else None,
                    cluster_ip if cluster_ip and cluster_ip != "None" else None, tuple(ports))
 
@@ -380,7 +412,9 @@ def _np_rule(rule: Any, ctx: _Ctx, field: str, peers_key: str) -> PolicyRule:
         number = port.get("port")
         end = port.get("endPort")
         if isinstance(number, str):
-            if number.isdigit():
+            if not number:
+                raise ctx.error(f"{pf}.port", "must be a port number or name, got ''")
+            if number.isascii() and number.isdigit():
                 number = _port_number(int(number), ctx, f"{pf}.port")
             elif end is not None:
                 raise ctx.error(f"{pf}.endPort", "not allowed with a named port")

@@ -173,8 +173,13 @@ def _parse_case(raw: Any, defaults: dict, ctx: _SuiteCtx) -> Case:
     destination = _parse_endpoint(raw["to"], ctx, "to", destination=True)
     if destination.is_address and any(isinstance(p, str) for p in ports):
         raise ctx.error("port", "a named port needs a pod destination, not an address")
-    return Case(name.strip(), source, destination, tuple(ports), protocol, Verdict(expect),
-                str(raw.get("description") or ""))
+    description = raw.get("description") or ""
+    if not isinstance(description, str):
+        raise ctx.error("description", f"must be a string, got {type(description).__name__}")
+    return Case(name.strip(), source, destination, tuple(ports), protocol, Verdict(expect), description)
+
+
+_TEXT_KEYS = ("namespace", "pod", "workload", "service", "cidr", "host")
 
 
 def _parse_endpoint(raw: Any, ctx: _SuiteCtx, field: str, destination: bool) -> Endpoint:
@@ -183,6 +188,8 @@ def _parse_endpoint(raw: Any, ctx: _SuiteCtx, field: str, destination: bool) -> 
     for key in raw:
         if key not in _ENDPOINT_KEYS:
             raise ctx.error(f"{field}.{key}", f"unknown key (expected one of: {', '.join(_ENDPOINT_KEYS)})")
+        if key in _TEXT_KEYS and not (isinstance(raw[key], str) and raw[key]):
+            raise ctx.error(f"{field}.{key}", f"must be a non-empty string, got {raw[key]!r}")
     if not destination:
         for key in ("service", "cidr", "host"):
             if key in raw:
@@ -220,8 +227,9 @@ def _parse_endpoint(raw: Any, ctx: _SuiteCtx, field: str, destination: bool) -> 
     if "podSelector" in raw:
         pod_selector = parse_selector(raw["podSelector"], ctx, f"{field}.podSelector")
     elif "labels" in raw:
-        if not isinstance(raw["labels"], dict):
-            raise ctx.error(f"{field}.labels", "must be a mapping of label key to value")
+        if not isinstance(raw["labels"], dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in raw["labels"].items()):
+            raise ctx.error(f"{field}.labels", "must be a mapping of label key to value (strings)")
         pod_selector = LabelSelector(labels_of(raw["labels"]))
     if ns_selector is not None and (raw.get("pod") or raw.get("workload")):
         raise ctx.error(f"{field}.{'pod' if raw.get('pod') else 'workload'}", "needs a single namespace")

@@ -61,7 +61,7 @@ def decode_targets(text: str) -> list[ProbeTarget]:
         if letter not in LETTER_PROTOCOLS:
             raise WireError(f"target {part!r}: unknown protocol letter {letter!r}")
         host, sep, port = rest.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not _number(port) or not 0 < int(port) < 65536:
             raise WireError(f"target {part!r}: expected HOST:PORT")
         targets.append(ProbeTarget(host.strip("[]"), int(port), LETTER_PROTOCOLS[letter]))
     return targets
@@ -113,7 +113,12 @@ def _run_length(outcomes: list[TargetOutcome]) -> str:
     return "".join(out)
 
 
-_TOKEN = re.compile(r"([a-z])(\d*)")
+_TOKEN = re.compile(r"([a-z])([0-9]*)")
+
+
+def _number(text: str) -> bool:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    return text.isascii() and text.isdigit()
 
 
 def decode_result(text: str) -> tuple[int, list[TargetOutcome]]:
@@ -121,7 +126,7 @@ def decode_result(text: str) -> tuple[int, list[TargetOutcome]]:
     text = text.strip()
     main, _, detail_part = text.partition(" E ")
     fields = main.split(" ")
-    if len(fields) not in (3, 4) or fields[0] != VERSION or not fields[1].isdigit() or fields[2] not in "LR":
+    if len(fields) not in (3, 4) or fields[0] != VERSION or not _number(fields[1]) or fields[2] not in ("L", "R"):
         raise WireError(f"not a probe result: {text[:60]!r}")
     count, form = int(fields[1]), fields[2]
     body = fields[3] if len(fields) == 4 else ""
@@ -140,7 +145,7 @@ def decode_result(text: str) -> tuple[int, list[TargetOutcome]]:
     details = {}
     for item in filter(None, detail_part.split(";")):
         index, _, what = item.partition("=")
-        if index.isdigit():
+        if _number(index):
             details[int(index)] = what
     outcomes = [TargetOutcome(o.outcome, o.latency_ms, details.get(i, "")) for i, o in enumerate(outcomes)]
     return count, outcomes
