@@ -188,12 +188,24 @@ class ClusterAdapter:
         time.sleep(delay)
 
     def _list(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
-        """A list call decoded from JSON: {"metadata": {...}, "items": [plain dicts]}."""
+        """A list call decoded from JSON: {"metadata": {...}, "items": [plain dicts]}, its shape checked here so
+        that the callers and the parsers only meet the objects themselves."""
         resp = self._call(what, fn, *args, _preload_content=False, **kwargs)
         try:
-            return json.loads(resp.data)
+            data = json.loads(resp.data)
         except (ValueError, UnicodeDecodeError) as e:
             raise ClusterRejectedError(f"{what}: the API server answered something that is not JSON") from e
+        if not isinstance(data, dict) or not isinstance(data.get("metadata", {}), dict):
+            raise ClusterRejectedError(f"{what}: the API server answered something that is not a list")
+        items = data.get("items")
+        if items is None:
+            items = data["items"] = []
+        if not isinstance(items, list):
+            raise ClusterRejectedError(f"{what}: the API server answered items that are not a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ClusterRejectedError(f"{what}: items[{i}] is not an object")
+        return data
 
     @staticmethod
     def _typed(item: dict, kind: str, api_version: str) -> dict:
@@ -217,9 +229,10 @@ class ClusterAdapter:
             resp = self._list("list pods", self._core.list_pod_for_all_namespaces, label_selector=selector)
         pods = []
         for item in resp["items"]:
-            status = item.get("status") or {}
-            if (item.get("metadata") or {}).get("deletionTimestamp") or status.get("phase") != "Running" \
-                    or not status.get("podIP"):
+            status, meta = item.get("status"), item.get("metadata")
+            # Not a usable pod: skipped. A malformed one is not skipped: the parser names the field.
+            if isinstance(status, dict) and isinstance(meta, dict) and (
+                    meta.get("deletionTimestamp") or status.get("phase") != "Running" or not status.get("podIP")):
                 continue
             pod = parse_pod(self._typed(item, "Pod", "v1"), self._source("Pod"))
             pods.append(_stable_workload(pod))
@@ -243,7 +256,7 @@ class ClusterAdapter:
         for item in resp["items"]:
             # The API server adds status/managedFields etc.; the strict policy parser is given the spec only.
             data = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-                    "metadata": _bare_metadata(item.get("metadata") or {}), "spec": item.get("spec") or {}}
+                    "metadata": _bare_metadata(item.get("metadata")), "spec": item.get("spec")}
             out.append(parse_network_policy(data, self._source("NetworkPolicy")))
         return tuple(out)
 
@@ -257,10 +270,10 @@ class ClusterAdapter:
             except ClusterNotFoundError:
                 log.debug("%s/%s %s not served: no such CRD", ADMIN_POLICY_GROUP, version, plural)
                 continue
-            for item in resp.get("items", []):
-                data = {"apiVersion": item.get("apiVersion") or f"{ADMIN_POLICY_GROUP}/{version}",
-                        "kind": item.get("kind") or kind,
-                        "metadata": _bare_metadata(item.get("metadata") or {}), "spec": item.get("spec") or {}}
+            for item in resp["items"]:
+                # The kind is the API's that was listed, whatever the item says.
+                data = {"apiVersion": f"{ADMIN_POLICY_GROUP}/{version}", "kind": kind,
+                        "metadata": _bare_metadata(item.get("metadata")), "spec": item.get("spec")}
                 out.append(parse_admin_policy(data, self._source(kind)))
         return tuple(out)
 
@@ -272,15 +285,17 @@ class ClusterAdapter:
             resp = self._list("list endpointslices", self._discovery.list_endpoint_slice_for_all_namespaces)
         out = []
         for s in resp["items"]:
-            meta = s.get("metadata") or {}
+            # Server bookkeeping read leniently: a field of the wrong type counts as absent.
+            meta = _obj(s.get("metadata"))
             addresses = tuple(sorted(
-                a for ep in s.get("endpoints") or [] if (ep.get("conditions") or {}).get("ready") is not False
-                for a in ep.get("addresses") or ()))
-            ports = tuple(sorted(((p.get("name"), p["port"], p.get("protocol") or "TCP")
-                                  for p in s.get("ports") or [] if p.get("port")),
+                a for ep in map(_obj, _items(s.get("endpoints")))
+                if _obj(ep.get("conditions")).get("ready") is not False
+                for a in _items(ep.get("addresses")) if isinstance(a, str)))
+            ports = tuple(sorted(((_text(p.get("name")), p["port"], _text(p.get("protocol")) or "TCP")
+                                  for p in map(_obj, _items(s.get("ports"))) if _number(p.get("port"))),
                                  key=lambda p: (p[1], p[2], p[0] or "")))
-            out.append(EndpointSliceInfo(meta.get("namespace", ""), meta.get("name", ""),
-                                         (meta.get("labels") or {}).get("kubernetes.io/service-name"),
+            out.append(EndpointSliceInfo(_text(meta.get("namespace")) or "", _text(meta.get("name")) or "",
+                                         _text(_obj(meta.get("labels")).get("kubernetes.io/service-name")),
                                          addresses, ports))
         return tuple(out)
 
@@ -367,9 +382,12 @@ class ClusterAdapter:
 
     def list_probe_pods(self, label_selector: str) -> tuple[tuple[ProbePodState, ...], str]:
         """The pods matching the selector in every namespace, and the list's resourceVersion to watch from."""
-        resp = self._list(f"list pods {label_selector}", self._core.list_pod_for_all_namespaces,
-                          label_selector=label_selector)
-        return tuple(_probe_state(p) for p in resp["items"]), resp["metadata"]["resourceVersion"]
+        what = f"list pods {label_selector}"
+        resp = self._list(what, self._core.list_pod_for_all_namespaces, label_selector=label_selector)
+        version = _text(resp.get("metadata", {}).get("resourceVersion"))
+        if not version:
+            raise ClusterRejectedError(f"{what}: the API server answered a list without a resourceVersion")
+        return tuple(_probe_state(p) for p in resp["items"]), version
 
     def watch_probe_pods(self, label_selector: str, resource_version: str,
                          timeout_seconds: float) -> Iterator[tuple[ProbePodState | None, str | None]]:
@@ -407,28 +425,51 @@ def _api_error(what: str, e: ApiException) -> ClusterError:
 
 
 def _probe_state(pod: dict) -> ProbePodState:
-    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    """A probe pod's state, read leniently (a field of the wrong type counts as absent): a pod we cannot read
+    ends as `skipped` through the runner's checks, never as an exception in the middle of a run."""
+    meta, spec, status = _obj(pod.get("metadata")), _obj(pod.get("spec")), _obj(pod.get("status"))
     unschedulable = waiting = message = reason = None
     exit_code = None
-    for cond in status.get("conditions") or []:
+    for cond in map(_obj, _items(status.get("conditions"))):
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            unschedulable = cond.get("message") or cond.get("reason") or "not scheduled"
-    for cs in status.get("containerStatuses") or []:
-        state = cs.get("state") or {}
+            unschedulable = _text(cond.get("message")) or _text(cond.get("reason")) or "not scheduled"
+    for cs in map(_obj, _items(status.get("containerStatuses"))):
+        state = _obj(cs.get("state"))
         if state.get("terminated"):
-            t = state["terminated"]
-            exit_code, message, reason = t.get("exitCode"), t.get("message"), t.get("reason")
+            t = _obj(state["terminated"])
+            exit_code = t.get("exitCode") if _number(t.get("exitCode"), lowest=-(2**31)) else None
+            message, reason = _text(t.get("message")), _text(t.get("reason"))
         elif state.get("waiting"):
-            waiting = state["waiting"].get("reason")
+            waiting = _text(_obj(state["waiting"]).get("reason"))
     return ProbePodState(
-        namespace=meta.get("namespace", ""), name=meta.get("name", ""), phase=status.get("phase") or "Pending",
-        node=spec.get("nodeName"), unschedulable=unschedulable, waiting_reason=waiting, exit_code=exit_code,
-        termination_message=message, termination_reason=reason, deleting=bool(meta.get("deletionTimestamp")),
-        labels=tuple(sorted((meta.get("labels") or {}).items())))
+        namespace=_text(meta.get("namespace")) or "", name=_text(meta.get("name")) or "",
+        phase=_text(status.get("phase")) or "Pending", node=_text(spec.get("nodeName")), unschedulable=unschedulable,
+        waiting_reason=waiting, exit_code=exit_code, termination_message=message, termination_reason=reason,
+        deleting=bool(meta.get("deletionTimestamp")),
+        labels=tuple(sorted((k, v) for k, v in _obj(meta.get("labels")).items() if isinstance(v, str))))
 
 
-def _bare_metadata(meta: dict) -> dict:
-    """Only what identifies an object: the strict parsers need not know the server's bookkeeping fields."""
+def _obj(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _items(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _number(value: Any, lowest: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lowest
+
+
+def _bare_metadata(meta: Any) -> Any:
+    """Only what identifies an object: the strict parsers need not know the server's bookkeeping fields (a
+    metadata that is not a mapping goes to the parser as it is, which says so)."""
+    if not isinstance(meta, dict):
+        return meta
     return {k: meta[k] for k in ("name", "namespace", "labels") if k in meta}
 
 

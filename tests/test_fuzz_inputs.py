@@ -9,9 +9,13 @@ and the real adapter), and probe termination messages / target lists. The three 
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -19,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monitor.cli import main
+from monitor.cluster import ClusterAdapter
 from monitor.errors import InputError
 from monitor.manifests import iter_documents, parse_object
 from monitor.probe.wire import (
@@ -30,7 +35,7 @@ from monitor.probe.wire import (
     encode_result,
     encode_targets,
 )
-from monitor.settings import load_settings
+from monitor.settings import ClusterSettings, load_settings
 from monitor.suite import parse_suite
 from tests.fuzz import confused, fuzz_settings, only_our_error, truncated, well_typed
 
@@ -257,3 +262,102 @@ def test_environment_never_crashes(env):
 def test_input_error_names_file_object_and_field():
     e = InputError("must be a string, got int", file="f", obj="Pod a/b", field="metadata.namespace")
     assert str(e) == "f: Pod a/b: metadata.namespace: must be a string, got int"
+
+
+# ---------------------------------------------------------------------------------- API objects (live mode)
+class _ListStandIn(BaseHTTPRequestHandler):
+    """A stand-in API server that answers a GET with the body the test set last; a path outside the served one
+    (the admin-policy APIs other than AdminNetworkPolicy) is 404, an API the cluster does not serve."""
+
+    body: ClassVar[list] = []
+
+    def do_GET(self) -> None:
+        served, body = self.body[0]
+        if served not in self.path:
+            body = json.dumps({"kind": "Status", "code": 404, "message": "not served"}).encode()
+            self.send_response(404)
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """(adapter, set_body): the real ClusterAdapter against the stand-in, no retries."""
+    body = [("", b"{}")]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_ListStandIn,), {"body": body}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = tmp_path_factory.mktemp("kube") / "kubeconfig"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "t",
+        "clusters": [{"name": "t", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
+        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
+        "users": [{"name": "t", "user": {"token": "x"}}]}))
+    adapter = ClusterAdapter.connect(ClusterSettings(retries=0, request_timeout_seconds=5), kubeconfig=str(config))
+
+    def set_body(data, served: str = "") -> None:
+        body[0] = (served, json.dumps(data).encode() if not isinstance(data, bytes) else data)
+
+    yield adapter, set_body
+    adapter.close()
+    server.shutdown()
+    server.server_close()
+
+
+def _api_list(kind: str, *items: dict) -> dict:
+    return {"kind": f"{kind}List", "apiVersion": "v1", "metadata": {"resourceVersion": "7"}, "items": list(items)}
+
+
+def _api_item(manifest: dict) -> dict:
+    # What a list answer holds: no kind/apiVersion per item, server bookkeeping in metadata.
+    item = {k: v for k, v in copy.deepcopy(manifest).items() if k not in ("kind", "apiVersion")}
+    item["metadata"] = {**item.get("metadata", {}), "uid": "u1", "resourceVersion": "5",
+                        "managedFields": [{"manager": "kubectl"}]}
+    return item
+
+
+PROBE_POD = {"metadata": {"name": "probe-1", "namespace": "shop", "labels": {"netpol-drift.io/probe": "true"}},
+             "spec": {"nodeName": "n1"},
+             "status": {"phase": "Failed", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                        "containerStatuses": [{"state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                                                                        "message": GOOD_RESULTS[0]}}}]}}
+SLICE = {"metadata": {"name": "web-x", "namespace": "shop", "labels": {"kubernetes.io/service-name": "web"}},
+         "endpoints": [{"addresses": ["10.0.0.5"], "conditions": {"ready": True}}],
+         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+BY_KIND = {m["kind"]: m for m in MANIFESTS}
+API_READS = {  # adapter method -> the list answers it reads
+    "list_namespaces": _api_list("Namespace", _api_item(BY_KIND["Namespace"])),
+    "list_pods": _api_list("Pod", _api_item(BY_KIND["Pod"])),
+    "list_services": _api_list("Service", _api_item(BY_KIND["Service"])),
+    "list_network_policies": _api_list("NetworkPolicy", _api_item(BY_KIND["NetworkPolicy"])),
+    "list_admin_policies": _api_list("AdminNetworkPolicy", _api_item(BY_KIND["AdminNetworkPolicy"])),
+    "list_endpoint_slices": _api_list("EndpointSlice", SLICE),
+    "list_probe_pods": _api_list("Pod", PROBE_POD),
+}
+
+
+@pytest.mark.parametrize("method", sorted(API_READS))
+def test_api_objects_never_crash_the_live_snapshot_or_the_probe_runner(api, method):
+    adapter, set_body = api
+    read = getattr(adapter, method)
+    args = ("netpol-drift.io/probe",) if method == "list_probe_pods" else ()
+    served = "/adminnetworkpolicies" if method == "list_admin_policies" else ""
+    set_body(API_READS[method], served)
+    good = read(*args)
+    assert good and (good[0] if method == "list_probe_pods" else good), "the seed itself reads"
+
+    @fuzz_settings
+    @given(confused([API_READS[method]]) | truncated([json.dumps(API_READS[method])]).map(str.encode))
+    def fuzz(answer):
+        set_body(answer, served)
+        got = only_our_error(read, *args)
+        if not isinstance(got, Exception):
+            well_typed(list(got[0]) if method == "list_probe_pods" else list(got))
+
+    fuzz()
