@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import urllib3
+import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -148,10 +149,14 @@ class ClusterAdapter:
             else:
                 config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
                                         persist_config=False)
-        except (ConfigException, OSError, TypeError, ValueError) as e:
+        except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError, AttributeError, LookupError) as e:
+            # The client's kubeconfig loader checks no types: a list where a string belongs fails as an
+            # AttributeError or KeyError deep inside it. That is still a bad file, said in one line.
             where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+            why = f"malformed kubeconfig ({type(e).__name__}: {e})" if isinstance(e, (AttributeError, LookupError)) \
+                else str(e)
             raise ClusterConfigError(f"cannot load cluster credentials from {where}"
-                                     f"{f' (context {context})' if context else ''}: {e}") from e
+                                     f"{f' (context {context})' if context else ''}: {why}") from e
         # Our own retry loop decides what is transient; urllib3's would retry refused calls silently.
         cfg.retries = False
         return cls(client.ApiClient(cfg), settings)

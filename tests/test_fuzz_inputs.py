@@ -361,3 +361,70 @@ def test_api_objects_never_crash_the_live_snapshot_or_the_probe_runner(api, meth
             well_typed(list(got[0]) if method == "list_probe_pods" else list(got))
 
     fuzz()
+
+
+# ---------------------------------------------------------------------------------------- export bundles
+def _bundle() -> dict:
+    from monitor.models import FlowResult, Namespace, Outcome, Pod, Run, Snapshot, Verdict, labels_of, to_jsonable
+    from monitor.snapshot import snapshot_digest
+    from monitor.store import BUNDLE_FORMAT, BUNDLE_SCHEMA
+
+    snap = Snapshot.build([Namespace("shop", labels_of({"team": "a"}))],
+                          [Pod("shop", "web-1", labels_of({"app": "web"}), "10.0.0.1", workload="Deployment/web")],
+                          [], [], [])
+    result = FlowResult("c", "shop/web", "shop/db", 5432, "TCP", Verdict.DENY, Verdict.DENY, Outcome.TIMEOUT,
+                        Verdict.DENY, None, 1, "denied", "", "n1")
+    run = Run("prod", "2026-11-28T10:00:00Z", "2026-11-28T10:00:05Z", "schedule", snapshot_digest(snap),
+              "sha256:suite", (result,), "ok", None, "1")
+    entry = {**to_jsonable(run), "known_good": True, "accepted_by": None}
+    return {"format": BUNDLE_FORMAT, "schema": BUNDLE_SCHEMA, "exported_at": "2026-11-28T11:00:00Z",
+            "runs": [entry], "snapshots": {run.snapshot_digest: to_jsonable(snap)}}
+
+
+BUNDLE = _bundle()
+
+
+def test_the_bundle_seed_is_valid():
+    from monitor.store import parse_bundle
+
+    runs, snapshots = parse_bundle(copy.deepcopy(BUNDLE))
+    assert len(runs) == 1 and len(snapshots) == 1
+
+
+@fuzz_settings
+@given(confused([BUNDLE]))
+def test_bundles_never_crash(bundle):
+    from monitor.store import parse_bundle
+
+    parsed = only_our_error(parse_bundle, bundle)
+    if not isinstance(parsed, Exception):
+        runs, snapshots = parsed
+        well_typed([run for run, _, _ in runs] + list(snapshots.values()))
+
+
+@fuzz_settings
+@given(confused([BUNDLE]).map(json.dumps) | truncated([json.dumps(BUNDLE)]))
+def test_import_command_on_broken_bundles_exits_0_or_2_with_one_line(text):
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, "bundle.json")
+        path.write_text(text)
+        _exit_0_or_2(["import", str(path), "--db", f"sqlite:///{d}/absent.db"])
+
+
+# ------------------------------------------------------------------------------------------------ kubeconfig
+KUBECONFIG = {"apiVersion": "v1", "kind": "Config", "current-context": "t",
+              "clusters": [{"name": "t", "cluster": {"server": "http://127.0.0.1:1",
+                                                     "insecure-skip-tls-verify": True}}],
+              "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t", "namespace": "shop"}}],
+              "users": [{"name": "t", "user": {"token": "x"}}]}
+
+
+@fuzz_settings
+@given(confused([KUBECONFIG]) | truncated([yaml.safe_dump(KUBECONFIG)]))
+def test_kubeconfigs_never_crash(config):
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d, "kubeconfig")
+        path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+        adapter = only_our_error(ClusterAdapter.connect, ClusterSettings(retries=0), str(path))
+        if isinstance(adapter, ClusterAdapter):
+            adapter.close()
