@@ -252,8 +252,8 @@ def test_config_files_never_crash(config):
 @fuzz_settings
 @given(st.dictionaries(st.sampled_from(["NETPOL_DRIFT_STORE_URL", "NETPOL_DRIFT_PROBE_CONCURRENCY",
                                         "NETPOL_DRIFT_PROBE_PER_NODE", "NETPOL_DRIFT_LOG_LEVEL",
-                                        "NETPOL_DRIFT_SCHEDULE_DEBOUNCE_SECONDS", "NETPOL_DRIFT_X",
-                                        "NETPOL_DRIFT_", "NETPOL_DRIFT_PROBE_"]),
+                                        "NETPOL_DRIFT_SCHEDULE_DEBOUNCE_SECONDS", "NETPOL_DRIFT_PROBE_"])
+                       | st.from_regex(r"NETPOL_DRIFT_[A-Z_]{0,14}", fullmatch=True),
                        st.text(max_size=8), max_size=3))
 def test_environment_never_crashes(env):
     only_our_error(load_settings, None, env)
