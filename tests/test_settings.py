@@ -101,12 +101,14 @@ def test_probe_agent_variables_are_not_settings():
 
 def test_a_foreign_netpol_drift_variable_does_not_break_commands(tmp_path, monkeypatch, capsys):
     from monitor.cli import main
+    from monitor.store import head_revision
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("NETPOL_DRIFT_NCA_HOME", "/x")
     assert main(["db", "upgrade"]) == 0
     assert main(["history"]) == 0
-    assert capsys.readouterr().out == "sqlite:///netpol-drift.db: schema at revision 0001\nno runs stored\n"
+    assert capsys.readouterr().out == (f"sqlite:///netpol-drift.db: schema at revision {head_revision()}\n"
+                                       "no runs stored\n")
 
 
 # Every NETPOL_DRIFT_* name in these places must be the product's: a setting, a secret, a probe-agent variable,
