@@ -81,13 +81,16 @@ class CaseCheck:
     ports: str
     protocol: str
     expected: Verdict
-    status: str  # pass, fail, skipped
+    status: str  # pass, fail, partial (some flows not judged), unknown, skipped
     flows: tuple[FlowResult, ...]
 
     @property
     def summary(self) -> str:
-        bad = [f for f in self.flows if f.intent != f.expected and f.outcome is not Outcome.SKIPPED]
-        pick = bad[0] if bad else (self.flows[0] if self.flows else None)
+        """The line that explains the status: the failing flow, else the one not judged, else the first."""
+        judged = (Verdict.ALLOW, Verdict.DENY)
+        bad = [f for f in self.flows if f.intent in judged and f.intent != f.expected]
+        unjudged = [f for f in self.flows if f.intent not in judged]
+        pick = (bad or unjudged or list(self.flows) or [None])[0]
         return (pick.reason or pick.explanation) if pick else ""
 
 
@@ -110,12 +113,14 @@ def check_suite(snapshot: Snapshot, suite: Suite) -> list[CaseCheck]:
             flows.append(FlowResult(case.name, src, dst, f.port, f.protocol, case.expect, intent,
                                     Outcome.SKIPPED, Verdict.SKIPPED, explanation=d.reason))
         judged = [f for f in flows if f.intent in (Verdict.ALLOW, Verdict.DENY)]
-        if not judged:
-            status = "skipped"
-        elif all(f.intent == case.expect for f in judged):
-            status = "pass"
-        else:
+        if any(f.intent != case.expect for f in judged):
             status = "fail"
+        elif judged:
+            status = "pass" if len(judged) == len(flows) else "partial"
+        elif any(f.intent is Verdict.UNKNOWN for f in flows):
+            status = "unknown"
+        else:
+            status = "skipped"
         checks.append(CaseCheck(case.name, case.source.describe(), case.destination.describe(),
                                 ",".join(str(p) for p in case.ports), case.protocol, case.expect, status,
                                 tuple(flows)))

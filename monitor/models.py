@@ -284,6 +284,21 @@ class Run:
     id: str | None = None
 
 
+# Case statuses that say "not verified": nothing contradicted the expectation, but not every flow was judged.
+UNVERIFIED_STATUSES = ("partial", "unknown", "skipped")
+
+
+def suite_exit_code(statuses: Iterable[str], allow_skipped: bool = False) -> int:
+    """DESIGN.md's exit codes for `check` and `run`: 0 only when every case was verified and met; 1 when some
+    case failed, or (unless allow_skipped) could not be verified. An empty suite verifies nothing."""
+    statuses = list(statuses)
+    if not statuses or "fail" in statuses:
+        return 1
+    if allow_skipped:
+        return 0
+    return 0 if all(s == "pass" for s in statuses) else 1
+
+
 # ------------------------------------------------------------------------------------------------- helpers
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, enums, tuples and frozensets to JSON-ready values, deterministically."""

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from monitor.cluster import ClusterAdapter
 from monitor.compare import Judgement, assess, changed_outcomes, judge
 from monitor.engine import Engine
-from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict
+from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict, suite_exit_code
 from monitor.plan import FlowPlan, Plan, SourceGroup, plan_suite
 from monitor.probe.runner import ProbeReport, ProbeTask, run_probes, sweep_probe_pods
 from monitor.probe.wire import ProbeTarget, TargetOutcome
@@ -65,7 +65,11 @@ class LiveRun:
 
     @property
     def ok(self) -> bool:
+        """No case failed (some may not have been verified: see `exit_code`)."""
         return not any(c.status == "fail" for c in self.cases)
+
+    def exit_code(self, allow_skipped: bool = False) -> int:
+        return suite_exit_code([c.status for c in self.cases], allow_skipped)
 
 
 def outcome_verdict(outcome: Outcome, protocol: str, refused_means: str) -> Verdict:

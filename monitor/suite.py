@@ -19,6 +19,7 @@ Unknown keys are errors. This module must not evaluate policies (the engine does
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import json
@@ -317,8 +318,7 @@ def expand_case(snapshot: Snapshot, case: Case, ns_labels: dict[str, dict[str, s
     """Source pods x destination pods (or the address) x ports, in a stable order."""
     sources = resolve_pods(snapshot, case.source, ns_labels)
     if not sources:
-        return [PlannedFlow(case, None, None, None, case.protocol,
-                            f"no live pod matches source {case.source.describe()}")]
+        return [PlannedFlow(case, None, None, None, case.protocol, no_pod_reason(snapshot, case.source, "source"))]
     dst = case.destination
     if dst.is_address:
         address = dst.host or _first_host(dst.cidr or "")
@@ -326,8 +326,8 @@ def expand_case(snapshot: Snapshot, case: Case, ns_labels: dict[str, dict[str, s
                 if isinstance(p, int)]
     destinations = resolve_pods(snapshot, dst, ns_labels)
     if not destinations:
-        return [PlannedFlow(case, s, None, None, case.protocol,
-                            f"no live pod matches destination {dst.describe()}") for s in sources]
+        reason = no_pod_reason(snapshot, dst, "destination")
+        return [PlannedFlow(case, s, None, None, case.protocol, reason) for s in sources]
     service = next((s for s in snapshot.services if s.ref == dst.service), None) if dst.service else None
     flows = []
     for s in sources:
@@ -346,7 +346,45 @@ def expand_case(snapshot: Snapshot, case: Case, ns_labels: dict[str, dict[str, s
                                              f"{d.ref} declares no {case.protocol} port named {port!r}"))
                 else:
                     flows.append(PlannedFlow(case, s, d, number, case.protocol))
+    if not flows:
+        # Every pair was a pod and itself: nothing crosses a policy, so nothing can be verified.
+        only = ", ".join(p.ref for p in sources)
+        flows.append(PlannedFlow(case, sources[0], sources[0], None, case.protocol,
+                                 f"from a workload to itself: its only pod ({only}) would talk to itself, which no "
+                                 f"NetworkPolicy governs (a case needs a second pod or another destination)"))
     return flows
+
+
+def no_pod_reason(snapshot: Snapshot, endpoint: Endpoint, role: str) -> str:
+    """Why an endpoint matched no pod, with the likely typo when its namespace does have pods."""
+    reason = f"no live pod matches {role} {endpoint.describe()}"
+    ns = endpoint.namespace if endpoint.namespace_selector is None and not endpoint.service else None
+    if ns is None:
+        return reason
+    pods = [p for p in snapshot.pods if p.namespace == ns and not p.host_network]
+    if not pods:
+        return f"{reason} (namespace {ns} has no pods)"
+    if endpoint.pod:
+        names = sorted({p.name for p in pods})
+        wanted = endpoint.pod
+    else:
+        names = sorted({_workload_name(p, endpoint.workload) for p in pods})
+        wanted = endpoint.workload or ""
+    close = difflib.get_close_matches(wanted, names, n=3, cutoff=0.6) if wanted else []
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    listed = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    what = "pods" if endpoint.pod else "workloads"
+    return f"{reason}, but namespace {ns} has pods: likely a typo; {hint}{what} there: {listed}"
+
+
+def _workload_name(pod: Pod, wanted: str | None) -> str:
+    """How a suite would name this pod's workload, in the same form as `wanted` (name or Kind/name)."""
+    if pod.workload is None:
+        return pod.name
+    kind, _, name = pod.workload.partition("/")
+    if kind == "ReplicaSet" and _rs_base(name) != name:
+        kind, name = "Deployment", _rs_base(name)
+    return f"{kind}/{name}" if wanted and "/" in wanted else name
 
 
 def _first_host(cidr: str) -> str:

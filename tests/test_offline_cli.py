@@ -104,7 +104,8 @@ def test_check_exit_codes_follow_the_suite(capsys):
     assert failed == ["api-to-payments"]
 
 
-def test_check_reports_a_case_without_pods_as_skipped(tmp_path, capsys):
+def test_check_exits_1_on_a_skipped_case_unless_allow_skipped(tmp_path, capsys):
+    """Exit 0 means verified: a case that could not be evaluated is never a pass (issue 8 item 2)."""
     suite = write(tmp_path, "suite.yaml", """
         cases:
           - name: ghost
@@ -112,13 +113,76 @@ def test_check_reports_a_case_without_pods_as_skipped(tmp_path, capsys):
             to: {namespace: shop, workload: api}
             port: 9000
             expect: allow
+          - name: fine
+            from: {namespace: shop, workload: frontend}
+            to: {namespace: shop, workload: api}
+            port: http
+            expect: allow
+        """)
+    argv = ("check", "--manifests", str(EXAMPLES / "shop"), "--suite", str(suite))
+    code, out, _ = run(capsys, *argv, "--format", "json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["ok"] is False and data["verified"] is False
+    case = data["cases"][0]
+    assert case["result"] == "skipped"
+    assert case["flows"][0]["reason"].startswith("no live pod matches source shop/does-not-run")
+    code, out, _ = run(capsys, *argv, "--format", "json", "--allow-skipped")
+    assert code == 0 and json.loads(out)["ok"] is True
+    code, out, _ = run(capsys, *argv)  # the table says why on the case's own line, and why the exit is 1
+    ghost = next(line for line in out.splitlines() if " ghost " in line)
+    assert "SKIPPED" in ghost and "no live pod matches source shop/does-not-run" in ghost
+    assert "1 case(s) not verified" in out and "--allow-skipped" in out
+
+
+def test_check_skip_in_a_namespace_with_pods_names_the_likely_typo(tmp_path, capsys):
+    write(tmp_path, "m/all.yaml", (EXAMPLES / "shop" / "workloads.yaml").read_text().replace(
+        "kind: Deployment\nmetadata: {name: frontend", "kind: Deploymnet\nmetadata: {name: frontend"))
+    suite = write(tmp_path, "suite.yaml", """
+        cases:
+          - name: misspelt-workload
+            from: {namespace: shop, workload: frontnd}
+            to: {namespace: shop, workload: api}
+            port: 9000
+            expect: allow
+          - name: misspelt-kind
+            from: {namespace: shop, workload: Deploymnet/api}
+            to: {namespace: shop, workload: db}
+            port: 5432
+            expect: allow
+          - name: kind-typo-in-the-manifests
+            from: {namespace: shop, workload: frontend}
+            to: {namespace: shop, workload: api}
+            port: 9000
+            expect: allow
+        """)
+    code, out, _ = run(capsys, "check", "--manifests", str(tmp_path / "m"), "--suite", str(suite),
+                       "--format", "json")
+    assert code == 1
+    reasons = {c["name"]: c["flows"][0]["reason"] for c in json.loads(out)["cases"]}
+    assert "likely a typo" in reasons["misspelt-workload"]
+    assert "workloads there: api, db" in reasons["misspelt-workload"]
+    assert "did you mean Deployment/api?" in reasons["misspelt-kind"]
+    # `kind: Deploymnet` is not a workload kind: frontend has no pod, and the reason says what does exist.
+    assert "no live pod matches source shop/frontend, but namespace shop has pods" in \
+        reasons["kind-typo-in-the-manifests"]
+
+
+def test_check_case_from_a_workload_to_itself_is_skipped_with_a_reason(tmp_path, capsys):
+    suite = write(tmp_path, "suite.yaml", """
+        cases:
+          - name: api-to-itself
+            from: {namespace: shop, workload: api}
+            to: {namespace: shop, labels: {app: api}}
+            port: 9000
+            expect: allow
         """)
     code, out, _ = run(capsys, "check", "--manifests", str(EXAMPLES / "shop"), "--suite", str(suite),
                        "--format", "json")
-    assert code == 0
+    assert code == 1
     case = json.loads(out)["cases"][0]
     assert case["result"] == "skipped"
-    assert case["flows"][0]["reason"] == "no live pod matches source shop/does-not-run"
+    assert case["flows"][0]["reason"].startswith("from a workload to itself: its only pod (shop/api)")
 
 
 def test_diff_names_the_policy_that_cut_a_flow(capsys):

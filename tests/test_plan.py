@@ -180,3 +180,34 @@ def test_udp_case_on_a_port_name_declared_only_for_tcp_is_skipped():
     assert udp.status == "skipped" and {f.reason for f in udp.flows} == {
         "shop/api-a declares no UDP port named 'http'", "shop/api-b declares no UDP port named 'http'"}
     assert dns_case.status == "pass"
+
+
+def test_run_exits_0_only_when_every_case_was_probed_and_met():
+    """Issue 8 item 2: skipped, partial and unknown cases make `run --once` exit 1 unless --allow-skipped."""
+    from monitor.models import FlowResult, Run
+    from monitor.run import LiveRun, summarise
+
+    def flow(case: str, expected: str, outcome: Outcome, verdict: Verdict, dst: str = "shop/api") -> FlowResult:
+        return FlowResult(case, "shop/web", dst, 8080, "TCP", Verdict(expected), Verdict(expected), outcome,
+                          verdict, reason="" if outcome is not Outcome.SKIPPED else "no live pod matches")
+
+    def live(*results: FlowResult) -> LiveRun:
+        names = list(dict.fromkeys(r.case for r in results))
+        suite = parse_suite({"cases": [
+            {"name": n, "from": {"namespace": "shop", "workload": "web"},
+             "to": {"namespace": "shop", "workload": "api"}, "port": 8080, "expect": "allow"} for n in names]})
+        run = Run("c", "2026-01-01T00:00:00+00:00", None, "manual", "d", suite.digest, tuple(results))
+        return LiveRun(run, tuple(summarise(suite, list(results))), _snapshot(), 0, 0.0)
+
+    passed = flow("a", "allow", Outcome.CONNECTED, Verdict.ALLOW)
+    skipped = flow("b", "allow", Outcome.SKIPPED, Verdict.SKIPPED)
+    assert live(passed).exit_code() == 0
+    both = live(passed, skipped)
+    assert [c.status for c in both.cases] == ["pass", "skipped"]
+    assert both.exit_code() == 1 and both.exit_code(allow_skipped=True) == 0
+    partial = live(passed, flow("a", "allow", Outcome.SKIPPED, Verdict.SKIPPED, dst="shop/api-2"))
+    assert [c.status for c in partial.cases] == ["partial"] and partial.exit_code() == 1
+    unknown = live(flow("u", "allow", Outcome.ERROR, Verdict.UNKNOWN))
+    assert [c.status for c in unknown.cases] == ["unknown"] and unknown.exit_code() == 1
+    failed = live(flow("f", "allow", Outcome.TIMEOUT, Verdict.DENY), skipped)
+    assert failed.exit_code() == 1 and failed.exit_code(allow_skipped=True) == 1

@@ -11,6 +11,7 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from monitor.cli import offline
     from monitor.probe import agent
 
     p = sub.add_parser("probe-agent", help="(inside probe pods) probe targets, write the termination message",
@@ -25,9 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "With a database (--db or store.url; --no-store to skip) the run is "
                                    "stored and compared with the last known-good run: changed flows are "
                                    "re-probed and each confirmed drift is printed with its cause. "
-                                   "Exit 0 when every case meets its expectation, 1 when some do not (drift "
-                                   "alone does not change it), 2 on bad input, an unreachable cluster or "
-                                   "database.")
+                                   "Exit 0 when every case was probed and meets its expectation, 1 when some "
+                                   "do not or could not be verified (skipped, partial, unknown; drift alone "
+                                   "does not change it), 2 on bad input, an unreachable cluster or database.")
     p.add_argument("--once", action="store_true", required=True,
                    help="one run, then exit (the scheduled service is `netpol-drift serve`)")
     p.add_argument("--suite", metavar="FILE", help="suite file (default: the `suite` setting)")
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one probe pod per source per node (default: the probe.per_node setting)")
     p.add_argument("--via-cluster-ip", action="store_true",
                    help="for Service destinations, probe the ClusterIP too (needs a service proxy)")
+    offline.add_allow_skipped(p)
     store = p.add_mutually_exclusive_group()
     store.add_argument("--db", metavar="URL", help="database URL (default: the store.url setting; a missing "
                                                    "SQLite file is created)")
@@ -147,11 +149,15 @@ def run_command(args: argparse.Namespace) -> int:
 
     for text in live.warnings:
         warn(f"cluster {live.run.cluster}: {text}")
+    code = live.exit_code(args.allow_skipped)
     if args.format == "json":
-        _print_json(live, suite, recorded)
+        _print_json(live, suite, recorded, code)
     else:
         _print_table(live, suite, recorded)
-    return 0 if live.ok else 1
+        from monitor.cli.offline import print_unverified
+
+        print_unverified([c.status for c in live.cases], args.allow_skipped)
+    return code
 
 
 def _drift_rows(live, recorded) -> list[dict]:
@@ -172,7 +178,7 @@ def _drift_rows(live, recorded) -> list[dict]:
     return out
 
 
-def _print_json(live, suite, recorded) -> None:
+def _print_json(live, suite, recorded, code: int) -> None:
     import json
 
     from monitor.models import to_jsonable
@@ -182,7 +188,8 @@ def _print_json(live, suite, recorded) -> None:
     by_case: dict[str, list[str]] = {}
     for d in drift:
         by_case.setdefault(d["case"], []).append(d["state"])
-    data = {"run": run.id, "cluster": run.cluster, "suite": suite.name, "ok": live.ok,
+    data = {"run": run.id, "cluster": run.cluster, "suite": suite.name, "ok": code == 0,
+            "verified": all(c.status == "pass" for c in live.cases),
             "snapshot_digest": run.snapshot_digest, "suite_digest": run.suite_digest,
             "started_at": run.started_at, "finished_at": run.finished_at, "status": run.status,
             "probe_pods": live.probe_pods, "warnings": list(live.warnings),

@@ -14,7 +14,7 @@ from monitor import analyze
 from monitor.cli import warn
 from monitor.errors import InputError
 from monitor.manifests import load_manifests
-from monitor.models import PROTOCOLS, Snapshot, Verdict, to_jsonable
+from monitor.models import PROTOCOLS, UNVERIFIED_STATUSES, Snapshot, Verdict, suite_exit_code, to_jsonable
 from monitor.render import Painter, stdout_painter, table
 from monitor.suite import load_suite, validate_suite
 
@@ -29,10 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=matrix_command)
 
     p = sub.add_parser("check", help="evaluate a suite against manifests, statically",
-                       description="Exit 0 when every case meets its expectation, 1 when some do not, 2 on bad input.")
+                       description="Exit 0 when every case was evaluated and meets its expectation, 1 when some "
+                                   "do not or could not be evaluated (skipped, unknown), 2 on bad input.")
     p.add_argument("--manifests", required=True, metavar="DIR")
     p.add_argument("--suite", required=True, metavar="FILE")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    add_allow_skipped(p)
     p.set_defaults(func=check_command)
 
     p = sub.add_parser("diff", help="flows whose verdict differs between two manifest sets (or two stored runs)",
@@ -51,6 +53,24 @@ def snapshot_of(directory: str) -> Snapshot:
     for text in analyze.admin_tie_warnings(snapshot):
         warn(f"{directory}: {text}")
     return snapshot
+
+
+def add_allow_skipped(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-skipped", action="store_true",
+                   help="exit 0 even when some cases could not be verified (skipped, partial, unknown); "
+                        "failing cases still exit 1")
+
+
+def print_unverified(statuses: list[str], allow_skipped: bool) -> None:
+    """The closing line that says why a suite with no failure still exits 1 (or why it does not)."""
+    unverified = sum(1 for s in statuses if s in UNVERIFIED_STATUSES)
+    if not unverified:
+        return
+    if allow_skipped:
+        print(f"{unverified} case(s) not verified, accepted by --allow-skipped")
+    else:
+        print(f"{unverified} case(s) not verified (skipped, partial or unknown): exit 1; "
+              f"--allow-skipped accepts them")
 
 
 def parse_port(text: str) -> tuple[int, str]:
@@ -116,9 +136,10 @@ def check_command(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     validate_suite(suite, snapshot)
     checks = analyze.check_suite(snapshot, suite)
-    failed = [c for c in checks if c.status == "fail"]
+    code = suite_exit_code([c.status for c in checks], args.allow_skipped)
     if args.format == "json":
-        json.dump({"suite": suite.name, "ok": not failed, "cases": [
+        json.dump({"suite": suite.name, "ok": code == 0,
+                   "verified": all(c.status == "pass" for c in checks), "cases": [
             {"name": c.name, "from": c.source, "to": c.destination, "ports": c.ports, "protocol": c.protocol,
              "expect": c.expected.value, "result": c.status,
              "flows": [{"from": f.source, "to": f.destination, "port": f.port, "protocol": f.protocol,
@@ -127,7 +148,7 @@ def check_command(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         paint = stdout_painter()
-        colour = {"pass": "green", "fail": "red", "skipped": "yellow"}
+        colour = {"pass": "green", "fail": "red", "partial": "yellow", "unknown": "yellow", "skipped": "yellow"}
         rows = []
         for c in checks:
             intents = {f.intent for f in c.flows if f.intent in (Verdict.ALLOW, Verdict.DENY)}
@@ -137,8 +158,11 @@ def check_command(args: argparse.Namespace) -> int:
                          "" if c.status == "pass" else c.summary])
         print(table(["RESULT", "CASE", "FROM", "TO", "PORT", "EXPECT", "POLICIES SAY", "WHY"], rows, paint))
         counts = {s: sum(1 for c in checks if c.status == s) for s in ("pass", "fail", "skipped")}
-        print(f"\n{suite.name}: {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped")
-    return 1 if failed else 0
+        others = {s: sum(1 for c in checks if c.status == s) for s in ("partial", "unknown")}
+        print(f"\n{suite.name}: {counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped"
+              + "".join(f", {n} {s}" for s, n in others.items() if n))
+        print_unverified([c.status for c in checks], args.allow_skipped)
+    return code
 
 
 # -------------------------------------------------------------------------------------------------- diff
