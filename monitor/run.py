@@ -1,7 +1,8 @@
 """One live run: snapshot -> plan -> probe -> evaluate -> results, then (with a store) judge and record it.
 
 Job: wire the stages in order for one run, with one reading of the clock (`now`, passed in) and one run id;
-map probe outcomes to verdicts (settings.probe.refused_means for `refused`; a silent UDP target is `unknown`);
+map probe outcomes to verdicts (probe.refused_means, and udp_refused_means for UDP, for `refused`; a silent UDP
+target is `unknown`);
 fold the replicas of a destination into one result per case, source identity, destination identity and port.
 `record_run` compares the run with the known-good baseline (compare.py decides), re-probes only the flows that
 changed (`reprobe`) and hands the run and its drift transitions to the store in one call (one transaction).
@@ -27,7 +28,7 @@ from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict, suite_ex
 from monitor.plan import FlowPlan, Plan, SourceGroup, plan_suite
 from monitor.probe.runner import ProbeReport, ProbeTask, run_probes, sweep_probe_pods
 from monitor.probe.wire import ProbeTarget, TargetOutcome
-from monitor.settings import Settings
+from monitor.settings import ProbeSettings, Settings
 from monitor.snapshot import snapshot_digest, take_snapshot
 from monitor.suite import Suite, validate_suite
 from monitor.topology import service_backends
@@ -72,12 +73,18 @@ class LiveRun:
         return suite_exit_code([c.status for c in self.cases], allow_skipped)
 
 
-def outcome_verdict(outcome: Outcome, protocol: str, refused_means: str) -> Verdict:
-    """What an outcome says about reachability. Drift works on raw outcomes; this is for expectations."""
+def refusal_means(probe: ProbeSettings) -> dict[str, str]:
+    """What `refused` means per protocol: TCP and UDP apart (DESIGN.md, Verdicts)."""
+    return {"TCP": probe.refused_means, "SCTP": probe.refused_means, "UDP": probe.udp_refused_means}
+
+
+def outcome_verdict(outcome: Outcome, protocol: str, refused_means: str | Mapping[str, str]) -> Verdict:
+    """What an outcome says about reachability. Drift works on raw outcomes; this is for expectations.
+    `refused_means` is one meaning for every protocol, or one per protocol (`refusal_means`)."""
     if outcome is Outcome.CONNECTED:
         return Verdict.ALLOW
     if outcome is Outcome.REFUSED:
-        return Verdict(refused_means)
+        return Verdict(refused_means if isinstance(refused_means, str) else refused_means[protocol])
     if outcome is Outcome.TIMEOUT:
         # A silent UDP target may be dropped or may simply never answer: no verdict either way.
         return Verdict.UNKNOWN if protocol == "UDP" else Verdict.DENY
@@ -102,7 +109,7 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
     started = clock()
     reports, pods = run_probes(adapter, tasks, settings.probe, run_id, clock)
     probe_seconds = clock() - started
-    results = evaluate(plan, snapshot, reports, target_index, settings.probe.refused_means)
+    results = evaluate(plan, snapshot, reports, target_index, refusal_means(settings.probe))
     cases = summarise(suite, results)
     # The wall clock is read once per run (`now`); the end is `now` plus the monotonic time the run took.
     finished = now + timedelta(seconds=clock() - began)
@@ -138,7 +145,7 @@ def reprobe(adapter: ClusterAdapter, live: LiveRun, flows: Sequence[FlowResult],
     sub = Plan(tuple(groups), ())
     tasks, index = probe_tasks(sub)
     reports, _ = run_probes(adapter, tasks, settings.probe, run_id, clock)
-    return {r.key: r.outcome for r in evaluate(sub, live.snapshot, reports, index, settings.probe.refused_means)}
+    return {r.key: r.outcome for r in evaluate(sub, live.snapshot, reports, index, refusal_means(settings.probe))}
 
 
 # reprobe(flows, round) -> raw outcome per flow key; round counts from 1.
@@ -197,7 +204,8 @@ def probe_tasks(plan: Plan) -> tuple[list[ProbeTask], list[dict[tuple[str, int, 
 
 
 def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
-             target_index: list[dict[tuple[str, int, str], int]], refused_means: str) -> list[FlowResult]:
+             target_index: list[dict[tuple[str, int, str], int]], refused_means: str | Mapping[str, str]
+             ) -> list[FlowResult]:
     engine = Engine(snapshot)
     backing: dict[tuple, tuple] = {}
     per_flow: list[tuple[FlowPlan, TargetOutcome | None, str, str | None]] = []

@@ -48,7 +48,8 @@ class ProbeSettings:
     concurrency: int = 10
     run_deadline_seconds: int = 300
     per_node: bool = False
-    refused_means: str = "deny"  # allow | deny | unknown: REJECTing CNIs make refused mean blocked
+    refused_means: str = "deny"  # TCP and SCTP: allow | deny | unknown: REJECTing CNIs make refused mean blocked
+    udp_refused_means: str = "deny"  # UDP apart: an ICMP port unreachable (REJECT, or nothing listening)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ _SECRET_ENV = {
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 _CHOICES = {("probe", "refused_means"): ("allow", "deny", "unknown"),
+            ("probe", "udp_refused_means"): ("allow", "deny", "unknown"),
             (None, "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR")}
 
 

@@ -30,7 +30,7 @@ from typing import Any
 from monitor.engine.selectors import selector_matches
 from monitor.errors import InputError, syntax_error
 from monitor.manifests import parse_selector
-from monitor.models import PROTOCOLS, LabelSelector, Pod, Snapshot, Verdict, labels_of
+from monitor.models import PROTOCOLS, LabelSelector, Pod, Service, Snapshot, Verdict, labels_of
 from monitor.topology import backing_pods, owning_workload, pod_port, service_port, workload_matches
 
 _ENDPOINT_KEYS = ("namespace", "pod", "workload", "podSelector", "labels", "namespaceSelector",
@@ -78,6 +78,10 @@ class Case:
     protocol: str
     expect: Verdict
     description: str = ""
+    ports_key: str = "port"  # which key the suite used (port or ports), for error messages
+
+    def port_field(self, index: int) -> str:
+        return "port" if self.ports_key == "port" else f"ports[{index}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +181,8 @@ def _parse_case(raw: Any, defaults: dict, ctx: _SuiteCtx) -> Case:
     description = raw.get("description") or ""
     if not isinstance(description, str):
         raise ctx.error("description", f"must be a string, got {type(description).__name__}")
-    return Case(name.strip(), source, destination, tuple(ports), protocol, Verdict(expect), description)
+    return Case(name.strip(), source, destination, tuple(ports), protocol, Verdict(expect), description,
+                "port" if "port" in raw else "ports")
 
 
 _TEXT_KEYS = ("namespace", "pod", "workload", "service", "cidr", "host")
@@ -277,7 +282,7 @@ def resolve_pods(snapshot: Snapshot, endpoint: Endpoint, ns_labels: dict[str, di
 def validate_suite(suite: Suite, snapshot: Snapshot) -> None:
     """Names that cannot exist are input errors (a missing namespace is a typo, not an empty result)."""
     namespaces = {n.name for n in snapshot.namespaces}
-    services = {s.ref for s in snapshot.services}
+    services = {s.ref: s for s in snapshot.services}
     for case in suite.cases:
         ctx = _SuiteCtx(suite.source, f"case {case.name}")
         for field, ep in (("from", case.source), ("to", case.destination)):
@@ -285,6 +290,18 @@ def validate_suite(suite: Suite, snapshot: Snapshot) -> None:
                 raise ctx.error(f"{field}.namespace", f"namespace {ep.namespace!r} does not exist")
             if ep.service and ep.service not in services:
                 raise ctx.error(f"{field}.service", f"Service {ep.service!r} does not exist")
+        if case.destination.service:
+            _check_service_ports(case, services[case.destination.service], ctx)
+
+
+def _check_service_ports(case: Case, service: Service, ctx: _SuiteCtx) -> None:
+    """A Service case names the Service's own ports: anything else is a typo, never a fallback to pod ports."""
+    for j, p in enumerate(case.ports):
+        if service_port(service, p, case.protocol) is None:
+            have = ", ".join(f"{sp.port}/{sp.protocol}" + (f" ({sp.name})" if sp.name else "")
+                             for sp in service.ports) or "none"
+            raise ctx.error(case.port_field(j), f"{p!r} is not a {case.protocol} port of Service {service.ref} "
+                                                f"(its ports: {have})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +355,13 @@ def expand_case(snapshot: Snapshot, case: Case, ns_labels: dict[str, dict[str, s
                 port: int | str | None = p
                 if service is not None:
                     # A Service case names the Service port; the packet reaches the pod on its targetPort.
+                    # validate_suite rejects a port the Service does not have: no fallback to the pod port.
                     sp = service_port(service, p, case.protocol)
-                    port = sp.target_port if sp else p
+                    if sp is None:
+                        flows.append(PlannedFlow(case, s, d, None, case.protocol,
+                                                 f"{p!r} is not a {case.protocol} port of Service {service.ref}"))
+                        continue
+                    port = sp.target_port
                 number = pod_port(d, port, case.protocol) if port is not None else None
                 if number is None:
                     flows.append(PlannedFlow(case, s, d, None, case.protocol,
@@ -379,12 +401,10 @@ def no_pod_reason(snapshot: Snapshot, endpoint: Endpoint, role: str) -> str:
 
 def _workload_name(pod: Pod, wanted: str | None) -> str:
     """How a suite would name this pod's workload, in the same form as `wanted` (name or Kind/name)."""
-    if pod.workload is None:
+    workload = owning_workload(pod)
+    if workload is None:
         return pod.name
-    kind, _, name = pod.workload.partition("/")
-    if kind == "ReplicaSet" and _rs_base(name) != name:
-        kind, name = "Deployment", _rs_base(name)
-    return f"{kind}/{name}" if wanted and "/" in wanted else name
+    return workload if wanted and "/" in wanted else workload.partition("/")[2]
 
 
 def _first_host(cidr: str) -> str:

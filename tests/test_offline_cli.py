@@ -168,6 +168,22 @@ def test_check_skip_in_a_namespace_with_pods_names_the_likely_typo(tmp_path, cap
         reasons["kind-typo-in-the-manifests"]
 
 
+def test_check_case_port_that_is_not_a_service_port_is_an_input_error(tmp_path, capsys):
+    """Issue 8 item 7: no silent fallback to the pod port (9000 is api's container port, not the Service's)."""
+    suite = write(tmp_path, "suite.yaml", """
+        cases:
+          - name: api-service-on-the-pod-port
+            from: {namespace: shop, workload: frontend}
+            to: {service: shop/api}
+            ports: [80, 9000]
+            expect: allow
+        """)
+    code, out, err = run(capsys, "check", "--manifests", str(EXAMPLES / "shop"), "--suite", str(suite))
+    assert code == 2 and out == ""
+    assert err == (f"netpol-drift: error: {suite}: case api-service-on-the-pod-port: ports[1]: 9000 is not a TCP "
+                   f"port of Service shop/api (its ports: 80/TCP (http))\n")
+
+
 def test_check_case_from_a_workload_to_itself_is_skipped_with_a_reason(tmp_path, capsys):
     suite = write(tmp_path, "suite.yaml", """
         cases:

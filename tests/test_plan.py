@@ -118,6 +118,21 @@ def test_outcome_mapping():
     assert outcome_verdict(Outcome.SKIPPED, "TCP", "deny") is Verdict.SKIPPED
 
 
+def test_udp_refusals_have_their_own_meaning():
+    """Issue 8 item 7: TCP and UDP apart (DESIGN.md, Verdicts): probe.udp_refused_means."""
+    from monitor.run import refusal_means
+    from monitor.settings import load_settings
+
+    settings = load_settings(env={"NETPOL_DRIFT_PROBE_UDP_REFUSED_MEANS": "unknown"})
+    means = refusal_means(settings.probe)
+    assert outcome_verdict(Outcome.REFUSED, "UDP", means) is Verdict.UNKNOWN
+    assert outcome_verdict(Outcome.REFUSED, "TCP", means) is Verdict.DENY
+    assert outcome_verdict(Outcome.REFUSED, "SCTP", means) is Verdict.DENY
+    means = refusal_means(load_settings(env={"NETPOL_DRIFT_PROBE_REFUSED_MEANS": "allow"}).probe)
+    assert outcome_verdict(Outcome.REFUSED, "UDP", means) is Verdict.DENY
+    assert outcome_verdict(Outcome.REFUSED, "TCP", means) is Verdict.ALLOW
+
+
 def test_generated_suite_is_valid_commented_stable_and_agrees_with_the_policies():
     snap = _snapshot()
     engine = Engine(snap)

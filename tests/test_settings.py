@@ -44,10 +44,12 @@ BAD = [
                                          "schedule, slack, store, suite, web)"),
     ("unknown key", "probe: {timeout: 3}\n", "{f}: probe.timeout: unknown key (known: concurrency, image, "
                                             "namespace, per_node, refused_means, "
-                                            "run_deadline_seconds, timeout_seconds)"),
+                                            "run_deadline_seconds, timeout_seconds, udp_refused_means)"),
     ("wrong type", "probe: {concurrency: many}\n", "{f}: probe.concurrency: must be an integer, got 'many'"),
     ("bad choice", "probe: {refused_means: maybe}\n",
      "{f}: probe.refused_means: must be one of allow, deny, unknown, got 'maybe'"),
+    ("bad UDP choice", "probe: {udp_refused_means: closed}\n",
+     "{f}: probe.udp_refused_means: must be one of allow, deny, unknown, got 'closed'"),
     ("negative", "schedule: {interval_seconds: -5}\n", "{f}: schedule.interval_seconds: must not be negative, got -5"),
     ("secret in file", "secrets: {slack_token: x}\n",
      "{f}: secrets: secrets are read only from the environment (NETPOL_DRIFT_*)"),
