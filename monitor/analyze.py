@@ -13,7 +13,7 @@ from monitor.engine import ConnSet, Engine
 from monitor.engine.evaluate import fill_template
 from monitor.engine.matrix import bits_of, class_matrix
 from monitor.models import FlowResult, Outcome, Pod, Snapshot, Verdict
-from monitor.snapshot import apply_change, diff_snapshots
+from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
 from monitor.suite import Suite, expand_case
 
 
@@ -137,6 +137,8 @@ class FlowChange:
     added: str
     removed: str
     causes: tuple[str, ...]
+    change: str = "changed"  # changed; added or removed: a pod that exists on one side only
+    reason: str = ""  # for an added/removed pod's flow: what the policies say about it on that side
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,8 @@ class PolicyChanges:
 
 
 def reachability_diff(before: Snapshot, after: Snapshot) -> tuple[list[FlowChange], PolicyChanges]:
-    """Pod pairs (present in both snapshots) whose connection set differs, with the changes that explain it.
+    """Pod pairs (present in both snapshots) whose connection set differs, with the changes that explain it,
+    then the allowed flows of pods that exist on one side only (`added` / `removed`, caused by that pod).
 
     A change explains a pair when applying it alone to `before` moves that pair's connection set (the same
     single-change attribution as drift causes); when none does alone, the pair needs them together and all are
@@ -183,7 +186,41 @@ def reachability_diff(before: Snapshot, after: Snapshot) -> tuple[list[FlowChang
                 causes = [c.describe() + " (with the others)" for c in diff.changes]
             changes.append(FlowChange(a, b, str(c_old), str(c_new), _fmt(c_new - c_old), _fmt(c_old - c_new),
                                       tuple(causes)))
+    for c in one_sided_pods(diff, before, after):
+        if c.action == "added":
+            changes += _one_sided_flows(after, new_m, new_cls, c.new, c.describe(), "added")
+        else:
+            changes += _one_sided_flows(before, old_m, old_cls, c.old, c.describe(), "removed")
     return changes, policy_changes
+
+
+def one_sided_pods(diff: SnapshotDiff, before: Snapshot, after: Snapshot) -> list[Change]:
+    """The pod changes that add a pod missing before or remove one missing after (not a pod that changed)."""
+    before_refs, after_refs = {p.ref for p in before.pods}, {p.ref for p in after.pods}
+    return [c for c in diff.changes if c.kind == "pod" and (
+        (c.action == "added" and c.new.ref not in before_refs) or
+        (c.action == "removed" and c.old.ref not in after_refs))]
+
+
+def _one_sided_flows(snapshot: Snapshot, matrix, class_of: dict[str, int], pod: Pod, cause: str,
+                     change: str) -> list[FlowChange]:
+    """Every allowed flow from and to a pod that exists on one side only: all of it appeared (or went)."""
+    engine = Engine(snapshot)
+    out = []
+    for other in snapshot.pods:
+        if other.ref == pod.ref:
+            continue
+        for src, dst in ((pod, other), (other, pod)):
+            conns = matrix.cell(class_of[src.ref], class_of[dst.ref])
+            if not conns:
+                continue
+            proto, port = conns.first()
+            reason = engine.decide(src, dst, port, proto).reason
+            text = str(conns)
+            before, after = ("none", text) if change == "added" else (text, "none")
+            out.append(FlowChange(src.ref, dst.ref, before, after, text if change == "added" else "",
+                                  text if change == "removed" else "", (cause,), change, reason))
+    return out
 
 
 def _fmt(c: ConnSet) -> str:

@@ -246,6 +246,41 @@ def test_diff_blames_a_pod_relabel_not_the_unchanged_policies(tmp_path, capsys):
         ("shop/api", "shop/db", "all", ["pod shop/api: labels tier: backend -> legacy"])]
 
 
+def test_diff_shows_the_flows_of_added_and_removed_pods(tmp_path, capsys, monkeypatch):
+    """Issue 8 item 6: a new workload with open egress printed "no flow changed"."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    before, after = tmp_path / "before", tmp_path / "after"
+    for d in (before, after):
+        write(tmp_path, f"{d.name}/shop.yaml", (EXAMPLES / "shop" / "workloads.yaml").read_text())
+        write(tmp_path, f"{d.name}/policies.yaml", (EXAMPLES / "shop" / "policies.yaml").read_text())
+    write(tmp_path, "after/scraper.yaml", """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: scraper, namespace: monitoring}
+        spec:
+          template:
+            metadata: {labels: {app: scraper}}
+            spec: {containers: [{name: s, ports: [{containerPort: 8000}]}]}
+        """)
+    code, out, _ = run(capsys, "diff", "--before", str(before), "--after", str(after), "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["pods_added"] == ["monitoring/scraper"] and data["pods_removed"] == []
+    flows = {(f["from"], f["to"]): f for f in data["flows"]}
+    assert flows and all(f["change"] == "added" for f in flows.values())
+    # Its open egress reaches prometheus (no policy isolates it), and prometheus reaches it back.
+    out_flow = flows[("monitoring/scraper", "monitoring/prometheus")]
+    assert (out_flow["before"], out_flow["after"], out_flow["added"]) == ("none", "all", "all")
+    assert out_flow["causes"] == ["pod monitoring/scraper added"]
+    assert "no NetworkPolicy selects monitoring/scraper for egress" in out_flow["reason"]
+    assert ("monitoring/prometheus", "monitoring/scraper") in flows
+    code, out, _ = run(capsys, "diff", "--before", str(after), "--after", str(before))
+    assert code == 0 and "no flow changed" not in out
+    assert "pod removed: monitoring/scraper (Deployment/scraper)" in out
+    line = next(x for x in out.splitlines() if x.startswith("monitoring/scraper") and "prometheus" in x)
+    assert "-all" in line and "pod monitoring/scraper removed" in line
+
+
 # ----------------------------------------------------------------------------------------- bad input
 BAD_INPUT = [
     ("malformed YAML", "p.yaml", "kind: NetworkPolicy\nmetadata: {name: x\n",

@@ -177,10 +177,14 @@ def diff_command(args: argparse.Namespace) -> int:
         raise InputError("needs --before DIR and --after DIR (or two run ids)", field="diff")
     before, after = snapshot_of(args.before), snapshot_of(args.after)
     changes, policies = analyze.reachability_diff(before, after)
+    pods = analyze.one_sided_pods(analyze.diff_snapshots(before, after), before, after)
     if args.format == "json":
-        json.dump({"policy_changes": to_jsonable(policies), "flows": [
+        json.dump({"policy_changes": to_jsonable(policies),
+                   "pods_added": sorted(c.new.ref for c in pods if c.action == "added"),
+                   "pods_removed": sorted(c.old.ref for c in pods if c.action == "removed"), "flows": [
             {"from": c.source, "to": c.destination, "before": c.before, "after": c.after, "added": c.added,
-             "removed": c.removed, "causes": list(c.causes)} for c in changes]}, sys.stdout, indent=2)
+             "removed": c.removed, "causes": list(c.causes), "change": c.change, "reason": c.reason}
+            for c in changes]}, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
     paint = stdout_painter()
@@ -188,12 +192,19 @@ def diff_command(args: argparse.Namespace) -> int:
                                 ("changed", policies.changed, "yellow")):
         for ref in refs:
             print(f"policy {paint(label, colour)}: {ref}")
+    for c in pods:
+        pod = c.new or c.old
+        mine = sum(1 for f in changes if f.change == c.action and pod.ref in (f.source, f.destination))
+        print(f"pod {paint(c.action, 'green' if c.action == 'added' else 'red')}: {pod.ref}"
+              + (f" ({pod.workload})" if pod.workload else "") + f", {mine} allowed flow(s) to or from it")
     if not changes:
         print("no flow changed")
         return 0
     rows = [[c.source, c.destination, c.before, c.after,
              paint("+" + c.added, "green") if c.added else "", paint("-" + c.removed, "red") if c.removed else "",
-             "; ".join(c.causes)] for c in changes]
+             "; ".join(c.causes) + (f" ({c.reason})" if c.reason else "")] for c in changes]
     print(table(["FROM", "TO", "BEFORE", "AFTER", "GAINED", "LOST", "CAUSE"], rows, paint))
-    print(f"\n{len(changes)} flow(s) changed")
+    counts = {k: sum(1 for c in changes if c.change == k) for k in ("changed", "added", "removed")}
+    print(f"\n{counts['changed']} flow(s) changed" + "".join(
+        f", {n} flow(s) of {k} pods" for k, n in counts.items() if n and k != "changed"))
     return 0

@@ -118,6 +118,14 @@ class ConnSet:
     def __hash__(self) -> int:
         return self._hash
 
+    def first(self) -> tuple[str, int]:
+        """The lowest port of the first protocol (TCP, UDP, SCTP order) in the set: a sample connection."""
+        for proto in PROTOCOLS:
+            intervals = self.by_protocol.get(proto)
+            if intervals:
+                return proto, intervals[0][0]
+        raise ValueError("an empty connection set has no first connection")
+
     def contains(self, protocol: str, port: int) -> bool:
         return any(lo <= port <= hi for lo, hi in self.by_protocol.get(protocol, ()))
 
