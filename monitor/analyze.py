@@ -6,13 +6,14 @@ nothing about presentation and do no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from monitor.engine import ConnSet, Engine
 from monitor.engine.evaluate import fill_template
 from monitor.engine.matrix import bits_of, class_matrix
-from monitor.models import FlowResult, Outcome, Pod, Snapshot, Verdict
+from monitor.engine.selectors import block_coverage, primary_cidrs
+from monitor.models import DEFAULT_POD_CIDRS, FlowResult, Outcome, Pod, Snapshot, Verdict
 from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
 from monitor.suite import Suite, expand_case
 
@@ -38,10 +39,11 @@ def declared_ports(snapshot: Snapshot) -> list[tuple[int, str]]:
     return sorted(ports, key=lambda x: (x[1], x[0]))
 
 
-def matrix_flows(snapshot: Snapshot, ports: list[tuple[int, str]]) -> Iterator[MatrixFlow]:
+def matrix_flows(snapshot: Snapshot, ports: list[tuple[int, str]],
+                 pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS) -> Iterator[MatrixFlow]:
     """One flow per ordered pair of distinct pods per port; explanations computed once per class pair."""
-    engine = Engine(snapshot)
-    matrix = class_matrix(snapshot)
+    engine = Engine(snapshot, pod_cidrs)
+    matrix = class_matrix(snapshot, pod_cidrs)
     class_of = matrix.class_of()
     reasons: dict[tuple[int, int, int, str], tuple[bool, str]] = {}
     for a in snapshot.pods:
@@ -59,9 +61,9 @@ def matrix_flows(snapshot: Snapshot, ports: list[tuple[int, str]]) -> Iterator[M
                 yield MatrixFlow(a.ref, b.ref, port, proto, allowed, fill_template(reason, a, b))
 
 
-def connection_lines(snapshot: Snapshot) -> Iterator[str]:
+def connection_lines(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS) -> Iterator[str]:
     """The streamed tsv: `ns/src<TAB>ns/dst<TAB>CONNS` for each pod pair with any allowed connection."""
-    matrix = class_matrix(snapshot)
+    matrix = class_matrix(snapshot, pod_cidrs)
     refs = [[p.ref for p in m] for m in matrix.members]
     for s, srcs in enumerate(refs):
         groups = [(str(conns), sorted(bits_of(part))) for conns, part in matrix.row_groups(s) if conns]
@@ -70,6 +72,35 @@ def connection_lines(snapshot: Snapshot) -> Iterator[str]:
             for text, dsts in groups:
                 tail = "\t" + text + "\n"
                 yield "".join(f"{a}\t{b}{tail}" for d in dsts for b in refs[d] if b != a)
+
+
+def address_warnings(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS) -> list[str]:
+    """One line per policy CIDR whose verdict for pods without an IP depends on where in the pod CIDRs
+    they are (the engine assumes inside and flags each such answer)."""
+    unknown = [p for p in snapshot.pods if not p.addresses and not p.host_network]
+    if not unknown:
+        return []
+    blocks: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for np in snapshot.policies:
+        for rule in (*np.ingress, *np.egress):
+            for peer in rule.peers:
+                if peer.ip_block is not None:
+                    blocks.setdefault((peer.ip_block.cidr, peer.ip_block.except_), []).append(np.ref)
+    for ap in snapshot.admin_policies:
+        for rule in (*ap.ingress, *ap.egress):
+            for peer in rule.peers:
+                for cidr in peer.networks:
+                    blocks.setdefault((cidr, ()), []).append(ap.ref)
+    cidrs = primary_cidrs(pod_cidrs)
+    out = []
+    for (cidr, excepts), refs in blocks.items():
+        if block_coverage(cidr, excepts, cidrs) is None:
+            block = cidr + (f" except {', '.join(excepts)}" if excepts else "")
+            out.append(f"{len(unknown)} pod(s) have no IP in the manifests and {block} (in "
+                       f"{', '.join(sorted(set(refs)))}) holds only part of the pod CIDRs ({', '.join(cidrs)}): "
+                       f"answers that depend on it assume they are inside and say so; give status.podIPs or "
+                       f"--pod-cidr")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- check
@@ -94,9 +125,11 @@ class CaseCheck:
         return (pick.reason or pick.explanation) if pick else ""
 
 
-def check_suite(snapshot: Snapshot, suite: Suite) -> list[CaseCheck]:
-    """Evaluates every case statically: the engine's answer is the intent, compared with the expectation."""
-    engine = Engine(snapshot)
+def check_suite(snapshot: Snapshot, suite: Suite, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS
+                ) -> list[CaseCheck]:
+    """Evaluates every case statically: the engine's answer is the intent, compared with the expectation.
+    An answer that depends on an IP the manifests do not give is `unknown`, never a pass."""
+    engine = Engine(snapshot, pod_cidrs)
     ns_labels = {n.name: dict(n.labels) for n in snapshot.namespaces}
     checks = []
     for case in suite.cases:
@@ -109,9 +142,10 @@ def check_suite(snapshot: Snapshot, suite: Suite) -> list[CaseCheck]:
                                         reason=f.skip_reason))
                 continue
             d = engine.decide(f.source, f.destination, f.port, f.protocol)
-            intent = Verdict.ALLOW if d.allowed else Verdict.DENY
+            intent = Verdict.UNKNOWN if d.depends_on_ip else Verdict.ALLOW if d.allowed else Verdict.DENY
             flows.append(FlowResult(case.name, src, dst, f.port, f.protocol, case.expect, intent,
-                                    Outcome.SKIPPED, Verdict.SKIPPED, explanation=d.reason))
+                                    Outcome.SKIPPED, Verdict.SKIPPED, explanation=d.reason,
+                                    reason=d.depends_on_ip))
         judged = [f for f in flows if f.intent in (Verdict.ALLOW, Verdict.DENY)]
         if any(f.intent != case.expect for f in judged):
             status = "fail"
@@ -148,7 +182,8 @@ class PolicyChanges:
     changed: tuple[str, ...]
 
 
-def reachability_diff(before: Snapshot, after: Snapshot) -> tuple[list[FlowChange], PolicyChanges]:
+def reachability_diff(before: Snapshot, after: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS
+                      ) -> tuple[list[FlowChange], PolicyChanges]:
     """Pod pairs (present in both snapshots) whose connection set differs, with the changes that explain it,
     then the allowed flows of pods that exist on one side only (`added` / `removed`, caused by that pod).
 
@@ -161,7 +196,7 @@ def reachability_diff(before: Snapshot, after: Snapshot) -> tuple[list[FlowChang
         tuple(sorted(diff.policies_added + diff.admin_policies_added)),
         tuple(sorted(diff.policies_removed + diff.admin_policies_removed)),
         tuple(sorted(diff.policies_changed + diff.admin_policies_changed)))
-    old_m, new_m = class_matrix(before), class_matrix(after)
+    old_m, new_m = class_matrix(before, pod_cidrs), class_matrix(after, pod_cidrs)
     old_cls, new_cls = old_m.class_of(), new_m.class_of()
     new_refs = {p.ref for p in after.pods}
     common = [p.ref for p in before.pods if p.ref in new_refs]
@@ -179,7 +214,7 @@ def reachability_diff(before: Snapshot, after: Snapshot) -> tuple[list[FlowChang
                 variants = []
                 for change in diff.changes:
                     variant = apply_change(before, change)
-                    variants.append((change, Engine(variant), {p.ref: p for p in variant.pods}))
+                    variants.append((change, Engine(variant, pod_cidrs), {p.ref: p for p in variant.pods}))
             causes = [c.describe() for c, engine, pods in variants
                       if a in pods and b in pods and engine.connections(pods[a], pods[b]) != c_old]
             if not causes:
@@ -188,9 +223,9 @@ def reachability_diff(before: Snapshot, after: Snapshot) -> tuple[list[FlowChang
                                       tuple(causes)))
     for c in one_sided_pods(diff, before, after):
         if c.action == "added":
-            changes += _one_sided_flows(after, new_m, new_cls, c.new, c.describe(), "added")
+            changes += _one_sided_flows(after, new_m, new_cls, c.new, c.describe(), "added", pod_cidrs)
         else:
-            changes += _one_sided_flows(before, old_m, old_cls, c.old, c.describe(), "removed")
+            changes += _one_sided_flows(before, old_m, old_cls, c.old, c.describe(), "removed", pod_cidrs)
     return changes, policy_changes
 
 
@@ -203,9 +238,9 @@ def one_sided_pods(diff: SnapshotDiff, before: Snapshot, after: Snapshot) -> lis
 
 
 def _one_sided_flows(snapshot: Snapshot, matrix, class_of: dict[str, int], pod: Pod, cause: str,
-                     change: str) -> list[FlowChange]:
+                     change: str, pod_cidrs: Sequence[str]) -> list[FlowChange]:
     """Every allowed flow from and to a pod that exists on one side only: all of it appeared (or went)."""
-    engine = Engine(snapshot)
+    engine = Engine(snapshot, pod_cidrs)
     out = []
     for other in snapshot.pods:
         if other.ref == pod.ref:

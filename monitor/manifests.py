@@ -38,6 +38,7 @@ from monitor.models import (
     Snapshot,
     labels_of,
 )
+from monitor.topology import owning_workload
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob",
@@ -109,17 +110,82 @@ def _flatten(doc: Any, source: str) -> Iterator[dict]:
 
 
 def load_manifests(directory: str | Path) -> Snapshot:
-    """All supported objects under a directory; unsupported kinds are ignored (a cluster dump has many)."""
+    """All supported objects under a directory; unsupported kinds are ignored (a cluster dump has many).
+
+    A dump holds pods and the workloads that made them: pods that finished (Succeeded, Failed) are no
+    endpoint, and a workload's representative pod stands in only where nothing more real does (see
+    `_one_per_workload`), so a Deployment, its ReplicaSet and their pods are one workload, not three.
+    """
     namespaces, pods, services, policies, admin = [], [], [], [], []
+    owners: dict[str, str] = {}  # ns/Kind/name of a workload object -> ns/Kind/name of its controller
+    representatives: set[int] = set()  # id() of the pods that stand for a workload object
     for path in iter_manifest_files(directory):
         for obj in iter_documents(path):
+            if obj.get("kind") == "Pod" and _finished(obj):
+                continue
             for parsed in parse_object(obj, str(path)):
                 {Namespace: namespaces, Pod: pods, Service: services, NetworkPolicy: policies,
                  AdminPolicy: admin}[type(parsed)].append(parsed)
+                if obj.get("kind") in WORKLOAD_KINDS:
+                    representatives.add(id(parsed))
+                    _record_owner(obj, owners)
+    pods = _one_per_workload(pods, representatives, owners)
     _reject_duplicates(pods, "Pod", str(directory))
     _reject_duplicates(policies, "NetworkPolicy", str(directory))
     _reject_duplicates(admin, "", str(directory))
     return Snapshot.build(namespaces, pods, services, policies, admin)
+
+
+def _finished(obj: dict) -> bool:
+    status = obj.get("status")
+    return isinstance(status, dict) and status.get("phase") in ("Succeeded", "Failed")
+
+
+def _controller(meta: Any) -> str | None:
+    """Kind/name of the controller ownerReference (else the first one), None without owners."""
+    owners = meta.get("ownerReferences") if isinstance(meta, dict) else None
+    if not isinstance(owners, list) or not owners:
+        return None
+    owner = next((o for o in owners if isinstance(o, dict) and o.get("controller")), owners[0])
+    return f"{owner.get('kind')}/{owner.get('name')}" if isinstance(owner, dict) else None
+
+
+def _record_owner(obj: dict, owners: dict[str, str]) -> None:
+    meta = obj.get("metadata")
+    owner = _controller(meta)
+    if owner is not None and isinstance(meta, dict):
+        ns = meta.get("namespace") or "default"
+        owners[f"{ns}/{obj['kind']}/{meta.get('name')}"] = f"{ns}/{owner}"
+
+
+def _one_per_workload(pods: list[Pod], representative: set[int], owners: dict[str, str]) -> list[Pod]:
+    """Drops the representative pod of a workload that real pods of the dump stand for (its own pods, or its
+    children's: a Deployment's ReplicaSet's pods) or whose controller is in the dump too (the top workload
+    stands for it); exactly one representative remains for a chain without pods."""
+
+    def top(ref: str) -> str:
+        seen = {ref}
+        while ref in owners and owners[ref] not in seen:
+            ref = owners[ref]
+            seen.add(ref)
+        return ref
+
+    def key(pod: Pod) -> str:
+        # A Deployment's ReplicaSet's pods name the Deployment even when the ReplicaSet is not in the dump.
+        return f"{pod.namespace}/{owning_workload(pod)}"
+
+    real_tops = {top(key(p)) for p in pods if owning_workload(p) and id(p) not in representative}
+    kept, chains = [], set()
+    # Top-level workloads first, so that a chain keeps its top's own representative when it has one.
+    for pod in sorted(pods, key=lambda p: id(p) in representative
+                      and f"{p.namespace}/{p.workload}" != top(key(p))):
+        if id(pod) in representative:
+            chain = top(key(pod))
+            if chain in real_tops or chain in chains:
+                continue
+            chains.add(chain)
+        kept.append(pod)
+    return kept
 
 
 def _reject_duplicates(objects: list, kind: str, source: str) -> None:
@@ -298,15 +364,29 @@ def parse_pod(obj: dict, source: str) -> Pod:
         of = f"metadata.ownerReferences[{at}]"
         kind, owner = _str(owners[at].get("kind"), ctx, f"{of}.kind"), _str(owners[at].get("name"), ctx, f"{of}.name")
         workload = f"{kind}/{owner}"
-    ip = _str(status.get("podIP"), ctx, "status.podIP") or None
-    if ip is not None:
-        try:
-            ip = str(ipaddress.ip_address(ip))
-        except ValueError as e:
-            raise ctx.error("status.podIP", f"invalid IP {ip!r}") from e
-    return Pod(ns, name, labels_of(labels), ip, _container_ports(spec, ctx, "spec"),
+    ips = _pod_ips(status, ctx)
+    return Pod(ns, name, labels_of(labels), ips[0] if ips else None, _container_ports(spec, ctx, "spec"),
                _str(spec.get("nodeName"), ctx, "spec.nodeName"),
-               _bool(spec.get("hostNetwork"), ctx, "spec.hostNetwork"), workload)
+               _bool(spec.get("hostNetwork"), ctx, "spec.hostNetwork"), workload, ips[1:])
+
+
+def _pod_ips(status: dict, ctx: _Ctx) -> tuple[str, ...]:
+    """status.podIP first (the primary family), then the other addresses of status.podIPs (dual stack)."""
+    raw = [(_str(status.get("podIP"), ctx, "status.podIP"), "status.podIP")]
+    for i, entry in enumerate(_list(status.get("podIPs"), ctx, "status.podIPs")):
+        field = f"status.podIPs[{i}].ip"
+        raw.append((_str(_dict(entry, ctx, f"status.podIPs[{i}]").get("ip"), ctx, field), field))
+    found: list[str] = []
+    for value, field in raw:
+        if not value:
+            continue
+        try:
+            ip = str(ipaddress.ip_address(value))
+        except ValueError as e:
+            raise ctx.error(field, f"invalid IP {value!r}") from e
+        if ip not in found:
+            found.append(ip)
+    return tuple(found)
 
 
 def parse_workload(obj: dict, source: str) -> Pod | None:

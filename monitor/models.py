@@ -23,6 +23,10 @@ def labels_of(mapping: Mapping[str, str] | None) -> Labels:
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
+# Where a pod whose manifest gives no IP is assumed to be (settings cluster.pod_cidrs, --pod-cidr): private
+# IPv4 space, where nearly every cluster's pod network lies. The first CIDR's family is the primary one.
+DEFAULT_POD_CIDRS = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
 
 # --------------------------------------------------------------------------------------------- cluster objects
 @dataclass(frozen=True, slots=True)
@@ -49,10 +53,16 @@ class Pod:
     host_network: bool = False
     # "Kind/name" of the owning workload when known (Deployment/web); the identity that survives restarts.
     workload: str | None = None
+    # status.podIPs beyond the primary `ip` (dual stack: the other family's address).
+    other_ips: tuple[str, ...] = ()
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return ((self.ip,) if self.ip else ()) + self.other_ips
 
 
 @dataclass(frozen=True, slots=True)

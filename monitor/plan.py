@@ -161,6 +161,7 @@ class GeneratedCase:
     expect: Verdict
     port_name: str | None
     why: str  # the engine's explanation, for the reviewer
+    depends_on_ip: str = ""  # the expectation turns on a pod IP the manifests do not give
 
 
 def _endpoint_of(pod: Pod) -> dict:
@@ -196,7 +197,8 @@ def generate_cases(snapshot: Snapshot, namespaces: tuple[str, ...] = (), max_cas
                 d = decide(src, dst, cp.port, cp.protocol)
                 name = _slug(f"{src_id}-to-{dst_id}-{cp.protocol}-{cp.port}")
                 case = GeneratedCase(name, _endpoint_of(src), _endpoint_of(dst), cp.port, cp.protocol,
-                                     Verdict.ALLOW if d.allowed else Verdict.DENY, cp.name, d.reason)
+                                     Verdict.ALLOW if d.allowed else Verdict.DENY, cp.name, d.reason,
+                                     d.depends_on_ip)
                 (allowed if d.allowed else denied).append(case)
     merged = []
     for i in range(max(len(allowed), len(denied))):
@@ -224,6 +226,9 @@ def render_suite_yaml(cases: list[GeneratedCase], source: str, name: str = "gene
     ]
     for c in cases:
         why = " ".join(c.why.split()).replace("#", "")
+        if c.depends_on_ip:
+            lines.append("  # WARNING: this expectation depends on a pod IP the manifests do not give "
+                         "(--pod-cidr, status.podIPs): check it before you keep it")
         lines.append(f"  # policies say {c.expect.value}: {why}")
         lines.append(f"  - name: {json.dumps(c.name)}")
         lines.append(f"    from: {flow(c.source)}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitor.errors import InputError, syntax_error
+from monitor.models import DEFAULT_POD_CIDRS
 
 ENV_PREFIX = "NETPOL_DRIFT_"
 # Variables of the product that are not settings: the probe agent's inputs inside probe pods.
@@ -38,6 +39,8 @@ class ClusterSettings:
     context: str | None = None
     request_timeout_seconds: float = 10.0
     retries: int = 3
+    # Offline address model: where a pod whose manifest gives no IP is assumed to be (first: primary family).
+    pod_cidrs: tuple[str, ...] = DEFAULT_POD_CIDRS
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,8 @@ _SECRET_ENV = {
     "slack_webhook_url": "SLACK_WEBHOOK_URL",
     "database_password": "DATABASE_PASSWORD",
 }
-_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               tuple: "a list of CIDRs"}
 _CHOICES = {("probe", "refused_means"): ("allow", "deny", "unknown"),
             ("probe", "udp_refused_means"): ("allow", "deny", "unknown"),
             (None, "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR")}
@@ -180,6 +184,8 @@ def _build(cls: type, raw: Mapping, source: str, prefix: str):
 
 
 def _coerce(value, hint, source: str, key: str):
+    if typing.get_origin(hint) is tuple:
+        return parse_cidrs(value, source, key)
     args = typing.get_args(hint)
     optional = isinstance(hint, types.UnionType) and type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if optional else hint
@@ -214,6 +220,22 @@ def _coerce(value, hint, source: str, key: str):
     if base in (int, float) and value < 0:
         raise InputError(f"must not be negative, got {value!r}", file=source, field=key)
     return value
+
+
+def parse_cidrs(value, source: str, key: str) -> tuple[str, ...]:
+    """A non-empty list of CIDRs: a YAML list, or comma-separated text (environment, command line)."""
+    import ipaddress
+
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not items:
+        raise InputError(f"must be a non-empty list of CIDRs, got {value!r}", file=source, field=key)
+    cidrs = []
+    for item in items:
+        try:
+            cidrs.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            raise InputError(f"invalid CIDR {item!r}", file=source, field=key) from None
+    return tuple(cidrs)
 
 
 def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:

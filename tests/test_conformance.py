@@ -25,9 +25,9 @@ import pytest
 import yaml
 
 from monitor.engine import ALL, EMPTY, ConnSet, Engine
-from monitor.engine.selectors import ip_in
+from monitor.engine.selectors import block_coverage, ip_in, ip_version, primary_cidrs
 from monitor.manifests import load_manifests, parse_object
-from monitor.models import ContainerPort, Namespace, Pod, Snapshot, labels_of
+from monitor.models import DEFAULT_POD_CIDRS, ContainerPort, Namespace, Pod, Snapshot, labels_of
 from tests.oracle import missing_message, oracle_dir
 
 MISSING = "<oracle missing>"
@@ -55,8 +55,12 @@ def _no_host_network(s: Snapshot) -> Snapshot:
     return dataclasses.replace(s, pods=tuple(dataclasses.replace(p, host_network=False) for p in s.pods))
 
 
-def _no_pod_ips(s: Snapshot) -> Snapshot:
-    return dataclasses.replace(s, pods=tuple(dataclasses.replace(p, ip=None) for p in s.pods))
+def _pods_in_no_ipblock(s: Snapshot) -> Snapshot:
+    # The oracles' semantics: an ipBlock never selects a pod. Every pod gets an address no policy's block can
+    # hold (RFC 6666's discard-only IPv6 prefix; the oracle data has IPv4 blocks only).
+    assert all(ip_version(c) == 4 for c, _ in _policy_cidrs(s))
+    return dataclasses.replace(s, pods=tuple(dataclasses.replace(p, ip=f"100::{i + 1:x}", other_ips=())
+                                             for i, p in enumerate(s.pods)))
 
 
 def _policy_cidrs(s: Snapshot) -> list[tuple[str, tuple[str, ...]]]:
@@ -65,7 +69,10 @@ def _policy_cidrs(s: Snapshot) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _covered_by_ipblock(s: Snapshot, pod: Pod) -> bool:
-    return pod.ip is not None and any(ip_in(pod.ip, cidr) for cidr, _ in _policy_cidrs(s))
+    if pod.ip is None:  # the address model: a pod without an IP is somewhere in the default pod CIDRs
+        return any(block_coverage(cidr, (), primary_cidrs(DEFAULT_POD_CIDRS)) is not False
+                   for cidr, _ in _policy_cidrs(s))
+    return any(ip_in(pod.ip, cidr) for cidr, _ in _policy_cidrs(s))
 
 
 KNOWN_DIFFERENCES: dict[str, tuple[Callable[[Snapshot], Snapshot], Callable[[Snapshot, Pod], bool]]] = {
@@ -74,7 +81,7 @@ KNOWN_DIFFERENCES: dict[str, tuple[Callable[[Snapshot], Snapshot], Callable[[Sna
     "hostNetwork": (_no_host_network, lambda s, p: p.host_network),
     # Kubernetes e2e: an ipBlock covering a pod IP selects that pod. netpol-analyzer (issue #456) and NCA treat
     # ipBlocks as external-only.
-    "ipBlock": (_no_pod_ips, _covered_by_ipblock),
+    "ipBlock": (_pods_in_no_ipblock, _covered_by_ipblock),
 }
 
 

@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only workloads of this namespace (repeatable; default: all)")
     g.add_argument("--max-cases", type=int, metavar="N", help="at most N cases (allowed and denied mixed)")
     g.add_argument("--manifests", metavar="DIR", help="read manifests instead of a live cluster")
+    offline.add_pod_cidr(g)
     g.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     _cluster_flags(g)
     g.set_defaults(func=generate_command)
@@ -270,11 +271,14 @@ def generate_command(args: argparse.Namespace) -> int:
 
     if args.max_cases is not None and args.max_cases < 1:
         raise InputError("--max-cases must be at least 1")
+    cidrs = None
     if args.manifests:
+        from monitor.cli.offline import pod_cidrs
         from monitor.manifests import load_manifests
 
         snapshot = load_manifests(args.manifests)
         source = f"manifests in {args.manifests}"
+        cidrs = pod_cidrs(args, (snapshot,))
     else:
         from monitor.snapshot import take_snapshot
 
@@ -294,7 +298,7 @@ def generate_command(args: argparse.Namespace) -> int:
     for ns in args.namespace:
         if ns not in known:
             raise InputError(f"namespace {ns!r} does not exist", field="--namespace")
-    engine = Engine(snapshot)
+    engine = Engine(snapshot, cidrs) if cidrs else Engine(snapshot)
     cases = generate_cases(snapshot, tuple(args.namespace), args.max_cases, engine.decide)
     text = render_suite_yaml(cases, source)
     if args.output:

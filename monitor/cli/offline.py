@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", action="append", default=[], metavar="PORT/PROTOCOL",
                    help="port to evaluate (repeatable; default: every port some pod declares)")
     p.add_argument("--format", choices=("table", "json", "tsv"), default="table")
+    add_pod_cidr(p)
     p.set_defaults(func=matrix_command)
 
     p = sub.add_parser("check", help="evaluate a suite against manifests, statically",
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", required=True, metavar="FILE")
     p.add_argument("--format", choices=("table", "json"), default="table")
     add_allow_skipped(p)
+    add_pod_cidr(p)
     p.set_defaults(func=check_command)
 
     p = sub.add_parser("diff", help="flows whose verdict differs between two manifest sets (or two stored runs)",
@@ -44,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--after", metavar="DIR")
     p.add_argument("--db", metavar="URL", help="database URL for a run diff (default: store.url setting)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    add_pod_cidr(p)
     p.set_defaults(func=diff_command)
 
 
@@ -53,6 +56,29 @@ def snapshot_of(directory: str) -> Snapshot:
     for text in analyze.admin_tie_warnings(snapshot):
         warn(f"{directory}: {text}")
     return snapshot
+
+
+def add_pod_cidr(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pod-cidr", action="append", default=[], metavar="CIDR",
+                   help="where pods without an IP in the manifests are assumed to be (repeatable or "
+                        "comma-separated; the first is the primary family; default: cluster.pod_cidrs, "
+                        "private IPv4 space)")
+
+
+def pod_cidrs(args: argparse.Namespace, snapshots: tuple = ()) -> tuple[str, ...]:
+    """--pod-cidr, else the cluster.pod_cidrs setting; prints the address-model warnings of the snapshots."""
+    if args.pod_cidr:
+        from monitor.settings import parse_cidrs
+
+        cidrs = parse_cidrs(",".join(args.pod_cidr), "command line", "--pod-cidr")
+    else:
+        from monitor.settings import load_settings
+
+        cidrs = load_settings(args.config).cluster.pod_cidrs
+    for snapshot in snapshots:
+        for line in analyze.address_warnings(snapshot, cidrs):
+            warn(line)
+    return cidrs
 
 
 def add_allow_skipped(p: argparse.ArgumentParser) -> None:
@@ -85,14 +111,15 @@ def parse_port(text: str) -> tuple[int, str]:
 def matrix_command(args: argparse.Namespace) -> int:
     ports = [parse_port(p) for p in args.port]
     snapshot = snapshot_of(args.manifests)
+    cidrs = pod_cidrs(args, (snapshot,))
     out = sys.stdout
     if args.format == "tsv":
         # Streamed: big clusters produce millions of lines, written a chunk per source and connection set.
-        for chunk in analyze.connection_lines(snapshot):
+        for chunk in analyze.connection_lines(snapshot, cidrs):
             out.write(chunk)
         return 0
     ports = ports or analyze.declared_ports(snapshot)
-    flows = list(analyze.matrix_flows(snapshot, ports))
+    flows = list(analyze.matrix_flows(snapshot, ports, cidrs))
     pods = [p.ref for p in snapshot.pods]
     if args.format == "json":
         json.dump({"pods": pods, "flows": [
@@ -135,7 +162,7 @@ def check_command(args: argparse.Namespace) -> int:
     snapshot = snapshot_of(args.manifests)
     suite = load_suite(args.suite)
     validate_suite(suite, snapshot)
-    checks = analyze.check_suite(snapshot, suite)
+    checks = analyze.check_suite(snapshot, suite, pod_cidrs(args, (snapshot,)))
     code = suite_exit_code([c.status for c in checks], args.allow_skipped)
     if args.format == "json":
         json.dump({"suite": suite.name, "ok": code == 0,
@@ -176,7 +203,7 @@ def diff_command(args: argparse.Namespace) -> int:
     if not args.before or not args.after:
         raise InputError("needs --before DIR and --after DIR (or two run ids)", field="diff")
     before, after = snapshot_of(args.before), snapshot_of(args.after)
-    changes, policies = analyze.reachability_diff(before, after)
+    changes, policies = analyze.reachability_diff(before, after, pod_cidrs(args, (before, after)))
     pods = analyze.one_sided_pods(analyze.diff_snapshots(before, after), before, after)
     if args.format == "json":
         json.dump({"policy_changes": to_jsonable(policies),

@@ -23,11 +23,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from monitor.engine.connset import ALL, EMPTY, ConnSet
-from monitor.engine.selectors import describe_selector, ip_block_matches, ip_in, selector_matches
+from monitor.engine.selectors import (
+    block_coverage,
+    describe_selector,
+    ip_block_matches,
+    ip_version,
+    primary_cidrs,
+    selector_matches,
+)
 from monitor.models import (
+    DEFAULT_POD_CIDRS,
     AdminPolicy,
     AdminRule,
     AdminSelector,
+    IPBlock,
     NetworkPolicy,
     Pod,
     PolicyPeer,
@@ -65,13 +74,28 @@ class Decision:
     ingress_policies: tuple[str, ...] = ()  # policies that select the destination for ingress
     egress_allowed: bool = True
     ingress_allowed: bool = True
+    # Set when the answer depends on an address the snapshot does not give (a pod without an IP whose place
+    # in the pod CIDRs decides an ipBlock): says which, and what each placement gives. `allowed` assumes inside.
+    depends_on_ip: str = ""
 
 
 class Engine:
-    """Answers reachability questions for one snapshot. Build once per snapshot; queries are cheap."""
+    """Answers reachability questions for one snapshot. Build once per snapshot; queries are cheap.
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    Address model (offline manifests often give no pod IP): a pod without an IP lies somewhere in `pod_cidrs`
+    (its primary family: the first CIDR's). An ipBlock or admin `networks` CIDR that holds all of those CIDRs
+    selects such a pod, one that holds none does not, and one that holds part of them is assumed to select it;
+    `decide` then checks the other placement too and says in `depends_on_ip` when the answer moves.
+    """
+
+    def __init__(self, snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS) -> None:
         self.snapshot = snapshot
+        self.pod_cidrs = primary_cidrs(pod_cidrs)
+        # Per query: the address family of the flow (None: the pods' primary addresses), the placement assumed
+        # for pods without an IP, and the uncertain matches seen (pod, CIDR description).
+        self._family: int | None = None
+        self._assume_inside = True
+        self._uncertain: list[tuple[Pod, str]] = []
         self.ns_labels: dict[str, dict[str, str]] = {n.name: dict(n.labels) for n in snapshot.namespaces}
         self.policies_by_ns: dict[str, list[NetworkPolicy]] = defaultdict(list)
         for p in snapshot.policies:
@@ -86,7 +110,7 @@ class Engine:
                 same[(p.tier, p.priority)].append(p)
         self._tied_groups = [group for group in same.values() if len(group) > 1]
         self._peers_at_priority = {p.ref: group for group in self._tied_groups for p in group}
-        self.pod_by_ip = {p.ip: p for p in snapshot.pods if p.ip and not p.host_network}
+        self.pod_by_ip = {ip: p for p in snapshot.pods if not p.host_network for ip in p.addresses}
         self._labels_cache: dict[int, dict[str, str]] = {}
 
     # ------------------------------------------------------------------------------------------ queries
@@ -97,7 +121,9 @@ class Engine:
         return endpoint
 
     def connections(self, src: Endpoint, dst: Endpoint) -> ConnSet:
-        """Every (protocol, port) on which src may open a connection to dst."""
+        """Every (protocol, port) on which src may open a connection to dst (pods without an IP: assumed
+        inside the ipBlocks that hold part of the pod CIDRs, as the class matrix does)."""
+        self._begin(src, dst)
         src, dst = self.resolve(src), self.resolve(dst)
         egress = self._direction(src, dst, dst, "egress", ALL, None)
         if not egress:
@@ -108,6 +134,7 @@ class Engine:
                template: bool = False) -> Decision:
         """The verdict for one connection. With template=True the reason names the two endpoints by the
         SRC/DST tokens below, so one explanation can serve every pod pair of the same two classes."""
+        self._begin(src, dst)
         src, dst = self.resolve(src), self.resolve(dst)
         conn = ConnSet.ports(protocol, port)
         names = {id(src): SRC, id(dst): DST} if template else {}
@@ -120,10 +147,56 @@ class Engine:
         if not allowed:
             # Lead with the direction that blocked: that is what a person has to fix.
             parts = [p for p, ok in zip(parts, (egress, ingress), strict=True) if not ok]
-        return Decision(allowed, f"{verb} {protocol}/{port}: " + " | ".join(parts),
+        reason = f"{verb} {protocol}/{port}: " + " | ".join(parts)
+        depends = self._depends(src, dst, conn, allowed, etrace) if self._uncertain else ""
+        if depends:
+            reason += f" | {depends}"
+        return Decision(allowed, reason,
                         tuple(p.ref for p in self._selecting(src, "Egress")) if isinstance(src, Pod) else (),
                         tuple(p.ref for p in self._selecting(dst, "Ingress")) if isinstance(dst, Pod) else (),
-                        egress, ingress)
+                        egress, ingress, depends)
+
+    # ------------------------------------------------------------------------------------ address model
+    def _begin(self, src: Endpoint, dst: Endpoint) -> None:
+        # A flow from or to an address runs in that address's family; between pods in their primary one.
+        address = dst if isinstance(dst, str) else src if isinstance(src, str) else None
+        self._family = ip_version(address) if address is not None else None
+        self._assume_inside = True
+        self._uncertain = []
+
+    def _depends(self, src: Endpoint, dst: Endpoint, conn: ConnSet, allowed: bool, trace: _Trace) -> str:
+        """The other placement of the pods without an IP: empty when it gives the same answer."""
+        uncertain = self._uncertain[0]
+        self._assume_inside = False
+        try:
+            other = bool(self._direction(src, dst, dst, "egress", conn, None)) and \
+                bool(self._direction(dst, src, dst, "ingress", conn, None))
+        finally:
+            self._assume_inside = True
+        if other == allowed:
+            return ""
+        pod, block = uncertain
+        inside, outside = ("allowed", "denied") if allowed else ("denied", "allowed")
+        return (f"DEPENDS ON AN IP THE MANIFESTS DO NOT GIVE: {trace.name(pod)} has no IP and {block} holds only "
+                f"part of the pod CIDRs ({', '.join(self.pod_cidrs)}): {inside} if its IP is in it (assumed), "
+                f"{outside} if not; give status.podIPs or --pod-cidr")
+
+    def _in_block(self, peer: Endpoint, cidr: str, excepts: tuple[str, ...]) -> bool:
+        """Is the peer's address (in the flow's family) in cidr minus excepts; for a pod without any IP, by
+        the address model (recording an uncertain answer and assuming the current placement)."""
+        if isinstance(peer, str):
+            return ip_block_matches(IPBlock(cidr, excepts), peer)
+        if not peer.addresses:
+            covered = block_coverage(cidr, excepts, self.pod_cidrs)
+            if covered is None:
+                self._uncertain.append((peer, f"{cidr}" + (f" except {', '.join(excepts)}" if excepts else "")))
+                return self._assume_inside
+            return covered
+        if self._family is None:
+            address = peer.ip
+        else:
+            address = next((a for a in peer.addresses if ip_version(a) == self._family), None)
+        return ip_block_matches(IPBlock(cidr, excepts), address)
 
     # ------------------------------------------------------------------------------------------ directions
     def _direction(self, subject: Endpoint, peer: Endpoint, dst: Endpoint, direction: str,
@@ -209,7 +282,7 @@ class Engine:
     def _np_peer_matches(self, peer_spec: PolicyPeer, policy_ns: str, peer: Endpoint) -> bool:
         if peer_spec.ip_block is not None:
             # An ipBlock that covers a pod's IP selects that pod (as the upstream e2e suite expects).
-            return ip_block_matches(peer_spec.ip_block, peer.ip if isinstance(peer, Pod) else peer)
+            return self._in_block(peer, peer_spec.ip_block.cidr, peer_spec.ip_block.except_)
         if not isinstance(peer, Pod) or peer.host_network:
             return False
         if peer_spec.namespace_selector is None:
@@ -267,8 +340,7 @@ class Engine:
 
     def _admin_peer_matches(self, sel: AdminSelector, peer: Endpoint) -> bool:
         if sel.networks:
-            ip = peer.ip if isinstance(peer, Pod) else peer
-            return ip is not None and any(ip_in(ip, c) for c in sel.networks)
+            return any(self._in_block(peer, c, ()) for c in sel.networks)
         return isinstance(peer, Pod) and self._admin_selects(sel, peer)
 
     def _admin_rule_conns(self, rule: AdminRule, dst: Endpoint) -> ConnSet:

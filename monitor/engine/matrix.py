@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from monitor.engine.connset import ALL, EMPTY, ConnSet
 from monitor.engine.evaluate import Engine, np_rule_conns
-from monitor.engine.selectors import ip_block_matches, ip_in, selector_matches
-from monitor.models import PROTOCOLS, LabelSelector, NetworkPolicy, Pod, PolicyPeer, Snapshot
+from monitor.engine.selectors import block_coverage, ip_block_matches, ip_in, primary_cidrs, selector_matches
+from monitor.models import DEFAULT_POD_CIDRS, PROTOCOLS, LabelSelector, NetworkPolicy, Pod, PolicyPeer, Snapshot
 
 
 @dataclass(frozen=True)
@@ -152,11 +152,13 @@ def _ip_matchers(snapshot: Snapshot) -> list:
     return list(matchers.values())
 
 
-def class_matrix(snapshot: Snapshot) -> ClassMatrix:
+def class_matrix(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS) -> ClassMatrix:
+    """Pods without an IP follow the address model of Engine (evaluate.py): inside an ipBlock that holds
+    all or part of the pod CIDRs of the primary family, outside one that holds none."""
     reps, members = pod_classes(snapshot)
     if snapshot.admin_policies:
-        return _reference_matrix(snapshot, reps, members)
-    return _NetworkPolicyMatrix(snapshot, reps).build(members)
+        return _reference_matrix(snapshot, reps, members, pod_cidrs)
+    return _NetworkPolicyMatrix(snapshot, reps, pod_cidrs).build(members)
 
 
 # -------------------------------------------------------------------------------------------------- atoms
@@ -183,8 +185,9 @@ def atoms_of(connsets: list[ConnSet]) -> tuple[list[ConnSet], dict[ConnSet, int]
 
 # ------------------------------------------------------------------------------- NetworkPolicy-only path
 class _NetworkPolicyMatrix:
-    def __init__(self, snapshot: Snapshot, reps: list[Pod]) -> None:
+    def __init__(self, snapshot: Snapshot, reps: list[Pod], pod_cidrs: Sequence[str]) -> None:
         self.snapshot = snapshot
+        self.pod_cidrs = primary_cidrs(pod_cidrs)
         self.reps = reps
         self.n = len(reps)
         self.everyone = (1 << self.n) - 1
@@ -247,8 +250,12 @@ class _NetworkPolicyMatrix:
         if peer.ip_block is not None:
             r = self._ip_block.get(peer.ip_block)
             if r is None:
-                r = self._ip_block[peer.ip_block] = sum(
-                    1 << i for i, p in enumerate(self.reps) if p.ip and ip_block_matches(peer.ip_block, p.ip))
+                block = peer.ip_block
+                # Without an IP: inside unless the block holds none of the pod CIDRs (the engine's model).
+                unknown = block_coverage(block.cidr, block.except_, self.pod_cidrs) is not False
+                r = self._ip_block[block] = sum(
+                    1 << i for i, p in enumerate(self.reps)
+                    if (ip_block_matches(block, p.ip) if p.addresses else unknown))
             return r
         if peer.namespace_selector is None:
             cand = self.by_ns.get(policy_ns, 0)
@@ -378,8 +385,9 @@ class _NetworkPolicyMatrix:
 
 
 # ---------------------------------------------------------------------------------------- reference path
-def _reference_matrix(snapshot: Snapshot, reps: list[Pod], members: list[list[Pod]]) -> ClassMatrix:
-    engine = Engine(snapshot)
+def _reference_matrix(snapshot: Snapshot, reps: list[Pod], members: list[list[Pod]],
+                      pod_cidrs: Sequence[str]) -> ClassMatrix:
+    engine = Engine(snapshot, pod_cidrs)
     cells = [[engine.connections(s, d) for d in reps] for s in reps]
     atoms, masks = atoms_of([c for row in cells for c in row])
     full_mask = (1 << len(atoms)) - 1

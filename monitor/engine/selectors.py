@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
 from monitor.models import IPBlock, LabelSelector
@@ -40,6 +40,11 @@ def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(ip)
 
 
+def ip_version(address_or_cidr: str) -> int:
+    """4 or 6, for an address or a CIDR."""
+    return (_network(address_or_cidr) if "/" in address_or_cidr else _address(address_or_cidr)).version
+
+
 def ip_in(ip: str, cidr: str) -> bool:
     addr, net = _address(ip), _network(cidr)
     return addr.version == net.version and addr in net
@@ -49,6 +54,38 @@ def ip_block_matches(block: IPBlock, ip: str | None) -> bool:
     if ip is None or not ip_in(ip, block.cidr):
         return False
     return not any(ip_in(ip, e) for e in block.except_)
+
+
+def primary_cidrs(pod_cidrs: Iterable[str]) -> tuple[str, ...]:
+    """The pod CIDRs of the primary family (the first one's): where a pod without an IP is assumed to be."""
+    cidrs = tuple(pod_cidrs)
+    return tuple(c for c in cidrs if ip_version(c) == ip_version(cidrs[0])) if cidrs else ()
+
+
+@lru_cache(maxsize=4096)
+def block_coverage(cidr: str, excepts: tuple[str, ...], networks: tuple[str, ...]) -> bool | None:
+    """Does a block (cidr minus excepts) hold an address known only to lie somewhere in `networks`?
+
+    True: every address of the networks is in the block; False: none is; None: it depends on which one.
+    Networks of the other IP family are never in the block.
+    """
+    block = _network(cidr)
+    answers = set()
+    for text in networks:
+        net = _network(text)
+        if net.version != block.version or not net.overlaps(block):
+            answers.add(False)
+            continue
+        cut = [_network(e) for e in excepts if _network(e).version == net.version]
+        if any(net.subnet_of(e) for e in cut):
+            answers.add(False)
+        elif net.subnet_of(block) and not any(net.overlaps(e) for e in cut):
+            answers.add(True)
+        else:
+            answers.add(None)
+    if len(answers) == 1:
+        return answers.pop()
+    return None if answers else False
 
 
 def describe_selector(selector: LabelSelector | None) -> str:
