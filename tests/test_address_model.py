@@ -300,9 +300,9 @@ def test_a_deployment_its_replicaset_and_their_pods_are_one_workload(tmp_path, c
     assert [(p.name, p.workload) for p in snapshot.pods] == [("report", "CronJob/report"),
                                                              ("web-7c9d5f-abcde", "ReplicaSet/web-7c9d5f")]
     code, out, _ = run(capsys, "matrix", "--manifests", str(tmp_path / "m"), "--format", "json")
-    assert json.loads(out)["pods"] == ["shop/report", "shop/web-7c9d5f-abcde"]
+    assert code == 0 and json.loads(out)["pods"] == ["shop/report", "shop/web-7c9d5f-abcde"]
     code, out, _ = run(capsys, "suite", "generate", "--manifests", str(tmp_path / "m"))
-    assert [c["name"] for c in yaml.safe_load(out)["cases"]] == ["shop-report-to-shop-web-tcp-80"]
+    assert code == 0 and [c["name"] for c in yaml.safe_load(out)["cases"]] == ["shop-report-to-shop-web-tcp-80"]
 
 
 def test_a_replicaset_outside_the_dump_still_ties_its_pods_to_the_deployment(tmp_path):
