@@ -35,6 +35,12 @@ class FlowPlan:
     service: str | None = None  # ns/name when the flow goes to a Service's ClusterIP
     node: str | None = None  # per-node mode: the node the probe pod is pinned to
     skip_reason: str = ""
+    control: bool = False  # a control probe of an external target, from the monitor's own namespace
+
+    @property
+    def external(self) -> bool:
+        """To a cidr/host destination: judged only with a control probe that shows the target answers."""
+        return self.address is not None and self.destination_pod is None and self.service is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +56,7 @@ class SourceGroup:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    groups: tuple[SourceGroup, ...]
+    groups: tuple[SourceGroup, ...]  # the control group (if any) is the last one
     skipped: tuple[FlowPlan, ...]  # flows that cannot be probed, with their reason
 
     @property
@@ -58,8 +64,14 @@ class Plan:
         return sum(len(g.flows) for g in self.groups)
 
 
+CONTROL_POD = "netpol-drift-control"
+
+
 def plan_suite(suite: Suite, snapshot: Snapshot, per_node: bool = False,
-               via_cluster_ip: bool = False) -> Plan:
+               via_cluster_ip: bool = False, control_namespace: str | None = None) -> Plan:
+    """With control_namespace, every external target (cidr/host) is probed once more from a bare probe pod
+    there (no workload labels): when that control does not reach it either, nothing answers there and a
+    blocked probe of a case proves nothing."""
     ns_labels = {n.name: dict(n.labels) for n in snapshot.namespaces}
     # The representative of an identity: its first live pod by name, the same one for every case.
     representatives: dict[str, Pod] = {}
@@ -88,7 +100,23 @@ def plan_suite(suite: Suite, snapshot: Snapshot, per_node: bool = False,
             else:
                 pinned = tuple(_on_node(f, node) for f in flows)
                 groups.append(SourceGroup(ident, rep.namespace, rep, node, pinned))
+    if control_namespace:
+        control = control_group(control_namespace, [f for f in probed if f.external])
+        if control is not None:
+            groups.append(control)
     return Plan(tuple(groups), tuple(skipped))
+
+
+def control_group(namespace: str, external: list[FlowPlan]) -> SourceGroup | None:
+    """One control flow per distinct external target, from a label-less probe pod of the monitor."""
+    if not external:
+        return None
+    pod = Pod(namespace, CONTROL_POD)
+    ident = f"{namespace}/{CONTROL_POD}"
+    targets = dict.fromkeys((f.address, f.port, f.protocol) for f in external)
+    flows = tuple(FlowPlan("", Verdict.ALLOW, ident, address, address, port, protocol, pod, control=True)
+                  for address, port, protocol in targets)
+    return SourceGroup(ident, namespace, pod, None, flows)
 
 
 def _on_node(f: FlowPlan, node: str) -> FlowPlan:

@@ -25,7 +25,7 @@ from monitor.cluster import ClusterAdapter
 from monitor.compare import Judgement, assess, changed_outcomes, judge
 from monitor.engine import Engine
 from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict, suite_exit_code
-from monitor.plan import FlowPlan, Plan, SourceGroup, plan_suite
+from monitor.plan import FlowPlan, Plan, SourceGroup, control_group, plan_suite
 from monitor.probe.runner import ProbeReport, ProbeTask, run_probes, sweep_probe_pods
 from monitor.probe.wire import ProbeTarget, TargetOutcome
 from monitor.settings import ProbeSettings, Settings
@@ -104,7 +104,8 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
         sweep_probe_pods(adapter)
     snapshot = take_snapshot(adapter, now)
     validate_suite(suite, snapshot)
-    plan = plan_suite(suite, snapshot, per_node=settings.probe.per_node, via_cluster_ip=via_cluster_ip)
+    plan = plan_suite(suite, snapshot, per_node=settings.probe.per_node, via_cluster_ip=via_cluster_ip,
+                      control_namespace=settings.probe.namespace)
     tasks, target_index = probe_tasks(plan)
     started = clock()
     reports, pods = run_probes(adapter, tasks, settings.probe, run_id, clock)
@@ -140,6 +141,10 @@ def reprobe(adapter: ClusterAdapter, live: LiveRun, flows: Sequence[FlowResult],
         wanted = tuple(f for f in g.flows if _plan_key(f) in keys)
         if wanted:
             groups.append(SourceGroup(g.identity, g.namespace, g.representative, g.node, wanted))
+    external = [f for g in groups for f in g.flows if f.external]
+    control = control_group(settings.probe.namespace, external)
+    if control is not None:  # an external target is judged again only with its control again
+        groups.append(control)
     if not groups:
         return {}
     sub = Plan(tuple(groups), ())
@@ -209,9 +214,13 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
     engine = Engine(snapshot)
     backing: dict[tuple, tuple] = {}
     per_flow: list[tuple[FlowPlan, TargetOutcome | None, str, str | None]] = []
+    controls: dict[tuple[str, int, str], tuple[TargetOutcome | None, str, FlowPlan]] = {}
     for group, report, index in zip(plan.groups, reports, target_index, strict=True):
         for f in group.flows:
             i = index[(f.address or "", f.port or 0, f.protocol)]
+            if f.control:
+                controls[(f.address or "", f.port or 0, f.protocol)] = (report.outcomes[i], report.reason_for(i), f)
+                continue
             per_flow.append((f, report.outcomes[i], report.reason_for(i), report.node or group.node))
     for f in plan.skipped:
         per_flow.append((f, None, f.skip_reason, None))
@@ -243,7 +252,10 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
             or (observed[0] if observed else judged[0])
         outcome, verdict, latency, detail, node, f = pick
         reason = detail
-        if len({j[0] for j in judged}) > 1:
+        if f0.external and verdict is not Verdict.ALLOW and outcome is not Outcome.SKIPPED:
+            verdict, why = _judge_external(engine, f0, controls.get((f0.address or "", port, protocol)), verdict)
+            reason = "; ".join(x for x in (detail, why) if x)
+        elif len({j[0] for j in judged}) > 1:
             reason = "replicas disagree: " + ", ".join(
                 f"{j[5].destination_pod.ref if j[5].destination_pod else j[5].address}={j[0].value}"
                 for j in judged)
@@ -255,6 +267,25 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
     order = {c: i for i, c in enumerate(dict.fromkeys(f.case for f, *_ in per_flow))}
     results.sort(key=lambda r: (order.get(r.case, 0), r.source, r.destination, r.port, r.protocol))
     return results
+
+
+def _judge_external(engine: Engine, f: FlowPlan, control: tuple[TargetOutcome | None, str, FlowPlan] | None,
+                    verdict: Verdict) -> tuple[Verdict, str]:
+    """A cidr/host target the case did not reach: blocked only if the control probe reached it (DESIGN.md,
+    Verdicts). Otherwise nothing is known to answer there, and the case is `unknown`, never a pass."""
+    target = f"{f.address}:{f.port}/{f.protocol}"
+    if control is None:
+        return Verdict.UNKNOWN, f"no control probe of {target}: an external target is judged only when a " \
+                                f"control shows that it answers"
+    got, why, plan = control
+    if got is None:
+        return Verdict.UNKNOWN, f"the control probe of {target} could not run ({why})"
+    if got.outcome == Outcome.CONNECTED.value:
+        return verdict, f"the control probe from {plan.source} reached {target}"
+    restricted = "" if engine.decide(plan.source_pod, f.address, f.port, f.protocol).allowed else \
+        " (and policies restrict the control source itself)"
+    return Verdict.UNKNOWN, (f"the control probe from {plan.source} got {got.outcome} too{restricted}: nothing is "
+                             f"known to answer at {target}, so a blocked probe proves nothing")
 
 
 def _intent(engine: Engine, snapshot: Snapshot, f: FlowPlan, backing: dict[tuple, tuple]) -> tuple[Verdict, str]:

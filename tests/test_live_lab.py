@@ -419,3 +419,33 @@ def test_many_targets_fit_the_termination_message(lab: Lab, lab_namespace: str, 
     assert all(len(m.encode()) <= 4096 for m in messages.values())
     assert {m.split()[1] for m in messages.values()} <= {"1000", "200"}
     assert probe_pods(lab) == []
+
+
+def test_external_targets_need_a_control_probe_that_reaches_them(lab: Lab, lab_namespace: str,
+                                                                 tmp_path: Path) -> None:
+    """Issue 8 item 7: `cidr: 0.0.0.0/0` probes 0.0.0.1, which nothing answers, so every deny case to it passed
+    whatever the policies said. Now a control probe from the monitor's namespace (no policy there) probes the
+    same target: the API server's address answers it, so a block there is real; 0.0.0.1 does not, so that case
+    is `unknown` and the run exits 1."""
+    ns = lab_namespace
+    lab.run_pods(ns, [pod_manifest("src", {"app": "src"}, tcp=[], command=["sleep", "3600"])])
+    since = time.time()
+    lab.apply([netpol("src-no-egress", {"podSelector": {"matchLabels": {"app": "src"}}, "policyTypes": ["Egress"]})],
+              namespace=ns)
+    lab.wait_synced(since=since)
+    suite = {"name": "external", "cases": [
+        {"name": "no-internet", "from": {"namespace": ns, "pod": "src"}, "to": {"cidr": "0.0.0.0/0"},
+         "port": 443, "expect": "deny"},
+        {"name": "no-apiserver", "from": {"namespace": ns, "pod": "src"}, "to": {"host": "169.254.77.1"},
+         "port": 6443, "expect": "deny"},
+    ]}
+    rc, report = run_monitor(write_config(lab, tmp_path), suite, tmp_path, "--no-store")
+    internet, apiserver = case(report, "no-internet"), case(report, "no-apiserver")
+    assert apiserver["result"] == "pass", apiserver
+    assert "control probe from netpol-drift/netpol-drift-control reached 169.254.77.1:6443/TCP" in \
+        apiserver["flows"][0]["reason"]
+    assert internet["result"] == "unknown" and internet["flows"][0]["verdict"] == "unknown", internet
+    assert "nothing is known to answer at 0.0.0.1:443/TCP" in internet["flows"][0]["reason"]
+    assert rc == 1 and report["ok"] is False
+    assert report["probe_pods"] == 2  # the source's and the control's
+    assert probe_pods(lab) == []

@@ -226,3 +226,55 @@ def test_run_exits_0_only_when_every_case_was_probed_and_met():
     assert [c.status for c in unknown.cases] == ["unknown"] and unknown.exit_code() == 1
     failed = live(flow("f", "allow", Outcome.TIMEOUT, Verdict.DENY), skipped)
     assert failed.exit_code() == 1 and failed.exit_code(allow_skipped=True) == 1
+
+
+def test_external_targets_are_judged_only_with_a_control_probe():
+    """Issue 8 item 7: `cidr: 0.0.0.0/0` probes 0.0.0.1, which nothing answers: every deny case to it passed."""
+    from monitor.plan import CONTROL_POD
+    from monitor.probe.runner import ProbeReport
+    from monitor.probe.wire import TargetOutcome
+    from monitor.run import evaluate, summarise
+
+    suite = parse_suite({"cases": [
+        {"name": "no-internet", "from": {"namespace": "shop", "workload": "web"}, "to": {"cidr": "0.0.0.0/0"},
+         "port": 443, "expect": "deny"},
+        {"name": "no-partner", "from": {"namespace": "shop", "workload": "web"}, "to": {"host": "192.0.2.10"},
+         "port": 443, "expect": "deny"},
+        {"name": "partner-api", "from": {"namespace": "shop", "workload": "api"}, "to": {"host": "192.0.2.10"},
+         "port": 443, "expect": "allow"},
+    ]})
+    snap = _snapshot()
+    plan = plan_suite(suite, snap, control_namespace="netpol-drift")
+    control = plan.groups[-1]
+    assert (control.namespace, control.representative.name, control.representative.labels) == (
+        "netpol-drift", CONTROL_POD, ())
+    assert sorted((f.address, f.port) for f in control.flows) == [("0.0.0.1", 443), ("192.0.2.10", 443)]
+    tasks, index = probe_tasks(plan)
+    seen = {("shop/api", "192.0.2.10"): "connected", ("shop/web", "0.0.0.1"): "timeout",
+            ("shop/web", "192.0.2.10"): "timeout", ("netpol-drift/netpol-drift-control", "0.0.0.1"): "timeout",
+            ("netpol-drift/netpol-drift-control", "192.0.2.10"): "connected"}
+    reports = [ProbeReport(t, tuple(TargetOutcome(seen[(t.identity, x.host)]) for x in t.targets)) for t in tasks]
+    results = {r.case: r for r in evaluate(plan, snap, reports, index, "deny")}
+    assert set(results) == {"no-internet", "no-partner", "partner-api"}  # the control is no case of its own
+    internet = results["no-internet"]
+    assert internet.outcome is Outcome.TIMEOUT and internet.verdict is Verdict.UNKNOWN
+    assert "the control probe from netpol-drift/netpol-drift-control got timeout too" in internet.reason
+    assert results["no-partner"].verdict is Verdict.DENY  # the control reached it: the block is real
+    assert "control probe from netpol-drift/netpol-drift-control reached 192.0.2.10:443/TCP" in \
+        results["no-partner"].reason
+    assert results["partner-api"].verdict is Verdict.ALLOW
+    cases = {c.name: c.status for c in summarise(suite, list(results.values()))}
+    assert cases == {"no-internet": "unknown", "no-partner": "pass", "partner-api": "pass"}
+    # Without a control (or when it could not run) a blocked external probe is never a verdict.
+    bare = plan_suite(suite, snap)
+    tasks, index = probe_tasks(bare)
+    reports = [ProbeReport(t, tuple(TargetOutcome(seen[(t.identity, x.host)]) for x in t.targets)) for t in tasks]
+    results = {r.case: r for r in evaluate(bare, snap, reports, index, "deny")}
+    assert results["no-partner"].verdict is Verdict.UNKNOWN and "no control probe" in results["no-partner"].reason
+    tasks, index = probe_tasks(plan)
+    reports = [ProbeReport(t, tuple(TargetOutcome(seen[(t.identity, x.host)]) for x in t.targets))
+               if t.namespace != "netpol-drift" else ProbeReport(t, (None, None), skipped_reason="not scheduled")
+               for t in tasks]
+    results = {r.case: r for r in evaluate(plan, snap, reports, index, "deny")}
+    assert results["no-partner"].verdict is Verdict.UNKNOWN
+    assert "could not run (not scheduled)" in results["no-partner"].reason
