@@ -26,7 +26,7 @@ from monitor.engine.connset import ALL, EMPTY, ConnSet
 from monitor.engine.selectors import (
     block_coverage,
     describe_selector,
-    ip_block_matches,
+    ip_in,
     ip_version,
     primary_cidrs,
     selector_matches,
@@ -36,7 +36,6 @@ from monitor.models import (
     AdminPolicy,
     AdminRule,
     AdminSelector,
-    IPBlock,
     NetworkPolicy,
     Pod,
     PolicyPeer,
@@ -185,7 +184,7 @@ class Engine:
         """Is the peer's address (in the flow's family) in cidr minus excepts; for a pod without any IP, by
         the address model (recording an uncertain answer and assuming the current placement)."""
         if isinstance(peer, str):
-            return ip_block_matches(IPBlock(cidr, excepts), peer)
+            return _in(peer, cidr, excepts)
         if not peer.addresses:
             covered = block_coverage(cidr, excepts, self.pod_cidrs)
             if covered is None:
@@ -196,7 +195,7 @@ class Engine:
             address = peer.ip
         else:
             address = next((a for a in peer.addresses if ip_version(a) == self._family), None)
-        return ip_block_matches(IPBlock(cidr, excepts), address)
+        return address is not None and _in(address, cidr, excepts)
 
     # ------------------------------------------------------------------------------------------ directions
     def _direction(self, subject: Endpoint, peer: Endpoint, dst: Endpoint, direction: str,
@@ -364,6 +363,10 @@ class Engine:
         if cached is None:
             cached = self._labels_cache[key] = dict(pod.labels)
         return cached
+
+
+def _in(ip: str, cidr: str, excepts: tuple[str, ...]) -> bool:
+    return ip_in(ip, cidr) and not any(ip_in(ip, e) for e in excepts)
 
 
 def np_rule_conns(rule: PolicyRule, dst: Endpoint) -> ConnSet:
