@@ -309,3 +309,15 @@ def test_a_replicaset_outside_the_dump_still_ties_its_pods_to_the_deployment(tmp
     docs = DUMP.split("---")
     write(tmp_path / "m" / "dump.yaml", "---".join(d for d in docs if "kind: ReplicaSet\n" not in d))
     assert [p.name for p in load_manifests(tmp_path / "m").pods] == ["report", "web-7c9d5f-abcde"]
+
+
+def test_a_pod_without_an_ip_is_never_one_class_with_a_pod_whose_ip_no_block_holds(tmp_path):
+    write(tmp_path / "m" / "all.yaml", deployment("a") + deployment("b") + pod("b-live", "{app: b}",
+          "{podIP: 192.0.2.7}").replace("namespace: web", "namespace: shop") + egress_policy("{cidr: 10.0.0.0/8}"))
+    snapshot = load_manifests(tmp_path / "m")
+    cidrs = ("10.244.0.0/16",)
+    matrix = {(a.ref, b.ref): c for a, b, c in class_matrix(snapshot, cidrs).pod_pairs()}
+    engine = Engine(snapshot, cidrs)
+    pods = {p.name: p for p in snapshot.pods}
+    assert matrix.get(("shop/a", "shop/b")) == engine.connections(pods["a"], pods["b"]) and matrix[("shop/a", "shop/b")]
+    assert ("shop/a", "shop/b-live") not in matrix and not engine.connections(pods["a"], pods["b-live"])

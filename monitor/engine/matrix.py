@@ -107,7 +107,9 @@ def pod_classes(snapshot: Snapshot) -> tuple[list[Pod], list[list[Pod]]]:
     reps: list[Pod] = []
     members: list[list[Pod]] = []
     for pod in snapshot.pods:
-        sig = tuple(i for i, m in enumerate(matchers) if m(pod.ip)) if pod.ip and matchers else ()
+        # A pod without an IP follows the address model, not its (absent) address: never one class with pods
+        # whose IP no block holds.
+        sig = (tuple(i for i, m in enumerate(matchers) if m(pod.ip)) if pod.ip else None) if matchers else ()
         # Label keys no selector reads cannot change any answer: leaving them out merges classes.
         labels = pod.labels if keys is None else tuple(kv for kv in pod.labels if kv[0] in keys)
         named = tuple(cp for cp in pod.ports if cp.name)
