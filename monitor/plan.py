@@ -5,7 +5,8 @@ ClusterIP), named ports become numbers (monitor.suite.expand_case does the per-c
 grouped by *source identity* (ns/workload, or ns/pod for bare pods): one probe pod per identity (per node in
 per-node mode) probes all of them, wearing the labels of one live pod of that identity, and the engine judges
 the same pod, so intent and observation are about the same labels. A case whose source or destination has no
-live pod stays in the plan as skipped, with the reason.
+live pod stays in the plan as skipped, with the reason. With a control namespace, every external target (cidr,
+host) gets a control flow too, from a bare probe pod there: the last group of the plan.
 This module must not talk to a cluster, evaluate policies, or read the clock.
 """
 
