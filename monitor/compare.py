@@ -15,7 +15,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from monitor.models import FlowResult, Outcome, Pod, Run, Snapshot
+from monitor.models import FlowResult, Outcome, Pod, Run, Snapshot, Verdict
 from monitor.settings import DriftSettings
 from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
 from monitor.suite import identity
@@ -36,6 +36,7 @@ class Finding:
     kind: str  # violation | gap | drift
     result: FlowResult
     baseline_outcome: Outcome | None = None
+    baseline_verdict: Verdict | None = None  # drift: alerts care whether the verdict moved, not the outcome
 
     @property
     def detail(self) -> str:
@@ -75,7 +76,7 @@ def assess(run: Run, baseline: Run | None) -> Assessment:
         old = base.get(r.key)
         if old is not None and old.outcome not in NOT_OBSERVED and r.outcome not in NOT_OBSERVED \
                 and old.outcome != r.outcome:
-            changed.append(Finding(r.key, "drift", r, old.outcome))
+            changed.append(Finding(r.key, "drift", r, old.outcome, old.verdict))
     return Assessment(run, baseline, tuple(violations), tuple(gaps), tuple(changed))
 
 
@@ -279,6 +280,10 @@ class DriftEvent:
     resolved_run: str | None = None
     resolution: str | None = None
     id: str | None = None
+    # Drift only, carried in the alert payload (not stored in the events table): the known-good verdict and
+    # outcome, so that the sender can tell a verdict change (alert) from refused <-> timeout (history only).
+    baseline_verdict: str | None = None
+    baseline_outcome: str | None = None
 
     @property
     def open(self) -> bool:
@@ -321,7 +326,7 @@ def transitions(cluster: str, assessment: Assessment, confirmation: Confirmation
             active[(f.key, "drift")] = f
     results = {r.key: r for r in assessment.run.results}
     already = {(e.flow_key, e.kind): e for e in open_events if e.open}
-    opened = tuple(DriftEvent(cluster, f.key, kind, now, f.detail, causes.get(f.key) if kind == "drift" else None)
+    opened = tuple(_opened(cluster, kind, f, causes, now)
                    for (key, kind), f in sorted(active.items()) if (key, kind) not in already)
     resolved = []
     for (key, kind), event in sorted(already.items()):
@@ -339,6 +344,14 @@ def transitions(cluster: str, assessment: Assessment, confirmation: Confirmation
             why = {"violation": "meets its expectation again", "gap": "the network does what the policies say"}[kind]
         resolved.append(Resolution(str(event.id), now, why))
     return Transitions(opened, tuple(resolved))
+
+
+def _opened(cluster: str, kind: str, f: Finding, causes: Mapping[str, Cause], now: str) -> DriftEvent:
+    if kind != "drift":
+        return DriftEvent(cluster, f.key, kind, now, f.detail)
+    return DriftEvent(cluster, f.key, kind, now, f.detail, causes.get(f.key),
+                      baseline_verdict=str(f.baseline_verdict) if f.baseline_verdict is not None else None,
+                      baseline_outcome=str(f.baseline_outcome) if f.baseline_outcome is not None else None)
 
 
 # --------------------------------------------------------------------------------------------- known-good

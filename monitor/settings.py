@@ -80,8 +80,18 @@ class SlackSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    on_blocked_mode_change: bool = False  # refused <-> timeout of a blocked flow: history only unless true
+    flap_opens: int = 3  # a flow that opens this often within flap_window_seconds is flapping
+    flap_window_seconds: int = 3600
+    flap_quiet_runs: int = 5  # a flapping flow alerts again after this many runs without a change
+    retry_max_seconds: int = 600  # ceiling of the outbox backoff between delivery attempts
+
+
+@dataclass(frozen=True)
 class WebSettings:
     listen: str = "0.0.0.0:8080"
+    external_url: str | None = None  # how people reach the dashboard; alerts link to runs under it
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class Settings:
     drift: DriftSettings = DriftSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     slack: SlackSettings = SlackSettings()
+    alert: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
     suite: str | None = None  # path of the suite file
     log_level: str = "INFO"

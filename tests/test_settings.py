@@ -40,7 +40,7 @@ def test_settings_are_frozen():
 
 
 BAD = [
-    ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: cluster, drift, log_level, probe, "
+    ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: alert, cluster, drift, log_level, probe, "
                                          "schedule, slack, store, suite, web)"),
     ("unknown key", "probe: {timeout: 3}\n", "{f}: probe.timeout: unknown key (known: concurrency, image, "
                                             "namespace, per_node, refused_means, "
@@ -51,6 +51,11 @@ BAD = [
     ("bad UDP choice", "probe: {udp_refused_means: closed}\n",
      "{f}: probe.udp_refused_means: must be one of allow, deny, unknown, got 'closed'"),
     ("negative", "schedule: {interval_seconds: -5}\n", "{f}: schedule.interval_seconds: must not be negative, got -5"),
+    ("alert flag not a bool", "alert: {on_blocked_mode_change: sometimes}\n",
+     "{f}: alert.on_blocked_mode_change: must be true or false, got 'sometimes'"),
+    ("alert unknown key", "alert: {flap_runs: 3}\n", "{f}: alert.flap_runs: unknown key (known: flap_opens, "
+                                                      "flap_quiet_runs, flap_window_seconds, on_blocked_mode_change, "
+                                                      "retry_max_seconds)"),
     ("secret in file", "secrets: {slack_token: x}\n",
      "{f}: secrets: secrets are read only from the environment (NETPOL_DRIFT_*)"),
     ("section not a mapping", "store: sqlite\n", "{f}: store: must be a mapping"),

@@ -29,7 +29,7 @@ from monitor.store.migrate import (
     schema_differences,
     upgrade,
 )
-from monitor.store.outbox import Alert, Outbox, alert_event
+from monitor.store.outbox import Alert, IncidentRecord, Outbox, alert_event
 from monitor.store.retention import PruneReport, Retention
 from monitor.store.runs import RunSummary
 
@@ -56,7 +56,8 @@ class Store(History, Bundles, Retention, Outbox):
 
 
 __all__ = [
-    "BUNDLE_FORMAT", "BUNDLE_SCHEMA", "MIGRATIONS", "SCHEMA_REVISION", "Alert", "ImportReport", "PruneReport",
+    "BUNDLE_FORMAT", "BUNDLE_SCHEMA", "MIGRATIONS", "SCHEMA_REVISION", "Alert", "ImportReport", "IncidentRecord",
+    "PruneReport",
     "RunSummary", "Store", "StoreError", "alembic_head", "alert_event", "current_revision", "downgrade",
     "head_revision", "is_new_sqlite", "make_engine", "parse_bundle", "safe_url", "schema_differences", "upgrade",
 ]

@@ -4,6 +4,10 @@ It owns the alert payload (JSON of the event and whether it opened or resolved, 
 back) and the outbox's life: which alerts are due (`due_alerts`: oldest first, an event's alerts in order),
 marking one sent (with the Slack channel and message ts) or failed (attempts counted, next attempt time
 kept). A failed alert stays queued until it is sent: nothing here gives up on one.
+For the sender's incidents (one message for the alerts of one run and cause) it keeps where each message
+went and what it said (`save_incident`, `incident_of_event`), closes alerts in bulk (`close_alerts`: sent in
+an incident, or closed with a note when no message is due) and answers the flapping questions (`flow_times`,
+`count_runs`, `flapping_notice`).
 It must not send anything (alert.py does), choose the retry schedule (the sender passes `next_attempt_at`),
 nor decide what deserves an alert (compare.py does).
 """
@@ -11,9 +15,10 @@ nor decide what deserves an alert (compare.py does).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from monitor.compare import DriftEvent
 from monitor.errors import InputError, StoreError
@@ -21,7 +26,7 @@ from monitor.models import to_jsonable
 from monitor.snapshot import from_jsonable
 from monitor.store.database import StoreBase
 from monitor.store.encoding import _dt, _int_id, _iso
-from monitor.store.schema import AlertRow
+from monitor.store.schema import AlertIncidentRow, AlertRow, ClusterRow, DriftEventRow, RunRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,17 @@ class Alert:
     next_attempt_at: str | None = None  # None: due now
     slack_channel: str | None = None  # where it was posted, once sent
     slack_ts: str | None = None  # Slack's id of the posted message, to thread or update it later
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """One alert message: where it went (channel and ts with a bot token) and the sender's JSON of it."""
+
+    id: str
+    content: str
+    channel: str | None = None
+    ts: str | None = None
+    ended_at: str | None = None  # flapping notices: when the flow was stable again
 
 
 class Outbox(StoreBase):
@@ -87,6 +103,82 @@ class Outbox(StoreBase):
                               next_attempt_at=_dt(next_attempt_at)))
             s.refresh(row)
             return _alert(row)
+
+
+    # ------------------------------------------------------------------------- incidents (alert.py)
+    def close_alerts(self, alert_ids: Sequence[str], now: str, *, incident_id: str | None = None,
+                     channel: str | None = None, ts: str | None = None, note: str | None = None) -> None:
+        """Closes alerts in one transaction: sent in that incident's message, or (with a note and no incident)
+        deliberately not sent. Either way they leave the queue."""
+        ids = [_int_id(a, "alert") for a in alert_ids]
+        with self._guard("update alert"), self._tx(write=True) as s:
+            s.execute(update(AlertRow).where(AlertRow.id.in_(ids)).values(
+                sent_at=_dt(now), attempts=AlertRow.attempts + (0 if note else 1), last_error=None,
+                next_attempt_at=None, slack_channel=channel, slack_ts=ts, note=note,
+                incident_id=_int_id(incident_id, "incident") if incident_id else None))
+
+    def alert_queue(self) -> tuple[int, str | None]:
+        """Unsent alerts: how many, and when the oldest of them was queued."""
+        with self._guard("read alerts"), self._tx() as s:
+            n, oldest = s.execute(select(func.count(), func.min(AlertRow.created_at))
+                                  .where(AlertRow.sent_at.is_(None))).one()
+        return n, _iso(oldest)
+
+    def save_incident(self, cluster: str, content: str, *, now: str, channel: str | None, ts: str | None,
+                      flow_key: str | None = None) -> str:
+        """A message that went out (flow_key: a flapping notice for that flow); returns its id."""
+        with self._guard("save incident"), self._tx(write=True) as s:
+            row = AlertIncidentRow(cluster=cluster, kind="flapping" if flow_key else "incident", flow_key=flow_key,
+                                   channel=channel, ts=ts, content=content, created_at=_dt(now), updated_at=_dt(now))
+            s.add(row)
+            s.flush()
+            return str(row.id)
+
+    def update_incident(self, incident_id: str, content: str, *, now: str) -> None:
+        with self._guard("update incident"), self._tx(write=True) as s:
+            s.execute(update(AlertIncidentRow).where(AlertIncidentRow.id == _int_id(incident_id, "incident"))
+                      .values(content=content, updated_at=_dt(now)))
+
+    def end_flapping(self, incident_id: str, now: str) -> None:
+        with self._guard("update incident"), self._tx(write=True) as s:
+            s.execute(update(AlertIncidentRow).where(AlertIncidentRow.id == _int_id(incident_id, "incident"))
+                      .values(ended_at=_dt(now), updated_at=_dt(now)))
+
+    def incident_of_event(self, event_id: str) -> IncidentRecord | None:
+        """The message that announced this drift event's opening (its first alert); None: none did."""
+        with self._guard("read incident"), self._tx() as s:
+            row = s.scalars(select(AlertIncidentRow).join(AlertRow, AlertRow.incident_id == AlertIncidentRow.id)
+                            .where(AlertRow.event_id == _int_id(event_id, "drift event"))
+                            .order_by(AlertRow.id).limit(1)).first()
+            return _incident(row) if row is not None else None
+
+    def flapping_notice(self, cluster: str, flow_key: str) -> IncidentRecord | None:
+        """The newest flapping message of this flow (in force while its ended_at is None)."""
+        with self._guard("read incident"), self._tx() as s:
+            row = s.scalars(select(AlertIncidentRow).where(
+                AlertIncidentRow.cluster == cluster, AlertIncidentRow.kind == "flapping",
+                AlertIncidentRow.flow_key == flow_key).order_by(AlertIncidentRow.id.desc()).limit(1)).first()
+            return _incident(row) if row is not None else None
+
+    def flow_times(self, cluster: str, flow_key: str, limit: int = 200) -> list[tuple[str, str | None]]:
+        """(opened_at, resolved_at) of this flow's newest drift events of any kind: what flapping is judged on."""
+        with self._guard("read events"), self._tx() as s:
+            q = (select(DriftEventRow.opened_at, DriftEventRow.resolved_at)
+                 .join(ClusterRow, ClusterRow.id == DriftEventRow.cluster_id)
+                 .where(ClusterRow.name == cluster, DriftEventRow.flow_key == flow_key)
+                 .order_by(DriftEventRow.opened_at.desc()).limit(limit))
+            return [(_iso(o), _iso(r)) for o, r in s.execute(q)]
+
+    def count_runs(self, cluster: str, after: str, until: str) -> int:
+        """Runs of the cluster that started after `after` and no later than `until`."""
+        with self._guard("count runs"), self._tx() as s:
+            return s.scalar(select(func.count(RunRow.id)).join(ClusterRow, ClusterRow.id == RunRow.cluster_id)
+                            .where(ClusterRow.name == cluster, RunRow.started_at > _dt(after),
+                                   RunRow.started_at <= _dt(until)))
+
+
+def _incident(row: AlertIncidentRow) -> IncidentRecord:
+    return IncidentRecord(str(row.id), row.content, row.channel, row.ts, _iso(row.ended_at))
 
 
 def alert_event(alert: Alert) -> tuple[str, DriftEvent]:

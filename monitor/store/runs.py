@@ -174,7 +174,7 @@ class Runs(StoreBase):
             s.add(row)
             s.flush()
             opened = replace(e, id=str(row.id), opened_run=str(run_id))
-            s.add(AlertRow(created_at=now, payload=_alert_payload("opened", opened), attempts=0))
+            s.add(AlertRow(created_at=now, payload=_alert_payload("opened", opened), attempts=0, event_id=row.id))
         for r in t.resolved:
             row = s.get(DriftEventRow, _int_id(r.event_id, "drift event"))
             if row is None or row.cluster_id != cluster_id:
@@ -184,7 +184,7 @@ class Runs(StoreBase):
             row.resolved_at, row.resolved_run_id, row.resolution = _dt(r.resolved_at), run_id, r.resolution
             s.flush()
             s.add(AlertRow(created_at=now, payload=_alert_payload("resolved", self._event(row, cluster)),
-                           attempts=0))
+                           attempts=0, event_id=row.id))
 
     def accept(self, run_id: str, *, by: str, now: str) -> RunSummary:
         """A person declares this run the known-good baseline of its cluster and suite."""

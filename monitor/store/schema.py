@@ -139,6 +139,24 @@ class DriftEventRow(Base):
     resolution: Mapped[str | None] = mapped_column(Text)
 
 
+class AlertIncidentRow(Base):
+    """One alert message (an incident: a run and a cause, or a flapping flow) and where it went, so that a
+    restarted service still updates the right message when the incident resolves."""
+
+    __tablename__ = "alert_incidents"
+    __table_args__ = (Index("ix_alert_incidents_flapping", "cluster", "kind", "flow_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster: Mapped[str] = mapped_column(String(253))
+    kind: Mapped[str] = mapped_column(String(16))  # incident | flapping
+    flow_key: Mapped[str | None] = mapped_column(Text)  # flapping: the flow
+    channel: Mapped[str | None] = mapped_column(String(255))  # bot token: the channel id Slack answered
+    ts: Mapped[str | None] = mapped_column(String(64))  # bot token: the message ts (webhook, log: none)
+    content: Mapped[str] = mapped_column(Text)  # the sender's JSON of the message, re-rendered on resolve
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)  # flapping: the flow was stable again
+
+
 class AlertRow(Base):
     """Outbox: written in the same transaction as the event, sent later, so no alert is lost or doubled."""
 
@@ -154,6 +172,11 @@ class AlertRow(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
     slack_channel: Mapped[str | None] = mapped_column(String(255))
     slack_ts: Mapped[str | None] = mapped_column(String(64))
+    event_id: Mapped[int | None] = mapped_column(Integer, index=True)  # the drift event it carries
+    # The message it went out in (several alerts of one run and cause share one); NULL with a note: closed
+    # without a message (refused <-> timeout only, flapping), or not sent yet.
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("alert_incidents.id", ondelete="SET NULL"))
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 metadata = Base.metadata

@@ -1,0 +1,256 @@
+"""A local stand-in for the Slack Web API and incoming webhooks: a real HTTP server on 127.0.0.1.
+
+slack_sdk talks to it through `base_url` (Web API) or the webhook URL it hands out. It speaks
+auth.test, chat.postMessage, chat.update and the webhook; it checks what Slack checks that we can get wrong
+(the token, the channel, Block Kit limits: 50 blocks, 3,000 characters per section text, 150 per header,
+a plain-text fallback) and answers Slack's way (HTTP 200 with ok=false and an error code). Tests script
+failures with `fail_next(...)`: "429" (with Retry-After), "500", "invalid_auth", "channel_not_found"; `stop()`
+and `start()` on the same port give connection refused in between.
+
+`python -m tests.slack_standin --port 0` runs it alone and prints what it receives (make demo uses that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TOKEN = "xoxb-standin-0000-secret"
+WEBHOOK_PATH = "/services/T000/B000/standinwebhooksecret"
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_HEADER_TEXT = 150
+MAX_TEXT = 40000
+
+
+@dataclass
+class Received:
+    """One accepted request: the method (chat.postMessage, chat.update, webhook) and its arguments."""
+
+    method: str
+    body: dict
+    ts: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+def block_kit_problems(body: dict) -> list[str]:
+    """What real Slack would reject (invalid_blocks, msg_too_long) or what loses the fallback."""
+    problems = []
+    blocks = body.get("blocks")
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    if not body.get("text"):
+        problems.append("no plain-text fallback (text)")
+    elif len(body["text"]) > MAX_TEXT:
+        problems.append(f"text is {len(body['text'])} characters (max {MAX_TEXT})")
+    if blocks is None:
+        return problems
+    if len(blocks) > MAX_BLOCKS:
+        problems.append(f"{len(blocks)} blocks (max {MAX_BLOCKS})")
+    for i, b in enumerate(blocks):
+        kind = b.get("type")
+        if kind == "header":
+            text = b.get("text", {})
+            if text.get("type") != "plain_text":
+                problems.append(f"blocks[{i}]: header text must be plain_text")
+            if len(text.get("text", "")) > MAX_HEADER_TEXT:
+                problems.append(f"blocks[{i}]: header text is {len(text['text'])} characters (max {MAX_HEADER_TEXT})")
+        elif kind == "section":
+            text = b.get("text", {}).get("text", "")
+            if len(text) > MAX_SECTION_TEXT:
+                problems.append(f"blocks[{i}]: section text is {len(text)} characters (max {MAX_SECTION_TEXT})")
+            if not text and not b.get("fields"):
+                problems.append(f"blocks[{i}]: empty section")
+            for j, f in enumerate(b.get("fields") or []):
+                if len(f.get("text", "")) > 2000:
+                    problems.append(f"blocks[{i}].fields[{j}]: more than 2000 characters")
+            if len(b.get("fields") or []) > 10:
+                problems.append(f"blocks[{i}]: more than 10 fields")
+        elif kind == "context":
+            if len(b.get("elements", [])) > 10:
+                problems.append(f"blocks[{i}]: more than 10 context elements")
+            for j, el in enumerate(b.get("elements", [])):
+                if len(el.get("text", "")) > MAX_SECTION_TEXT:
+                    problems.append(f"blocks[{i}].elements[{j}]: more than {MAX_SECTION_TEXT} characters")
+        elif kind not in ("divider",):
+            problems.append(f"blocks[{i}]: unexpected block type {kind!r}")
+    return problems
+
+
+class SlackStandin:
+    """Start with `with SlackStandin() as slack:`; `slack.base_url` for WebClient, `slack.webhook_url`."""
+
+    def __init__(self, port: int = 0, token: str = TOKEN, channels: tuple[str, ...] = ("#netpol-alerts",),
+                 echo: bool = False) -> None:
+        self.token, self.channels, self.echo = token, set(channels), echo
+        self.port = port
+        self.received: list[Received] = []
+        self.rejected: list[tuple[str, str]] = []  # (method, why): requests real Slack would refuse
+        self.requests = 0  # every request that reached the server, failed or not
+        self._failures: list[str] = []
+        self._lock = threading.Lock()
+        self._ts = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.messages: dict[str, dict] = {}  # ts -> current state of a posted message (after updates)
+
+    # ------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> SlackStandin:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]  # the same port again after stop()/start()
+        self._thread = threading.Thread(target=self._server.serve_forever, name="slack-standin", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> SlackStandin:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    @property
+    def webhook_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
+
+    def fail_next(self, *answers: str) -> None:
+        """The next requests get these answers, in order: "429", "429:SECONDS", "500", or a Slack error code."""
+        with self._lock:
+            self._failures.extend(answers)
+
+    def of(self, method: str) -> list[Received]:
+        return [r for r in self.received if r.method == method]
+
+    # ---------------------------------------------------------------------------------------- serving
+    def _next_ts(self) -> str:
+        self._ts += 1
+        return f"{int(time.time())}.{self._ts:06d}"
+
+    def _answer(self, method: str, headers, body: dict, webhook: bool) -> tuple[int, dict, dict | str]:
+        with self._lock:
+            self.requests += 1
+            failure = self._failures.pop(0) if self._failures else None
+            if failure is not None:
+                if failure.startswith("429"):
+                    retry_after = failure.partition(":")[2] or "1"
+                    return 429, {"Retry-After": retry_after}, {"ok": False, "error": "ratelimited"}
+                if failure == "500":
+                    return 500, {}, "internal error" if webhook else {"ok": False, "error": "fatal_error"}
+                return (403 if webhook else 200), {}, failure if webhook else {"ok": False, "error": failure}
+            if not webhook and headers.get("Authorization") != f"Bearer {self.token}":
+                return 200, {}, {"ok": False, "error": "invalid_auth"}
+            if method == "auth.test":
+                return 200, {}, {"ok": True, "team": "standin", "user": "netpol-drift", "bot_id": "B1"}
+            if method in ("chat.postMessage", "chat.update") and body.get("channel") not in self.channels \
+                    and body.get("channel") not in {m["channel"] for m in self.messages.values()}:
+                return 200, {}, {"ok": False, "error": "channel_not_found"}
+            problems = block_kit_problems(body)
+            if problems:
+                self.rejected.append((method, "; ".join(problems)))
+                error = "invalid_blocks" if body.get("blocks") else "no_text"
+                return (400 if webhook else 200), {}, error if webhook else {"ok": False, "error": error,
+                                                                            "errors": problems}
+            if method == "chat.update":
+                ts = body.get("ts")
+                if ts not in self.messages:
+                    return 200, {}, {"ok": False, "error": "message_not_found"}
+                self.messages[ts] = {**self.messages[ts], **body}
+                self.received.append(Received(method, body, ts))
+                return 200, {}, {"ok": True, "channel": body["channel"], "ts": ts}
+            if method == "chat.postMessage":
+                thread = body.get("thread_ts")
+                if thread is not None and thread not in self.messages:
+                    return 200, {}, {"ok": False, "error": "thread_not_found"}
+                ts = self._next_ts()
+                self.messages[ts] = dict(body)
+                self.received.append(Received(method, body, ts))
+                return 200, {}, {"ok": True, "channel": body["channel"], "ts": ts}
+            if method == "webhook":
+                self.received.append(Received(method, body))
+                return 200, {}, "ok"
+            return 404, {}, {"ok": False, "error": "unknown_method"}
+
+    def _handler(self):
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode()
+                if self.headers.get("Content-Type", "").startswith("application/json"):
+                    body = json.loads(raw) if raw else {}
+                else:
+                    body = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
+                if self.path == WEBHOOK_PATH:
+                    method, webhook = "webhook", True
+                elif self.path.startswith("/api/"):
+                    method, webhook = self.path[len("/api/"):].split("?")[0], False
+                else:
+                    self._send(404, {}, "no_service")
+                    return
+                status, headers, answer = standin._answer(method, self.headers, body, webhook)
+                if standin.echo and status == 200:
+                    standin._print(method, body)
+                self._send(status, headers, answer)
+
+            def _send(self, status: int, headers: dict, answer: dict | str) -> None:
+                data = (json.dumps(answer) if isinstance(answer, dict) else answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json" if isinstance(answer, dict) else "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:  # quiet: tests read `received`, not stderr
+                return
+
+        return Handler
+
+    def _print(self, method: str, body: dict) -> None:
+        where = body.get("channel", "webhook")
+        if method == "chat.update":
+            head = f"[slack] chat.update {where} ts={body.get('ts')}"
+        elif body.get("thread_ts"):
+            head = f"[slack] thread reply {where} thread_ts={body.get('thread_ts')}"
+        else:
+            head = f"[slack] {method} {where}"
+        print(head, flush=True)
+        for line in str(body.get("text", "")).splitlines():
+            print(f"    {line}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--channel", default="#netpol-alerts")
+    args = p.parse_args(argv)
+    standin = SlackStandin(args.port, channels=(args.channel,), echo=True).start()
+    print(f"[slack] stand-in listening on {standin.base_url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        standin.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Slack alerts end to end below the service: real store (SQLite and PostgreSQL), real slack_sdk, and a real
+local HTTP stand-in of the Slack Web API and webhooks (tests/slack_standin.py).
+
+Runs are judged by compare.judge and saved by the store exactly as `run` does, so the outbox rows under test
+are the ones production writes; only the probe outcomes are scripted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from monitor.alert import (
+    MAX_BLOCKS,
+    AlertSender,
+    BotTarget,
+    FlowLine,
+    Incident,
+    LogTarget,
+    WebhookTarget,
+    make_target,
+    render_incident,
+)
+from monitor.compare import judge
+from monitor.errors import AlertError
+from monitor.models import FlowResult, Outcome, Run, Verdict
+from monitor.settings import AlertSettings, Secrets, Settings, SlackSettings, WebSettings
+from monitor.snapshot import snapshot_digest
+from monitor.store import Store
+from tests.slack_standin import TOKEN, SlackStandin, block_kit_problems
+from tests.test_history import snap
+
+A, D = Verdict.ALLOW, Verdict.DENY
+WEB_DB = "web-db|shop/web|shop/db|5432/TCP"
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+
+class Counted:
+    """The metrics side of the sender, counted by hand (monitor.metrics has the Prometheus one)."""
+
+    def __init__(self) -> None:
+        self.results: list[tuple[str, str]] = []
+        self.queue: tuple[int, float] | None = None
+
+    def alert_result(self, channel: str, result: str) -> None:
+        self.results.append((channel, result))
+
+    def alert_queue(self, depth: int, oldest_seconds: float) -> None:
+        self.queue = (depth, oldest_seconds)
+
+
+def outcome_verdict(o: Outcome) -> Verdict:
+    return A if o is Outcome.CONNECTED else D
+
+
+def results(web_db: Outcome, extra: int = 0) -> tuple[FlowResult, ...]:
+    out = [FlowResult("web-db", "shop/web", "shop/db", 5432, "TCP", D, D, web_db, outcome_verdict(web_db), None, 1,
+                      "denied: NetworkPolicy shop/deny-db selects shop/db for ingress and no rule allows shop/web"),
+           FlowResult("db-web", "shop/db", "shop/web", 80, "TCP", A, A, Outcome.CONNECTED, A, 0.8, 1, "allowed")]
+    for i in range(extra):  # more flows that the same edit opens (the 200-flows case)
+        o = Outcome.CONNECTED if web_db is Outcome.CONNECTED else Outcome.TIMEOUT
+        out.append(FlowResult(f"web-db-{i:03d}", "shop/web", "shop/db", 6000 + i, "TCP", D, D, o,
+                              outcome_verdict(o), None, 1, "denied: NetworkPolicy shop/deny-db"))
+    return tuple(out)
+
+
+def record(store: Store, t: datetime, web_db: Outcome, *, deny: bool = True, extra: int = 0) -> str:
+    """One run as run.record_run stores it (re-probes agree with the first probe)."""
+    s = snap("shop", deny)
+    run = Run("prod", t.isoformat(), t.isoformat(), "schedule", snapshot_digest(s), "sha256:suite",
+              results(web_db, extra))
+    baseline = store.known_good("prod", "sha256:suite")
+    old = store.snapshot(baseline.snapshot_digest) if baseline else None
+    rounds = [{r.key: r.outcome for r in run.results}]
+    j = judge(run, baseline, old_snapshot=old, new_snapshot=s, open_events=store.open_events("prod"),
+              rounds=rounds, settings=Settings().drift, now=t.isoformat())
+    return store.save_run(run, now=t.isoformat(), snapshot=s, known_good=j.known_good, transitions=j.transitions)
+
+
+def settings(**alert) -> Settings:
+    return dataclasses.replace(Settings(), slack=SlackSettings(channel="#netpol-alerts"),
+                               alert=AlertSettings(**alert), web=WebSettings(external_url="https://drift.example"))
+
+
+@pytest.fixture
+def store(db_url: str):
+    with Store.open(db_url, migrate=True) as s:
+        yield s
+
+
+@pytest.fixture
+def slack():
+    with SlackStandin() as standin:
+        yield standin
+
+
+def bot(slack: SlackStandin, token: str = TOKEN, channel: str = "#netpol-alerts") -> BotTarget:
+    return BotTarget(token, channel, slack.base_url)
+
+
+def top_level(slack: SlackStandin):
+    return [r for r in slack.of("chat.postMessage") if not r.body.get("thread_ts")]
+
+
+def replies(slack: SlackStandin, ts: str):
+    return [r for r in slack.of("chat.postMessage") if r.body.get("thread_ts") == ts]
+
+
+# ------------------------------------------------------------------------------------------- bot token
+def test_policy_edit_is_one_message_and_its_revert_updates_it_even_after_a_restart(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)  # known-good: db blocked by shop/deny-db
+    opened_run = record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)  # policy deleted
+    metrics = Counted()
+    report = AlertSender(store, bot(slack), settings(), metrics).deliver(T0 + timedelta(minutes=5))
+
+    [msg] = top_level(slack)
+    assert report.failed == 0 and slack.rejected == []
+    text = msg.body["text"]
+    assert "shop/web -> shop/db 5432/TCP  blocked -> allowed (connected)" in text
+    assert "Cause: NetworkPolicy shop/deny-db removed" in text
+    assert f"run {opened_run}" in text and "cluster prod" in text
+    blocks = json.dumps(msg.body["blocks"])
+    assert f"https://drift.example/runs/{opened_run}" in blocks
+    # The drift, the violation and the enforcement-gap-free flow: one flow line, not one per event.
+    assert text.count("shop/web -> shop/db") == 1
+    [details] = replies(slack, msg.ts)
+    assert "now decided by:" in details.body["text"]
+    assert ("slack", "sent") in metrics.results and metrics.queue == (0, 0.0)
+    assert store.pending_alerts() == []
+
+    # A restarted service (new sender, same database) sees the revert and updates the same message.
+    record(store, T0 + timedelta(minutes=10), Outcome.TIMEOUT, deny=True)
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=10))
+    [update] = slack.of("chat.update")
+    assert update.ts == msg.ts and update.body["text"].startswith("Resolved: reachability drift on prod")
+    [reply] = [r for r in replies(slack, msg.ts) if r is not details]
+    assert "all flows are back" in reply.body["text"] and "shop/web -> shop/db 5432/TCP" in reply.body["text"]
+    assert len(top_level(slack)) == 1  # nothing new in the channel
+    assert store.pending_alerts() == []
+
+
+def test_a_service_starting_with_drift_open_does_not_alert_it_again(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=5))
+    # Restart: a new sender; the drift is still there on the next runs.
+    sender = AlertSender(store, bot(slack), settings())
+    for m in (10, 15):
+        record(store, T0 + timedelta(minutes=m), Outcome.CONNECTED, deny=False)
+        report = sender.deliver(T0 + timedelta(minutes=m))
+        assert report.sent == 0
+    assert len(top_level(slack)) == 1 and slack.of("chat.update") == []
+
+
+def test_refused_timeout_flips_alone_are_history_not_alerts(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.REFUSED)  # still blocked, now rejected
+    report = AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=5))
+    assert [e.detail for e in store.open_events("prod")] == ["timeout -> refused since known-good"]
+    assert slack.received == [] and report.suppressed == 1 and store.pending_alerts() == []
+    record(store, T0 + timedelta(minutes=10), Outcome.TIMEOUT)  # and back: its resolution is quiet too
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=10))
+    assert slack.received == []
+
+
+def test_blocked_mode_changes_alert_when_asked(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.REFUSED)
+    AlertSender(store, bot(slack), settings(on_blocked_mode_change=True)).deliver(T0 + timedelta(minutes=5))
+    [msg] = top_level(slack)
+    assert "blocked (timeout) -> blocked (refused)" in msg.body["text"]
+    assert "dataplane: no policy or label changed" in msg.body["text"]
+
+
+def test_two_hundred_flows_of_one_edit_are_one_message_within_slack_limits(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT, extra=200)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False, extra=200)
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=5))
+    assert slack.rejected == []
+    [msg] = top_level(slack)
+    assert "201 flows changed" in msg.body["blocks"][0]["text"]["text"]
+    assert "…and 191 more" in msg.body["text"]
+    [details] = replies(slack, msg.ts)
+    assert len(details.body["blocks"]) <= MAX_BLOCKS
+    shown = details.body["text"].count("->") + sum(b["text"]["text"].count(" -> ")
+                                                  for b in details.body["blocks"] if b["type"] == "section")
+    assert shown > 0 and block_kit_problems(details.body) == []
+
+
+def test_render_cuts_to_slack_limits_with_and_n_more() -> None:
+    flows = tuple(FlowLine(f"c|ns-{i}/a-very-long-workload-name-{'x' * 40}|ns/b|80/TCP", f"ns-{i}/a{'x' * 60}",
+                           "ns/b", "80/TCP", "blocked -> allowed (connected)", "p" * 500, ("drift",), (str(i),))
+                  for i in range(2000))
+    incident = Incident("prod-" + "c" * 200, "7", "NetworkPolicy shop/x removed " * 200, "2026-11-30T08:00:00", flows)
+    for details in (False, True):
+        msg = render_incident(incident, "https://drift.example", details=details)
+        body = {"text": msg.text, "blocks": list(msg.blocks)}
+        assert block_kit_problems(body) == []
+        assert "more" in msg.blocks[-2]["text"]["text"] and len(msg.text) <= 3000
+
+
+# ------------------------------------------------------------------------------------ webhook and logs
+def test_webhook_posts_one_message_per_alert(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    sender = AlertSender(store, WebhookTarget(slack.webhook_url), settings())
+    sender.deliver(T0 + timedelta(minutes=5))
+    record(store, T0 + timedelta(minutes=10), Outcome.TIMEOUT)
+    sender.deliver(T0 + timedelta(minutes=10))
+    opened, resolved = slack.of("webhook")
+    assert "blocked -> allowed (connected)" in opened.body["text"] and "now decided by:" in opened.body["text"]
+    assert resolved.body["text"].startswith("Resolved by run")
+    assert slack.rejected == []
+
+
+def test_without_slack_the_same_content_goes_to_structured_log_lines(store, caplog) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    target = make_target(Settings())
+    assert isinstance(target, LogTarget)
+    with caplog.at_level(logging.WARNING, logger="monitor.alert"):
+        AlertSender(store, target, settings()).deliver(T0 + timedelta(minutes=5))
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alert ")]
+    body = json.loads(line[len("alert "):])
+    assert "shop/web -> shop/db 5432/TCP  blocked -> allowed (connected)" in body["text"]
+    assert store.pending_alerts() == []
+
+
+def test_a_token_without_a_channel_is_a_config_error() -> None:
+    s = dataclasses.replace(Settings(), secrets=Secrets(slack_token="xoxb-1"))
+    with pytest.raises(AlertError) as e:
+        make_target(s)
+    assert str(e.value) == "NETPOL_DRIFT_SLACK_TOKEN is set but slack.channel is not: set the channel to post to"
+
+
+# -------------------------------------------------------------------------------------------- delivery
+def test_429_and_500_are_retried_by_slack_sdk_and_delivered_once(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    slack.fail_next("429:1", "500")
+    report = AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=5))
+    assert report.failed == 0 and len(top_level(slack)) == 1 and slack.requests == 4  # 2 failures, post, details
+
+
+def test_down_then_429_then_500_arrives_once_after_recovery_also_across_a_restart(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    queued = len(store.pending_alerts())  # drift, violation and gap of the one flow
+    slack.stop()  # connection refused
+    metrics = Counted()
+    report = AlertSender(store, bot(slack), settings(), metrics).deliver(T0 + timedelta(minutes=5))
+    assert report.failed == queued == 3 and ("slack", "error") in metrics.results
+    a = store.pending_alerts()[0]
+    assert a.attempts == 1 and "Slack chat.postMessage failed" in a.last_error
+    assert metrics.queue == (3, 0.0)
+    # Backoff: nothing is due a second later.
+    assert store.due_alerts((T0 + timedelta(minutes=5, seconds=1)).isoformat()) == []
+    slack.start()
+    slack.fail_next("429:1", "429:1", "429:1", "500", "500", "500")  # more than slack_sdk retries at once
+    later = T0 + timedelta(minutes=6)
+    sender = AlertSender(store, bot(slack), settings())
+    sender.deliver(later)  # three 429s: slack_sdk's retries run out
+    sender.deliver(later + timedelta(minutes=10))  # three 500s
+    assert top_level(slack) == [] and len(store.pending_alerts()) == queued
+    assert store.pending_alerts()[0].attempts == 3 and slack.requests == 6
+    # A restarted service, Slack healthy again: exactly one message.
+    AlertSender(store, bot(slack), settings()).deliver(later + timedelta(minutes=20))
+    assert len(top_level(slack)) == 1 and store.pending_alerts() == []
+    AlertSender(store, bot(slack), settings()).deliver(later + timedelta(minutes=30))
+    assert len(top_level(slack)) == 1
+
+
+@pytest.mark.parametrize("error", ["invalid_auth", "channel_not_found"])
+def test_config_errors_are_not_retried_reported_once_and_kept_queued(store, slack, caplog, error) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    target = bot(slack, token="xoxb-wrong") if error == "invalid_auth" else bot(slack, channel="#gone")
+    metrics = Counted()
+    sender = AlertSender(store, target, settings(), metrics)
+    with caplog.at_level(logging.WARNING):
+        first = sender.deliver(T0 + timedelta(minutes=5))
+        sender.deliver(T0 + timedelta(minutes=30))
+        sender.deliver(T0 + timedelta(minutes=60))
+    assert slack.requests == 1  # not retried: neither by slack_sdk nor by the next passes
+    assert first.halted == f"Slack chat.postMessage failed: {error}"
+    loud = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(loud) == 1 and "ALERTS HALTED" in loud[0].getMessage()
+    assert metrics.results.count(("slack", "config_error")) == 1
+    assert len(store.pending_alerts()) == 3  # kept for the fixed configuration
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=61))
+    assert len(top_level(slack)) == 1 and store.pending_alerts() == []
+
+
+def test_tokens_and_webhook_urls_never_reach_the_logs(store, slack, caplog) -> None:
+    secret = "xoxb-9999-never-log-me"
+    slack.token = secret
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    with caplog.at_level(logging.DEBUG):
+        slack.fail_next("500", "500", "500")
+        AlertSender(store, BotTarget(secret, "#netpol-alerts", slack.base_url), settings()).deliver(T0)
+        AlertSender(store, BotTarget(secret, "#netpol-alerts", slack.base_url), settings()).deliver(
+            T0 + timedelta(hours=1))
+        slack.stop()
+        AlertSender(store, WebhookTarget(slack.webhook_url), settings()).deliver(T0 + timedelta(hours=2))
+        record(store, T0 + timedelta(hours=2), Outcome.TIMEOUT)
+        slack.start()
+        AlertSender(store, WebhookTarget(slack.webhook_url), settings()).deliver(T0 + timedelta(hours=3))
+    assert len(slack.received) >= 3 and any(r.method == "webhook" for r in slack.received)
+    text = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records)
+    assert "Sending a request" in text or "Received the following response" in text  # debug logs were on
+    assert secret not in text and "standinwebhooksecret" not in text
+    for target in (BotTarget(secret, "#c"), WebhookTarget(slack.webhook_url)):
+        assert secret not in repr(target) and "standinwebhooksecret" not in repr(target)
+
+
+# -------------------------------------------------------------------------------------------- flapping
+def test_a_flapping_flow_gets_one_message_then_quiet_until_stable(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    sender = AlertSender(store, bot(slack), settings(flap_quiet_runs=3))
+    t = T0
+    for _ in range(5):  # open, resolve, five times within an hour
+        t += timedelta(minutes=5)
+        record(store, t, Outcome.CONNECTED)
+        sender.deliver(t)
+        t += timedelta(minutes=5)
+        record(store, t, Outcome.TIMEOUT)
+        sender.deliver(t)
+    heads = [m.body["blocks"][0]["text"]["text"] for m in top_level(slack)]
+    assert len(heads) == 3 and heads[2].startswith("Flapping on prod: shop/web -> shop/db 5432/TCP")
+    assert len(slack.of("chat.update")) == 2  # the first two incidents resolved normally
+    for _ in range(3):  # stable for flap_quiet_runs runs
+        t += timedelta(minutes=5)
+        record(store, t, Outcome.TIMEOUT)
+        sender.deliver(t)
+    t += timedelta(minutes=5)
+    record(store, t, Outcome.CONNECTED)
+    sender.deliver(t)
+    assert len(top_level(slack)) == 4 and "Reachability drift" in top_level(slack)[3].body["text"]
+    assert store.pending_alerts() == []
