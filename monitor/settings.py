@@ -82,7 +82,7 @@ class SlackSettings:
 @dataclass(frozen=True)
 class AlertSettings:
     on_blocked_mode_change: bool = False  # refused <-> timeout of a blocked flow: history only unless true
-    flap_opens: int = 3  # a flow that opens this often within flap_window_seconds is flapping
+    flap_opens: int = 3  # a flow that opens this often within flap_window_seconds is flapping (0: never)
     flap_window_seconds: int = 3600
     flap_quiet_runs: int = 5  # a flapping flow alerts again after this many runs without a change
     retry_max_seconds: int = 600  # ceiling of the outbox backoff between delivery attempts
