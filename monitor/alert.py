@@ -374,6 +374,10 @@ class Target(Protocol):
     name: str  # "slack" | "webhook" | "log": the `channel` label of netpol_drift_alerts_total
     threads: bool  # can update a message and reply in its thread
 
+    def describe(self) -> str: ...
+
+    def check(self) -> str: ...
+
     def post(self, message: Message, thread: Posted | None = None) -> Posted: ...
 
     def update(self, where: Posted, message: Message) -> None: ...
@@ -439,6 +443,9 @@ class BotTarget:
     def __repr__(self) -> str:  # never the token
         return f"BotTarget(channel={self.channel!r})"
 
+    def describe(self) -> str:
+        return f"Slack bot token, channel {self.channel}"
+
     def check(self) -> str:
         """auth.test at start-up: the bot's name, or AlertError (invalid_auth...)."""
         try:
@@ -480,6 +487,12 @@ class WebhookTarget:
     def __repr__(self) -> str:
         return "WebhookTarget(<url hidden>)"
 
+    def describe(self) -> str:
+        return "Slack incoming webhook (one message per alert, no threads)"
+
+    def check(self) -> str:
+        return "not checked (a webhook has no test call)"
+
     def post(self, message: Message, thread: Posted | None = None) -> Posted:
         try:
             resp = self.client.send(text=message.text, blocks=list(message.blocks) or None, unfurl_links=False)
@@ -502,6 +515,12 @@ class LogTarget:
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or log
+
+    def describe(self) -> str:
+        return "log lines (no NETPOL_DRIFT_SLACK_TOKEN or NETPOL_DRIFT_SLACK_WEBHOOK_URL set)"
+
+    def check(self) -> str:
+        return "ok"
 
     def post(self, message: Message, thread: Posted | None = None) -> Posted:
         self.logger.warning("alert %s", json.dumps({"text": message.text}, ensure_ascii=False))
@@ -585,6 +604,15 @@ class AlertSender:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------- api
+    def start(self, now: datetime) -> None:
+        """The start-up line, and the bot token tried once (auth.test): a wrong token is said at once."""
+        try:
+            answer = self.target.check()
+        except AlertError as e:
+            self._failed(e, [], now, DeliveryReport())
+            return
+        log.info("alerts: %s (check: %s)", self.target.describe(), answer)
+
     def deliver(self, now: datetime, limit: int = 500) -> DeliveryReport:
         """Sends what is due, in outbox order; stops at the first failure (a resolution must not overtake
         its opening). Raises nothing for Slack trouble: the rows stay queued and the report says why."""

@@ -21,6 +21,7 @@ from monitor.alert import (
     FlowLine,
     Incident,
     LogTarget,
+    Message,
     WebhookTarget,
     make_target,
     render_incident,
@@ -228,6 +229,39 @@ def test_without_slack_the_same_content_goes_to_structured_log_lines(store, capl
     body = json.loads(line[len("alert "):])
     assert "shop/web -> shop/db 5432/TCP  blocked -> allowed (connected)" in body["text"]
     assert store.pending_alerts() == []
+
+
+def test_a_wrong_token_is_said_once_at_start_up_and_nothing_is_tried(store, slack, caplog) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    sender = AlertSender(store, bot(slack, token="xoxb-revoked"), settings())
+    with caplog.at_level(logging.INFO, logger="monitor.alert"):
+        sender.start(T0)
+        report = sender.deliver(T0 + timedelta(minutes=5))
+    assert [r.method for r in slack.received] == [] and slack.requests == 1  # auth.test only
+    assert report.halted == "Slack auth.test failed: invalid_auth" and len(store.pending_alerts()) == 3
+    ok = AlertSender(store, bot(slack), settings())
+    with caplog.at_level(logging.INFO, logger="monitor.alert"):
+        ok.start(T0)
+    assert "alerts: Slack bot token, channel #netpol-alerts (check: netpol-drift)" in caplog.text
+
+
+def test_the_standin_rejects_what_slack_rejects(slack) -> None:
+    """The stand-in must be able to fail a test: oversized blocks and a missing fallback come back as errors."""
+    target = bot(slack)
+    too_many = tuple({"type": "section", "text": {"type": "mrkdwn", "text": "x"}} for _ in range(51))
+    for message, problem in [
+        (Message("t", too_many), "51 blocks (max 50)"),
+        (Message("t", ({"type": "header", "text": {"type": "plain_text", "text": "h" * 151}},)), "max 150"),
+        (Message("t", ({"type": "section", "text": {"type": "mrkdwn", "text": "s" * 3001}},)), "max 3000"),
+    ]:
+        with pytest.raises(AlertError) as e:
+            target.post(message)
+        assert str(e.value) == "Slack chat.postMessage failed: invalid_blocks"
+        assert problem in slack.rejected[-1][1]
+    assert slack.received == []
+    # (slack_sdk itself warns before sending a message without `text`; the stand-in checks it for webhooks)
+    assert block_kit_problems({"text": "", "blocks": []}) == ["no plain-text fallback (text)"]
 
 
 def test_a_token_without_a_channel_is_a_config_error() -> None:
