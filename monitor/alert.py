@@ -88,7 +88,6 @@ class Incident:
     opened_at: str
     flows: tuple[FlowLine, ...]
     kind: str = "drift"  # drift | flapping
-    baseline_run: str | None = None
     resolved_runs: tuple[str, ...] = ()
 
     @property
@@ -170,8 +169,6 @@ def _context(incident: Incident, external_url: str | None, plain: bool = False) 
     bits = [f"cluster {incident.cluster}"]
     if incident.run_id:
         bits.append(f"run {incident.run_id}")
-    if incident.baseline_run:
-        bits.append(f"known-good run {incident.baseline_run}")
     if incident.resolved_runs:
         bits.append(f"resolved by run {', '.join(incident.resolved_runs)}")
     bits.append(f"opened {incident.opened_at}")
@@ -181,11 +178,11 @@ def _context(incident: Incident, external_url: str | None, plain: bool = False) 
     return " · ".join(bits)
 
 
-def _flow_item(f: FlowLine, with_policy: bool) -> str:
-    mark = "~" if f.resolution is not None else ""
+def _flow_item(f: FlowLine, with_policy: bool, plain: bool = False) -> str:
+    mark = "~" if f.resolution is not None and not plain else ""
     line = f"{mark}{f.text}{mark}"
     if f.resolution is not None:
-        line += f"  _resolved: {f.resolution}_"
+        line += f"  resolved: {f.resolution}" if plain else f"  _resolved: {f.resolution}_"
     if with_policy and f.policy:
         line += f"\n      now decided by: {_cut(f.policy, 400)}"
     return line
@@ -221,7 +218,8 @@ def render_incident(incident: Incident, external_url: str | None = None, *, deta
     head = _header(incident)
     flows = list(incident.flows)
     limit = len(flows) if details else FLOWS_IN_MESSAGE
-    items = [_mrkdwn(_flow_item(f, with_policy=details or len(flows) <= 3)) for f in flows[:limit]]
+    with_policy = details or len(flows) <= 3
+    items = [_mrkdwn(_flow_item(f, with_policy)) for f in flows[:limit]]
     cause = f"*Cause:* {_mrkdwn(incident.cause)}"
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": head}},
                           {"type": "section", "text": {"type": "mrkdwn", "text": _cut(cause, MAX_SECTION)}}]
@@ -234,16 +232,16 @@ def render_incident(incident: Incident, external_url: str | None = None, *, deta
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"…and {more} more{where}"}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
                                                      "text": _cut(_context(incident, external_url), MAX_SECTION)}]})
-    return Message(_fallback(head, incident, external_url, details), tuple(blocks))
+    return Message(_fallback(head, incident, external_url, details, with_policy), tuple(blocks))
 
 
-def _fallback(head: str, incident: Incident, external_url: str | None, details: bool) -> str:
+def _fallback(head: str, incident: Incident, external_url: str | None, details: bool, with_policy: bool) -> str:
     context = _cut(_context(incident, external_url, plain=True), 500)
     lines = [head, _cut(f"Cause: {incident.cause}", 500)]
     room = MAX_FALLBACK - len(context) - sum(len(x) + 1 for x in lines) - 40
     shown = 0
     for f in incident.flows:
-        line = "  " + _cut(_flow_item(f, with_policy=details).replace("~", ""), 600)
+        line = "  " + _cut(_flow_item(f, with_policy, plain=True), 600)
         if len(line) + 1 > room or (not details and shown == FLOWS_IN_MESSAGE):
             break
         lines.append(line)
