@@ -253,20 +253,24 @@ def _fallback(head: str, incident: Incident, external_url: str | None, details: 
     return "\n".join(lines)
 
 
+def _resolved_item(f: FlowLine) -> str:
+    return f"{f.source} -> {f.destination} {f.port}  {f.resolution or 'resolved'}"
+
+
 def render_resolution(incident: Incident, flows: Sequence[FlowLine], run_id: str | None) -> Message:
     """The thread reply (or webhook/log message) when some or all flows of an incident recovered."""
     all_done = incident.resolved
     head = (f"Resolved{f' by run {run_id}' if run_id else ''}: "
             f"{'all flows are back' if all_done else f'{len(flows)} of {len(incident.flows)} flows are back'}"
             f" (cluster {incident.cluster}, opened by run {incident.run_id})")
-    items = [_mrkdwn(f"{f.text}  {f.resolution or ''}".rstrip()) for f in flows]
+    items = [_mrkdwn(_resolved_item(f)) for f in flows]
     sections, unfitted = _list_sections(items, MAX_BLOCKS - 3)
     blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"*{_mrkdwn(head)}*",
                                                                                        MAX_SECTION)}}]
     blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": s}} for s in sections]
     if unfitted:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"…and {unfitted} more"}})
-    text_lines = [head] + [f"  {f.text}  {f.resolution or ''}".rstrip() for f in flows[:10]]
+    text_lines = [head] + [f"  {_resolved_item(f)}" for f in flows[:10]]
     if len(flows) > 10:
         text_lines.append(f"  …and {len(flows) - 10} more")
     return Message(_cut("\n".join(text_lines), MAX_FALLBACK), tuple(blocks))
