@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -857,3 +857,33 @@ class AlertSender:
         depth, oldest = self.outbox.alert_queue()
         age = max(0.0, (now - _parse(oldest)).total_seconds()) if oldest else 0.0
         self.metrics.alert_queue(depth, age)
+
+
+class AlertDelivery:
+    """What `serve` plugs in: `deliver(now)` after every run and on a timer. Builds the sender on first use
+    (the store is the leader's; followers never get here) and again when slack/alert/web settings change on
+    reload. A wrong target setting (a token without a channel) is said once and alerts stay queued."""
+
+    def __init__(self, open_store: Callable[[], Store], settings: Callable[[], Settings],
+                 metrics: AlertMetrics | None = None) -> None:
+        self._open_store, self._settings, self._metrics = open_store, settings, metrics
+        self._sender: AlertSender | None = None
+        self._built_for: tuple | None = None
+        self._lock = threading.Lock()
+
+    def deliver(self, now: datetime) -> DeliveryReport | None:
+        with self._lock:
+            s = self._settings()
+            key = (s.slack, s.alert, s.web, s.secrets)
+            if key != self._built_for:  # first use, or a reload changed how alerts go out
+                self._built_for = key
+                try:
+                    target = make_target(s)
+                except AlertError as e:
+                    log.error("ALERTS HALTED: %s; alerts stay queued", e)
+                    self._sender = None
+                    return None
+                self._sender = AlertSender(self._open_store(), target, s, self._metrics)
+                self._sender.start(now)
+            sender = self._sender
+        return sender.deliver(now) if sender is not None else None

@@ -376,3 +376,26 @@ def test_a_flapping_flow_gets_one_message_then_quiet_until_stable(store, slack) 
     sender.deliver(t)
     assert len(top_level(slack)) == 4 and "Reachability drift" in top_level(slack)[3].body["text"]
     assert store.pending_alerts() == []
+
+
+def test_delivery_for_serve_builds_the_sender_once_and_again_after_a_settings_change(store, slack, caplog) -> None:
+    from monitor.alert import AlertDelivery
+
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    current = {"s": dataclasses.replace(Settings(), secrets=Secrets(slack_token=TOKEN))}  # no channel yet
+    opened = []
+
+    def open_store() -> Store:
+        opened.append(1)
+        return store
+
+    delivery = AlertDelivery(open_store, lambda: current["s"])
+    with caplog.at_level(logging.ERROR, logger="monitor.alert"):
+        assert delivery.deliver(T0) is None and delivery.deliver(T0) is None
+    assert caplog.text.count("ALERTS HALTED") == 1 and slack.received == []
+    slack_settings = SlackSettings(channel="#netpol-alerts", base_url=slack.base_url)
+    current["s"] = dataclasses.replace(settings(), slack=slack_settings, secrets=Secrets(slack_token=TOKEN))
+    report = delivery.deliver(T0 + timedelta(minutes=5))
+    assert report.sent == 2 and len(top_level(slack)) == 1 and opened == [1]
+    assert delivery.deliver(T0 + timedelta(minutes=6)).sent == 0 and opened == [1]
