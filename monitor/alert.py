@@ -21,7 +21,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from slack_sdk import WebClient
@@ -72,6 +72,7 @@ class FlowLine:
     kinds: tuple[str, ...] = ()  # drift, violation, gap
     events: tuple[str, ...] = ()  # drift event ids still open in this flow
     resolution: str | None = None  # set once every event of the flow resolved
+    notes: tuple[str, ...] = ()  # each event in words ("drift: connected -> refused since known-good")
 
     @property
     def text(self) -> str:
@@ -100,8 +101,8 @@ class Incident:
     @staticmethod
     def from_json(text: str) -> Incident:
         raw = json.loads(text)
-        raw["flows"] = tuple(FlowLine(**{**f, "kinds": tuple(f["kinds"]), "events": tuple(f["events"])})
-                             for f in raw["flows"])
+        raw["flows"] = tuple(FlowLine(**{**f, "kinds": tuple(f["kinds"]), "events": tuple(f["events"]),
+                                         "notes": tuple(f.get("notes", ()))}) for f in raw["flows"])
         raw["resolved_runs"] = tuple(raw.get("resolved_runs", ()))
         return Incident(**raw)
 
@@ -171,19 +172,22 @@ def _context(incident: Incident, external_url: str | None, plain: bool = False) 
         bits.append(f"run {incident.run_id}")
     if incident.resolved_runs:
         bits.append(f"resolved by run {', '.join(incident.resolved_runs)}")
-    bits.append(f"opened {incident.opened_at}")
+    bits.append(f"opened {_when(incident.opened_at)}")
     link = _link(incident, external_url)
     if link:
         bits.append(link if plain else f"<{link}|open run {incident.run_id}>")
     return " · ".join(bits)
 
 
-def _flow_item(f: FlowLine, with_policy: bool, plain: bool = False) -> str:
+def _flow_item(f: FlowLine, with_policy: bool, plain: bool = False, with_notes: bool = False) -> str:
     mark = "~" if f.resolution is not None and not plain else ""
     line = f"{mark}{f.text}{mark}"
     if f.resolution is not None:
         line += f"  resolved: {f.resolution}" if plain else f"  _resolved: {f.resolution}_"
-    if with_policy and f.policy:
+    if with_notes and f.notes:
+        line += f"\n      {_cut('; '.join(f.notes), 400)}"
+    # Once resolved, what decided the broken flow is history: the message must not present it as current.
+    if with_policy and f.policy and f.resolution is None:
         line += f"\n      now decided by: {_cut(f.policy, 400)}"
     return line
 
@@ -213,13 +217,22 @@ def _mrkdwn(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _when(iso: str) -> str:
+    try:
+        t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t.tzinfo else t.strftime("%Y-%m-%d %H:%M:%S")
+
+
 def render_incident(incident: Incident, external_url: str | None = None, *, details: bool = False) -> Message:
-    """The channel message (a few flows) or, with details=True, everything that fits for the thread."""
-    head = _header(incident)
+    """The channel message (a few flows) or, with details=True, everything that fits for the thread: every
+    flow with its events in words and the policy deciding it now."""
+    head = _cut(f"Details: {_header(incident)}", MAX_HEADER) if details else _header(incident)
     flows = list(incident.flows)
     limit = len(flows) if details else FLOWS_IN_MESSAGE
     with_policy = details or len(flows) <= 3
-    items = [_mrkdwn(_flow_item(f, with_policy)) for f in flows[:limit]]
+    items = [_mrkdwn(_flow_item(f, with_policy, with_notes=details)) for f in flows[:limit]]
     cause = f"*Cause:* {_mrkdwn(incident.cause)}"
     blocks: list[dict] = [{"type": "header", "text": {"type": "plain_text", "text": head}},
                           {"type": "section", "text": {"type": "mrkdwn", "text": _cut(cause, MAX_SECTION)}}]
@@ -241,7 +254,7 @@ def _fallback(head: str, incident: Incident, external_url: str | None, details: 
     room = MAX_FALLBACK - len(context) - sum(len(x) + 1 for x in lines) - 40
     shown = 0
     for f in incident.flows:
-        line = "  " + _cut(_flow_item(f, with_policy, plain=True), 600)
+        line = "  " + _cut(_flow_item(f, with_policy, plain=True, with_notes=details), 600)
         if len(line) + 1 > room or (not details and shown == FLOWS_IN_MESSAGE):
             break
         lines.append(line)
@@ -712,7 +725,8 @@ class AlertSender:
             src, dst, port = split_key(key)
             line = FlowLine(key, src, dst, port, _change_text(events, result),
                             result.explanation if result is not None else "",
-                            tuple(sorted({e.kind for e in events})), tuple(str(e.id) for e in events))
+                            tuple(sorted({e.kind for e in events})), tuple(str(e.id) for e in events),
+                            notes=tuple(f"{e.kind}: {e.detail}" for e in events))
             flap = self._flapping(cluster, key, ev0.opened_at or _iso(now))
             if flap == "quiet":
                 self._close(rows, now, report, note="flapping: quiet until stable")

@@ -226,6 +226,9 @@ class SlackStandin:
 
     def _print(self, method: str, body: dict) -> None:
         where = body.get("channel", "webhook")
+        if method == "auth.test":
+            print("[slack] auth.test: token accepted", flush=True)
+            return
         if method == "chat.update":
             head = f"[slack] chat.update {where} ts={body.get('ts')}"
         elif body.get("thread_ts"):

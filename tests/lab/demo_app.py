@@ -90,7 +90,7 @@ def delete(lab: Lab, app: Path) -> None:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.lab.demo_app", description=__doc__.split("\n\n")[0])
-    ap.add_argument("action", choices=("apply", "break", "delete"))
+    ap.add_argument("action", choices=("apply", "break", "revert", "delete"))
     ap.add_argument("--app", type=Path, default=EXAMPLES / "shop", help="manifests directory (default: the shop)")
     ap.add_argument("--changed", type=Path, default=EXAMPLES / "shop-changed",
                     help="`break` applies this directory's policies.yaml")
@@ -100,6 +100,8 @@ def main(argv: list[str]) -> int:
         apply(lab, a.app)
     elif a.action == "break":
         apply_policies(lab, a.changed)
+    elif a.action == "revert":  # the app's own policies again
+        apply_policies(lab, a.app)
     else:
         delete(lab, a.app)
     return 0
