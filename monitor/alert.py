@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -35,12 +35,9 @@ from slack_sdk.webhook import WebhookClient
 
 from monitor.compare import DriftEvent
 from monitor.errors import AlertError, InputError, StoreError
-from monitor.models import FlowResult
+from monitor.models import FlowResult, to_jsonable
 from monitor.settings import Settings
-from monitor.store import alert_event
-
-if TYPE_CHECKING:  # handed in by the caller; importing the store here would pull SQLAlchemy into alert tests
-    from monitor.store import Alert, IncidentRecord, Store
+from monitor.store import Alert, IncidentRecord, Store, alert_event
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +93,7 @@ class Incident:
         return bool(self.flows) and all(f.resolution is not None for f in self.flows)
 
     def to_json(self) -> str:
-        return json.dumps(_jsonable(self), sort_keys=True, separators=(",", ":"))
+        return json.dumps(to_jsonable(self), sort_keys=True, separators=(",", ":"))
 
     @staticmethod
     def from_json(text: str) -> Incident:
@@ -105,14 +102,6 @@ class Incident:
                                          "notes": tuple(f.get("notes", ()))}) for f in raw["flows"])
         raw["resolved_runs"] = tuple(raw.get("resolved_runs", ()))
         return Incident(**raw)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, (Incident, FlowLine)):
-        return {k: _jsonable(getattr(obj, k)) for k in obj.__slots__}
-    if isinstance(obj, tuple):
-        return [_jsonable(x) for x in obj]
-    return obj
 
 
 @dataclass(frozen=True, slots=True)
