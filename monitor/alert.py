@@ -9,8 +9,10 @@ incident's channel and ts are stored, so that a restarted service updates the ri
 Delivery uses slack_sdk's retry handlers (429 Retry-After, connection errors, 5xx); what still fails stays
 queued with backoff; a configuration error (invalid_auth, channel_not_found...) is reported once, loudly, and
 everything stays queued until the configuration is fixed.
-This is the only module importing slack_sdk. It must not decide drift (compare.py), write SQL (the store),
-read the wall clock (`now` comes in), or ever log a token or webhook URL.
+This is the only module importing slack_sdk. It loads sqlalchemy through monitor.store (`alert_event` reads
+the outbox payloads; only serve imports this module, and it has the store open anyway). It must not decide
+drift (compare.py), write SQL (the store), read the wall clock (`now` comes in), or ever log a token or
+webhook URL.
 """
 
 from __future__ import annotations
