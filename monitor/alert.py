@@ -560,11 +560,15 @@ class Outbox(Protocol):
     def mark_alert_failed(self, alert_id: str, error: str, *, next_attempt_at: str | None = None) -> Alert: ...
 
     def save_incident(self, cluster: str, content: str, *, now: str, channel: str | None, ts: str | None,
-                      flow_key: str | None = None) -> str: ...
+                      flow_key: str | None = None, details_due: bool = False) -> str: ...
 
     def update_incident(self, incident_id: str, content: str, *, now: str) -> None: ...
 
     def end_flapping(self, incident_id: str, now: str) -> None: ...
+
+    def details_due(self, limit: int = 20) -> list[IncidentRecord]: ...
+
+    def details_posted(self, incident_id: str, now: str) -> None: ...
 
     def incident_of_event(self, event_id: str) -> IncidentRecord | None: ...
 
@@ -644,6 +648,7 @@ class AlertSender:
                 for batch in batches:
                     self._deliver_batch(batch, now, report)
                 if not full:
+                    self._details_left_over(now, report)
                     break
         except AlertError as e:
             self._failed(e, [r for r in rows if not self._done(r)], now, report)
@@ -744,27 +749,38 @@ class AlertSender:
 
     def _post_incident(self, incident: Incident, rows: list[_Row], now: datetime, report: DeliveryReport) -> None:
         external = self.settings.web.external_url
-        if self.target.threads:
-            posted = self.target.post(render_incident(incident, external))
-            # Stored before the thread reply: a failure after this point must not post the message twice.
-            iid = self.outbox.save_incident(incident.cluster, incident.to_json(), now=_iso(now),
-                                            channel=posted.channel, ts=posted.ts)
-            self._close(rows, now, report, incident_id=iid, posted=posted)
-            self.metrics.alert_result(self.target.name, "sent")
-            report.sent += 1
-            try:
-                self.target.post(render_incident(incident, external, details=True), thread=posted)
-                report.sent += 1
-            except AlertError as e:  # the alert itself is delivered; the details are a courtesy
-                log.warning("alert %s delivered, its thread details not: %s", iid, e)
-                self.metrics.alert_result(self.target.name, "error")
-            return
-        posted = self.target.post(render_incident(incident, external, details=True))
-        iid = self.outbox.save_incident(incident.cluster, incident.to_json(), now=_iso(now),
-                                        channel=posted.channel, ts=posted.ts)
+        threads = self.target.threads
+        posted = self.target.post(render_incident(incident, external, details=not threads))
+        # Stored (with its details still due) before the thread reply: a failure after this point must not post
+        # the message twice, and the details are posted by a later pass if this one cannot.
+        iid = self.outbox.save_incident(incident.cluster, incident.to_json(), now=_iso(now), channel=posted.channel,
+                                        ts=posted.ts, details_due=threads)
         self._close(rows, now, report, incident_id=iid, posted=posted)
         self.metrics.alert_result(self.target.name, "sent")
         report.sent += 1
+        if threads:
+            self._post_details(StoredIncident(iid, incident, posted.channel, posted.ts), now, report)
+
+    def _post_details(self, stored: StoredIncident, now: datetime, report: DeliveryReport) -> bool:
+        try:
+            self.target.post(render_incident(stored.incident, self.settings.web.external_url, details=True),
+                             thread=Posted(stored.channel, stored.ts))
+        except AlertError as e:  # the alert itself is out; its details stay due for the next pass
+            log.warning("alert %s delivered, its thread details not yet: %s", stored.id, e)
+            self.metrics.alert_result(self.target.name, "error")
+            return False
+        self.outbox.details_posted(stored.id, _iso(now))
+        report.sent += 1
+        return True
+
+    def _details_left_over(self, now: datetime, report: DeliveryReport) -> None:
+        """Thread details an earlier pass could not post (only after a pass that failed nowhere)."""
+        if not self.target.threads:
+            return
+        for record in self.outbox.details_due():
+            stored = StoredIncident.of(record)
+            if stored is None or not self._post_details(stored, now, report):
+                return
 
     def _deliver_resolved(self, batch: list[_Row], now: datetime, report: DeliveryReport) -> None:
         by_incident: dict[str, list[_Row]] = defaultdict(list)

@@ -399,3 +399,27 @@ def test_delivery_for_serve_builds_the_sender_once_and_again_after_a_settings_ch
     report = delivery.deliver(T0 + timedelta(minutes=5))
     assert report.sent == 2 and len(top_level(slack)) == 1 and opened == [1]
     assert delivery.deliver(T0 + timedelta(minutes=6)).sent == 0 and opened == [1]
+
+
+def test_thread_details_that_fail_are_posted_by_a_later_pass_once(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    sender = AlertSender(store, bot(slack), settings())
+    # The message goes out, then Slack fails three times: slack_sdk gives up on the thread reply.
+    original = sender.target.post
+
+    def post_then_fail(message, thread=None):
+        if thread is not None and not slack.of("chat.postMessage")[1:]:
+            slack.fail_next("500", "500", "500")
+        return original(message, thread)
+
+    sender.target.post = post_then_fail
+    report = sender.deliver(T0 + timedelta(minutes=5))
+    [msg] = top_level(slack)
+    assert replies(slack, msg.ts) == [] and report.sent == 1 and store.pending_alerts() == []
+    assert [r.id for r in store.details_due()] != []
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=6))  # a restart, too
+    [details] = replies(slack, msg.ts)
+    assert details.body["text"].startswith("Details: Reachability drift on prod")
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=7))
+    assert len(replies(slack, msg.ts)) == 1 and store.details_due() == []

@@ -125,11 +125,13 @@ class Outbox(StoreBase):
         return n, _iso(oldest)
 
     def save_incident(self, cluster: str, content: str, *, now: str, channel: str | None, ts: str | None,
-                      flow_key: str | None = None) -> str:
-        """A message that went out (flow_key: a flapping notice for that flow); returns its id."""
+                      flow_key: str | None = None, details_due: bool = False) -> str:
+        """A message that went out (flow_key: a flapping notice for that flow; details_due: its thread details
+        are still to be posted); returns its id."""
         with self._guard("save incident"), self._tx(write=True) as s:
             row = AlertIncidentRow(cluster=cluster, kind="flapping" if flow_key else "incident", flow_key=flow_key,
-                                   channel=channel, ts=ts, content=content, created_at=_dt(now), updated_at=_dt(now))
+                                   channel=channel, ts=ts, content=content, created_at=_dt(now), updated_at=_dt(now),
+                                   details_due=details_due)
             s.add(row)
             s.flush()
             return str(row.id)
@@ -138,6 +140,18 @@ class Outbox(StoreBase):
         with self._guard("update incident"), self._tx(write=True) as s:
             s.execute(update(AlertIncidentRow).where(AlertIncidentRow.id == _int_id(incident_id, "incident"))
                       .values(content=content, updated_at=_dt(now)))
+
+    def details_due(self, limit: int = 20) -> list[IncidentRecord]:
+        """Incidents whose thread details have not been posted yet, oldest first."""
+        with self._guard("read incident"), self._tx() as s:
+            rows = s.scalars(select(AlertIncidentRow).where(AlertIncidentRow.details_due.is_(True))
+                             .order_by(AlertIncidentRow.id).limit(limit))
+            return [_incident(r) for r in rows]
+
+    def details_posted(self, incident_id: str, now: str) -> None:
+        with self._guard("update incident"), self._tx(write=True) as s:
+            s.execute(update(AlertIncidentRow).where(AlertIncidentRow.id == _int_id(incident_id, "incident"))
+                      .values(details_due=False, updated_at=_dt(now)))
 
     def end_flapping(self, incident_id: str, now: str) -> None:
         with self._guard("update incident"), self._tx(write=True) as s:

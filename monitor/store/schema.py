@@ -155,6 +155,7 @@ class AlertIncidentRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime)  # flapping: the flow was stable again
+    details_due: Mapped[bool] = mapped_column(Boolean, default=False)  # its thread details not posted yet
 
 
 class AlertRow(Base):
