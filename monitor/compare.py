@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from monitor.models import FlowResult, Outcome, Pod, Run, Snapshot, Verdict
 from monitor.settings import DriftSettings
@@ -28,6 +29,10 @@ Evaluate = Callable[[Snapshot, Pod | str, Pod | str, int, str], bool]
 # Outcomes that say nothing about reachability: never the start or end of a drift.
 NOT_OBSERVED = frozenset({Outcome.SKIPPED, Outcome.ERROR})
 
+# How a drift event ends (the event row and its outbox payload carry the text; these are its stable openings).
+BACK_TO_KNOWN_GOOD = "back to the known-good outcome"
+ACCEPTED_INTO_BASELINE = "accepted into the baseline"
+
 
 # ------------------------------------------------------------------------------------------- assessment
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,11 @@ class Finding:
     result: FlowResult
     baseline_outcome: Outcome | None = None
     baseline_verdict: Verdict | None = None  # drift: alerts care whether the verdict moved, not the outcome
+
+    @property
+    def verdict_changed(self) -> bool:
+        """Reachable <-> blocked, as opposed to a change of how a flow is blocked (refused <-> timeout)."""
+        return self.kind == "drift" and self.baseline_verdict != self.result.verdict
 
     @property
     def detail(self) -> str:
@@ -295,6 +305,8 @@ class Resolution:
     event_id: str
     resolved_at: str
     resolution: str
+    flow_key: str = ""  # what the CLI says was resolved
+    kind: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +337,8 @@ def transitions(cluster: str, assessment: Assessment, confirmation: Confirmation
         if f.key in confirmation.confirmed:
             active[(f.key, "drift")] = f
     results = {r.key: r for r in assessment.run.results}
+    baseline = assessment.baseline
+    base = {r.key: r for r in baseline.results} if baseline is not None else {}
     already = {(e.flow_key, e.kind): e for e in open_events if e.open}
     opened = tuple(_opened(cluster, kind, f, causes, now)
                    for (key, kind), f in sorted(active.items()) if (key, kind) not in already)
@@ -338,11 +352,19 @@ def transitions(cluster: str, assessment: Assessment, confirmation: Confirmation
         elif r.outcome in NOT_OBSERVED or key in undecided:
             continue
         elif kind == "drift":
-            why = "back to the known-good outcome" if key not in changed \
-                else "back to the known-good outcome on re-probe"
+            old = base.get(key)
+            if baseline is None or old is None or old.outcome in NOT_OBSERVED:
+                continue  # no baseline observation of this flow to say it is back: keep the event open
+            if _not_before(baseline.started_at, event.opened_at):
+                # The baseline moved onto the drifted state (accepted by hand, or a change of how a flow is
+                # blocked taken in automatically): the flow did not move back, so this is no recovery.
+                run_ref = f" (run {baseline.id})" if baseline.id else ""
+                why = f"{ACCEPTED_INTO_BASELINE}{run_ref}: {old.outcome} is the known-good outcome now"
+            else:
+                why = BACK_TO_KNOWN_GOOD if key not in changed else f"{BACK_TO_KNOWN_GOOD} on re-probe"
         else:
             why = {"violation": "meets its expectation again", "gap": "the network does what the policies say"}[kind]
-        resolved.append(Resolution(str(event.id), now, why))
+        resolved.append(Resolution(str(event.id), now, why, key, kind))
     return Transitions(opened, tuple(resolved))
 
 
@@ -354,13 +376,55 @@ def _opened(cluster: str, kind: str, f: Finding, causes: Mapping[str, Cause], no
                       baseline_outcome=str(f.baseline_outcome) if f.baseline_outcome is not None else None)
 
 
+def _not_before(a: str, b: str) -> bool:
+    """a >= b for two timestamps of the store (ISO 8601, possibly in different offsets)."""
+    try:
+        return datetime.fromisoformat(a) >= datetime.fromisoformat(b)
+    except (TypeError, ValueError):
+        return a >= b  # not ISO (hand-made test data): both come from the same writer, compare as text
+
+
 # --------------------------------------------------------------------------------------------- known-good
-def becomes_known_good(assessment: Assessment, confirmation: Confirmation, settings: DriftSettings) -> bool:
-    """Automatic baseline: an ok run with observations, no violation, and no change left unconfirmed."""
+def could_not_probe(r: FlowResult) -> bool:
+    """A planned flow the probe stage failed on (probe pod lost, deadline, unsettled, error): the run does not
+    know what this flow does now. A flow with nothing to probe (the planner found no live source or destination
+    pod: a workload scaled to zero, a selector matching nothing) is a fact about the cluster, not a gap in
+    what the run saw; the planner marks those with intent `skipped`."""
+    return r.outcome in NOT_OBSERVED and r.intent is not Verdict.SKIPPED
+
+
+def becomes_known_good(assessment: Assessment, confirmation: Confirmation, settings: DriftSettings,
+                       open_events: Iterable[DriftEvent] = ()) -> bool:
+    """Automatic baseline. A run becomes known-good by itself when it observed something, has no violation,
+    every flow the probe stage was asked about was probed (flows with nothing to probe do not block it, so a
+    workload scaled to zero cannot stall the baseline forever), every change since known-good was confirmed,
+    and no change moves reachability (reachable <-> blocked): such a drift stays open until the flow goes back
+    or someone accepts a run (`netpol-drift accept`). A confirmed change of how a flow is blocked (refused <->
+    timeout) is taken in; its drift event then closes as "accepted into the baseline" on the next run. An open
+    drift event on a flow this run could not observe blocks it too: moving the baseline then would lose the
+    outcome the event is measured against.
+    """
+    return not known_good_blockers(assessment, confirmation, settings, open_events)
+
+
+def known_good_blockers(assessment: Assessment, confirmation: Confirmation, settings: DriftSettings,
+                        open_events: Iterable[DriftEvent] = ()) -> tuple[str, ...]:
+    """Why a run does not become known-good by itself (empty: it does), in words for the run's report."""
     run = assessment.run
-    return (settings.auto_known_good and run.status == "ok" and not assessment.violations
-            and any(r.observed for r in run.results)
-            and assessment.changed_keys <= confirmation.confirmed)
+    results = {r.key: r for r in run.results}
+    checks = (
+        (not settings.auto_known_good, "drift.auto_known_good is off"),
+        (run.status == "failed", "the run failed"),
+        (bool(assessment.violations), "some flow does not meet its expectation"),
+        (not any(r.observed for r in run.results), "nothing was observed"),
+        (any(could_not_probe(r) for r in run.results), "some flow could not be probed"),
+        (not assessment.changed_keys <= confirmation.confirmed, "some change is not confirmed yet"),
+        (any(f.verdict_changed and f.key in confirmation.confirmed for f in assessment.changed),
+         "a drift changes reachability (fix it, or take it in with `netpol-drift accept RUN`)"),
+        (any(e.open and e.kind == "drift" and (e.flow_key not in results or not results[e.flow_key].observed)
+             for e in open_events), "a flow with an open drift event was not observed"),
+    )
+    return tuple(why for blocked, why in checks if blocked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,6 +434,7 @@ class Judgement:
     causes: dict[str, Cause] = field(hash=False, compare=False)
     transitions: Transitions
     known_good: bool
+    not_known_good_because: tuple[str, ...] = ()
 
 
 def judge(run: Run, baseline: Run | None, *, old_snapshot: Snapshot | None, new_snapshot: Snapshot | None,
@@ -380,6 +445,7 @@ def judge(run: Run, baseline: Run | None, *, old_snapshot: Snapshot | None, new_
     confirmation = confirm(changed_outcomes(assessment), rounds, settings.confirmations)
     drifted = [f.result for f in assessment.changed if f.key in confirmation.confirmed]
     causes = attribute_causes(drifted, old_snapshot, new_snapshot, evaluate) if drifted else {}
+    open_events = list(open_events)
     trans = transitions(run.cluster, assessment, confirmation, causes, open_events, now)
-    return Judgement(assessment, confirmation, causes, trans, becomes_known_good(assessment, confirmation,
-                                                                                   settings))
+    blockers = known_good_blockers(assessment, confirmation, settings, open_events)
+    return Judgement(assessment, confirmation, causes, trans, not blockers, blockers)

@@ -41,7 +41,7 @@ C, T, S = Outcome.CONNECTED, Outcome.TIMEOUT, Outcome.SKIPPED
 
 
 def result(case: str, outcome: Outcome, expected: Verdict = A, intent: Verdict = A) -> FlowResult:
-    verdict = {C: A, T: D, S: Verdict.SKIPPED}[outcome]
+    verdict = {C: A, T: D, Outcome.REFUSED: D, S: Verdict.SKIPPED}[outcome]
     return FlowResult(case, "shop/web", "shop/db", 5432, "TCP", expected, intent, outcome, verdict)
 
 
@@ -311,3 +311,74 @@ def test_causes_with_the_real_engine() -> None:
     edit = attribute_cause(flow, base, edited)
     assert edit.changes == ("NetworkPolicy shop/allow-trusted changed (ingress)",)
     assert (edit.kind, edit.combined, edit.intent_after) == ("config", False, False)
+
+
+# -------------------------------------------------------------------- issue 8 item 3: no false "resolved"
+R = Outcome.REFUSED
+
+
+def test_a_baseline_moved_by_a_blocking_change_closes_its_drift_as_accepted_not_back() -> None:
+    ids: list[int] = []
+    kg = run(result("d", T, D, D), at="t0", rid="1")
+    key = kg.results[0].key
+    # t1: how the flow is blocked changed (timeout -> refused), confirmed; reachability did not move: the run
+    # takes it in as the new baseline and opens the drift event (history).
+    t1 = run(result("d", R, D, D), at="t1", rid="2")
+    j, events = step(kg, t1, [], [{key: R}], ids)
+    assert [e.kind for e in j.transitions.opened] == ["drift"] and j.known_good is True
+    # t2, judged against t1 (the new baseline): the flow has not moved, so it must not say "back to known-good".
+    j, events = step(t1, run(result("d", R, D, D), at="t2", rid="3"), events, [], ids)
+    [res] = j.transitions.resolved
+    assert res.resolution == "accepted into the baseline (run 2): refused is the known-good outcome now"
+    assert (res.kind, res.flow_key) == ("drift", key) and events == []
+
+
+def test_a_drift_that_changes_reachability_never_becomes_known_good_by_itself() -> None:
+    ids: list[int] = []
+    # The baseline carries a violation someone accepted by hand: the flow was blocked, the suite wants it open.
+    kg = run(result("e", T, A, A), at="t0", rid="1")
+    key = kg.results[0].key
+    t1 = run(result("e", C, A, A), at="t1", rid="2")  # now it connects: meets its expectation, a real change
+    j, events = step(kg, t1, [], [{key: C}], ids)
+    assert [e.kind for e in j.transitions.opened] == ["drift"] and not j.assessment.violations
+    assert j.known_good is False
+    assert j.not_known_good_because == (
+        "a drift changes reachability (fix it, or take it in with `netpol-drift accept RUN`)",)
+    # The baseline did not move, so the event stays open while the flow stays where it is...
+    j, events = step(kg, run(result("e", C, A, A), at="t2"), events, [{key: C}], ids)
+    assert not j.transitions and len(events) == 1 and j.known_good is False
+    # ...and resolves as a recovery only when the flow really goes back.
+    j, events = step(kg, run(result("e", T, A, A), at="t3"), events, [], ids)
+    assert [r.resolution for r in j.transitions.resolved if r.kind == "drift"] == ["back to the known-good outcome"]
+
+
+def test_an_open_drift_on_an_unobserved_flow_keeps_the_baseline_where_it_is() -> None:
+    ids: list[int] = []
+    kg = run(result("e", T, A, A), result("x", C), at="t0", rid="1")
+    key = kg.results[0].key
+    _, events = step(kg, run(result("e", C, A, A), result("x", C), at="t1"), [], [{key: C}], ids)
+    # The drifted flow could not be probed this time: the run must not become the baseline (its lack of an
+    # observation would later close the event with nothing recovered).
+    j, events = step(kg, run(result("e", S, A, A), result("x", C), at="t2"), events, [], ids)
+    assert j.known_good is False and "a flow with an open drift event was not observed" in j.not_known_good_because
+    # Judged against a baseline that did not observe the flow, the event stays open rather than resolve.
+    blind = run(dataclasses.replace(result("e", S, A, A), intent=Verdict.SKIPPED), result("x", C), at="t3")
+    j, events = step(blind, run(result("e", C, A, A), result("x", C), at="t4"), events, [], ids)
+    assert not j.transitions.resolved and len(events) == 1
+
+
+def test_a_workload_with_no_pods_does_not_stall_the_baseline_but_a_failed_probe_does() -> None:
+    kg = run(result("a", C), result("b", C), at="t0")
+    # b's workload was scaled to zero: the planner found nothing to probe (intent skipped, no probe ran).
+    scaled = dataclasses.replace(run(result("a", C), dataclasses.replace(result("b", S), intent=Verdict.SKIPPED,
+                                                                         reason="no pod matches")),
+                                 status="partial")
+    j = judge(scaled, kg, old_snapshot=None, new_snapshot=None, open_events=[], rounds=[],
+              settings=DriftSettings(), now="t1")
+    assert j.known_good is True
+    # The probe pod of b failed (intent known, outcome skipped): the run does not know what b does now.
+    lost = dataclasses.replace(run(result("a", C), dataclasses.replace(result("b", S), reason="deadline")),
+                               status="partial")
+    j = judge(lost, kg, old_snapshot=None, new_snapshot=None, open_events=[], rounds=[],
+              settings=DriftSettings(), now="t1")
+    assert j.known_good is False and j.not_known_good_because == ("some flow could not be probed",)

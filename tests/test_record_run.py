@@ -8,6 +8,7 @@ through real probe pods are covered by tests/test_live_history_lab.py.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -117,3 +118,22 @@ def test_run_with_an_unreachable_database_fails_before_touching_the_cluster(tmp_
     with pytest.raises(SystemExit) as e:
         main(["run", "--once", "--suite", str(suite), "--db", "sqlite:///x.db", "--no-store"])
     assert e.value.code == 2
+
+
+def test_an_accepted_drift_closes_as_accepted_into_the_baseline_in_the_event_and_its_alert(store: Store) -> None:
+    """Issue 8 item 3 on a real database: a drift that changes reachability keeps the baseline where it was;
+    a person accepts the drifted run; the next run closes the event as accepted, not as a recovery."""
+    record_run(store, live(T1, deny=True), settings(1), now(T1), None, Script())
+    drifted = record_run(store, live(T2, deny=False), settings(1), now(T2), None, Script({WEB_DB: Outcome.CONNECTED}))
+    assert not drifted.judgement.known_good
+    store.accept(drifted.stored_id, by="alice", now=T2)
+    sent = {a.id for a in store.pending_alerts()}
+
+    rec = record_run(store, live(T3, deny=False), settings(1), now(T3), None, Script())
+    assert rec.baseline_id == drifted.stored_id and rec.judgement.assessment.changed == ()
+    [drift] = [e for e in store.events("prod") if e.kind == "drift"]
+    why = f"accepted into the baseline (run {drifted.stored_id}): connected is the known-good outcome now"
+    assert (drift.resolved_run, drift.resolution) == (rec.stored_id, why)
+    [alert] = [json.loads(a.payload) for a in store.pending_alerts() if a.id not in sent
+               and json.loads(a.payload)["kind"] == "drift"]
+    assert alert["change"] == "resolved" and alert["resolution"] == why

@@ -209,7 +209,10 @@ def _print_json(live, suite, recorded, code: int) -> None:
                  "known_good": recorded.judgement.known_good, "reprobe_rounds": recorded.reprobe_rounds,
                  "drift": [d | {"cause": to_jsonable(d["cause"])} for d in drift],
                  "events_opened": [{"kind": e.kind, "flow": e.flow_key} for e in t.opened],
-                 "events_resolved": len(t.resolved)}
+                 "events_resolved": len(t.resolved),
+                 "resolutions": [{"kind": r.kind, "flow": r.flow_key, "resolution": r.resolution}
+                                 for r in t.resolved],
+                 "not_known_good_because": list(recorded.judgement.not_known_good_because)}
     json.dump(data, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
@@ -258,8 +261,12 @@ def _print_table(live, suite, recorded) -> None:
                           "  (seen once, not again on re-probe)" if d["state"] == "blip" else ""))
     t = recorded.judgement.transitions
     mark = "known-good" if recorded.judgement.known_good else "not known-good"
+    if not recorded.judgement.known_good and recorded.judgement.not_known_good_because:
+        mark += ": " + "; ".join(recorded.judgement.not_known_good_because)
     print(f"stored as run {recorded.stored_id} ({mark}); {len(t.opened)} event(s) opened, "
           f"{len(t.resolved)} resolved: netpol-drift show {recorded.stored_id}")
+    for r in t.resolved:
+        print(f"  resolved {r.kind} {r.flow_key}: {r.resolution}")
 
 
 def generate_command(args: argparse.Namespace) -> int:
