@@ -27,7 +27,7 @@ from monitor.topology import service_backends
 Evaluate = Callable[[Snapshot, Pod | str, Pod | str, int, str], bool]
 
 # Outcomes that say nothing about reachability: never the start or end of a drift.
-NOT_OBSERVED = frozenset({Outcome.SKIPPED, Outcome.ERROR})
+NOT_OBSERVED = frozenset({Outcome.SKIPPED, Outcome.ERROR, Outcome.UNSETTLED})
 
 # How a drift event ends (the event row and its outbox payload carry the text; these are its stable openings).
 BACK_TO_KNOWN_GOOD = "back to the known-good outcome"

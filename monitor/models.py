@@ -231,6 +231,8 @@ class Outcome(enum.StrEnum):
     UNREACHABLE = "unreachable"
     ERROR = "error"
     SKIPPED = "skipped"
+    # The probe agent's passes disagreed (a fresh pod racing its CNI rules, or a flapping flow): not a verdict.
+    UNSETTLED = "unsettled"
 
 
 class Verdict(enum.StrEnum):

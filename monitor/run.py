@@ -38,6 +38,9 @@ if TYPE_CHECKING:  # the store is handed in: importing it here would pull SQLAlc
 
 log = logging.getLogger(__name__)
 
+# Outcomes that are no verdict at all: the probe could not run, or its passes never agreed.
+NOT_PROBED = frozenset({Outcome.SKIPPED, Outcome.UNSETTLED})
+
 
 @dataclass(frozen=True, slots=True)
 class CaseSummary:
@@ -90,7 +93,7 @@ def outcome_verdict(outcome: Outcome, protocol: str, refused_means: str | Mappin
         return Verdict.UNKNOWN if protocol == "UDP" else Verdict.DENY
     if outcome is Outcome.UNREACHABLE:
         return Verdict.DENY  # ICMP host/admin-prohibited: how several CNIs reject
-    if outcome is Outcome.SKIPPED:
+    if outcome in NOT_PROBED:
         return Verdict.SKIPPED
     return Verdict.UNKNOWN
 
@@ -109,14 +112,20 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
     tasks, target_index = probe_tasks(plan)
     started = clock()
     reports, pods = run_probes(adapter, tasks, settings.probe, run_id, clock)
-    probe_seconds = clock() - started
     results = evaluate(plan, snapshot, reports, target_index, refusal_means(settings.probe))
+    unsettled = [r for r in results if r.outcome is Outcome.UNSETTLED]
+    if unsettled:
+        # One more chance from a fresh pod (a flow flapping on its own stays unsettled: never a verdict).
+        log.info("probing %d unsettled flow(s) again from fresh probe pods", len(unsettled))
+        again = {r.key: r for r in _probe_again(adapter, plan, snapshot, unsettled, settings, f"{run_id}-u", clock)}
+        results = [again.get(r.key, r) for r in results]
+    probe_seconds = clock() - started
     cases = summarise(suite, results)
     # The wall clock is read once per run (`now`); the end is `now` plus the monotonic time the run took.
     finished = now + timedelta(seconds=clock() - began)
     run = Run(cluster=settings.cluster.name, started_at=now.isoformat(), finished_at=finished.isoformat(),
               trigger=trigger, snapshot_digest=snapshot_digest(snapshot), suite_digest=suite.digest,
-              results=tuple(results), status="ok" if all(r.outcome is not Outcome.SKIPPED for r in results)
+              results=tuple(results), status="ok" if all(r.outcome not in NOT_PROBED for r in results)
               else "partial", id=run_id)
     warnings = tuple(t.describe() for t in Engine(snapshot).ties())
     return LiveRun(run, tuple(cases), snapshot, pods, probe_seconds, plan, warnings)
@@ -135,9 +144,15 @@ def reprobe(adapter: ClusterAdapter, live: LiveRun, flows: Sequence[FlowResult],
     """
     if live.plan is None:
         raise ValueError("this run kept no plan to re-probe from")
+    return {r.key: r.outcome for r in _probe_again(adapter, live.plan, live.snapshot, flows, settings, run_id,
+                                                   clock)}
+
+
+def _probe_again(adapter: ClusterAdapter, plan: Plan, snapshot: Snapshot, flows: Sequence[FlowResult],
+                 settings: Settings, run_id: str, clock: Callable[[], float]) -> list[FlowResult]:
     keys = {f.key for f in flows}
     groups = []
-    for g in live.plan.groups:
+    for g in plan.groups:
         wanted = tuple(f for f in g.flows if _plan_key(f) in keys)
         if wanted:
             groups.append(SourceGroup(g.identity, g.namespace, g.representative, g.node, wanted))
@@ -146,11 +161,11 @@ def reprobe(adapter: ClusterAdapter, live: LiveRun, flows: Sequence[FlowResult],
     if control is not None:  # an external target is judged again only with its control again
         groups.append(control)
     if not groups:
-        return {}
+        return []
     sub = Plan(tuple(groups), ())
     tasks, index = probe_tasks(sub)
     reports, _ = run_probes(adapter, tasks, settings.probe, run_id, clock)
-    return {r.key: r.outcome for r in evaluate(sub, live.snapshot, reports, index, refusal_means(settings.probe))}
+    return evaluate(sub, snapshot, reports, index, refusal_means(settings.probe))
 
 
 # reprobe(flows, round) -> raw outcome per flow key; round counts from 1.
@@ -245,10 +260,14 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
                 continue
             outcome = Outcome(got.outcome)
             detail = f"{got.outcome} ({got.detail})" if got.detail else ""
+            if outcome is Outcome.UNSETTLED:
+                detail = f"unsettled: the probe's passes disagree ({got.detail or '?'}), not a verdict"
             judged.append((outcome, outcome_verdict(outcome, protocol, refused_means), got.latency_ms, detail,
                            node, f))
         observed = [j for j in judged if j[0] is not Outcome.SKIPPED]
-        pick = next((j for j in observed if j[1] in (Verdict.ALLOW, Verdict.DENY) and j[1] != intent), None) \
+        # One unsettled replica makes the flow unsettled: the settled ones cannot vouch for it.
+        pick = next((j for j in observed if j[0] is Outcome.UNSETTLED), None) \
+            or next((j for j in observed if j[1] in (Verdict.ALLOW, Verdict.DENY) and j[1] != intent), None) \
             or (observed[0] if observed else judged[0])
         outcome, verdict, latency, detail, node, f = pick
         reason = detail
@@ -320,7 +339,7 @@ def summarise(suite: Suite, results: list[FlowResult]) -> list[CaseSummary]:
             status = "fail"
         elif observed:
             status = "pass" if len(observed) == len(flows) else "partial"
-        elif any(r.outcome is not Outcome.SKIPPED for r in flows):
+        elif any(r.outcome not in NOT_PROBED for r in flows):
             status = "unknown"
         else:
             status = "skipped"
@@ -331,8 +350,8 @@ def summarise(suite: Suite, results: list[FlowResult]) -> list[CaseSummary]:
         first = bad[0] if bad else None
         explanation = ""
         if first is not None:
-            explanation = first.reason if first.outcome is Outcome.SKIPPED else first.explanation
-            if first.reason and first.outcome is not Outcome.SKIPPED:
+            explanation = first.reason if first.outcome in NOT_PROBED else first.explanation
+            if first.reason and first.outcome not in NOT_PROBED:
                 explanation = f"{first.reason}; {explanation}"
         out.append(CaseSummary(case.name, case.expect, status, "/".join(intents) or "-", "/".join(outcomes),
                                "/".join(verdicts), any(r.enforcement_gap for r in flows), explanation,

@@ -53,6 +53,7 @@ class ProbeSettings:
     per_node: bool = False
     refused_means: str = "deny"  # TCP and SCTP: allow | deny | unknown: REJECTing CNIs make refused mean blocked
     udp_refused_means: str = "deny"  # UDP apart: an ICMP port unreachable (REJECT, or nothing listening)
+    settle_seconds: float = 2.0  # between the probe agent's passes (a fresh pod races its CNI rules)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.probe.agent import probe_all
+from monitor.probe.agent import probe_all, probe_settled
 from monitor.probe.wire import (
     RESULT_LIMIT,
     ProbeTarget,
@@ -267,3 +267,82 @@ def test_command_reports_bad_targets_in_the_message(tmp_path):
     assert result_file.read_text().startswith("error: ")
     with pytest.raises(WireError):
         decode_result(result_file.read_text())
+
+
+# ------------------------------------------------------------------ passes (issue 8 item 4: one early packet)
+class Toggled:
+    """A TCP port whose listener comes and goes on a schedule (seconds from start -> listening?), like a
+    destination whose allow rule for a fresh probe pod's IP appears (or flaps) while the pod probes."""
+
+    def __init__(self, schedule: list[tuple[float, bool]]) -> None:
+        self.port = _free_port()
+        self.sock: socket.socket | None = None
+        self.schedule = schedule
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _set(self, listening: bool) -> None:
+        if listening and self.sock is None:
+            self.sock = socket.socket()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind(("127.0.0.1", self.port))
+            self.sock.listen(64)
+        elif not listening and self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        for at, listening in self.schedule:
+            time.sleep(max(0.0, at - (time.monotonic() - t0)))
+            self._set(listening)
+
+    def __enter__(self) -> Toggled:
+        self._set(self.schedule[0][1])
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join()
+        self._set(False)
+
+
+def test_a_refusal_that_clears_after_the_first_pass_settles_on_connected(tcp_listener):
+    # Pass 1 at 0 s is refused (the allow rule is not there yet), passes 2 and 3 (1 s, 2 s) connect.
+    with Toggled([(0.0, False), (0.5, True)]) as late:
+        got = asyncio.run(probe_settled([ProbeTarget("127.0.0.1", late.port),
+                                         ProbeTarget("127.0.0.1", tcp_listener)], 1.0, 1.0))
+    assert [(o.outcome, o.detail) for o in got] == [("connected", "r>c>c"), ("connected", "")]
+
+
+def test_passes_that_never_agree_are_unsettled_not_a_verdict():
+    # Listening at 0 s, gone at 1 s, back at 2 s: c, r, c.
+    with Toggled([(0.0, True), (0.5, False), (1.5, True), (2.6, False)]) as flap:
+        got = asyncio.run(probe_settled([ProbeTarget("127.0.0.1", flap.port)], 1.0, 1.0))
+    assert [(o.outcome, o.detail) for o in got] == [("unsettled", "c>r>c")]
+    count, decoded = decode_result(encode_result(got))
+    assert count == 1 and (decoded[0].outcome, decoded[0].detail) == ("unsettled", "c>r>c")
+
+
+def test_agreeing_passes_stop_after_two():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    got = asyncio.run(probe_settled([ProbeTarget("127.0.0.1", server.getsockname()[1])], 1.0, 0.2))
+    server.setblocking(False)
+    accepted = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            server.accept()[0].close()
+            accepted += 1
+    server.close()
+    assert [(o.outcome, o.detail) for o in got] == [("connected", "")]
+    assert accepted == 2  # two agreeing passes: no third connection
+
+
+def test_unsettled_results_with_their_passes_fit_the_limit():
+    outcomes = [TargetOutcome("unsettled", None, "c>r>c") if i % 3 else TargetOutcome("connected", 2.0)
+                for i in range(1000)]
+    text = encode_result(outcomes)
+    assert len(text.encode()) <= RESULT_LIMIT
+    count, decoded = decode_result(text)
+    assert count == 1000 and [o.outcome for o in decoded] == [o.outcome for o in outcomes]

@@ -310,7 +310,7 @@ def test_export_import_round_trip(store: Store, tmp_path) -> None:
     (lambda b: b["runs"][1].update(cluster=5), "runs[1].cluster: expected str, got 5"),
     (lambda b: b["runs"][1]["results"][0].update(outcome="blocked"),
      "runs[1].results[0].outcome: expected one of connected, refused, timeout, unreachable, error, "
-     'skipped, got "blocked"'),
+     'skipped, unsettled, got "blocked"'),
     (lambda b: b["snapshots"].update({k: {"pods": []} for k in b["snapshots"]}),
      "snapshots.sha256:"),
 ])

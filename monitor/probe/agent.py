@@ -3,6 +3,11 @@
 It opens one connection (TCP, SCTP) or exchanges one datagram (UDP) per target, all in parallel, each bounded
 by the timeout, classifies what happened (connected, refused, timeout, unreachable, error) with the latency,
 and writes the compact result (monitor.probe.wire) to the termination message file, and to stdout.
+One early packet is not a verdict: a kubelet starts a new pod's containers without waiting for the CNI, which
+programs the pod's rules (and adds its IP to other pods' allow-lists) with a lag, so the first attempts of a
+fresh pod can be blocked where the policies allow, or pass where they deny. So every target is probed in
+passes `settle` seconds apart until its last two passes agree (at most MAX_PASSES); a target whose passes
+still disagree is `unsettled`, which is not a verdict (the runner probes it again from a fresh pod).
 The targets come from its own command line or environment: a probe pod has no API token and must not need
 one. This module must not import anything beyond the standard library and monitor.probe.wire (it starts in
 every probe pod, and start-up time is part of every run), nor talk to the Kubernetes API.
@@ -18,9 +23,19 @@ import socket
 import sys
 import time
 
-from monitor.probe.wire import ProbeTarget, TargetOutcome, WireError, decode_targets, encode_result
+from monitor.probe.wire import (
+    OUTCOME_LETTERS,
+    ProbeTarget,
+    TargetOutcome,
+    WireError,
+    decode_targets,
+    encode_result,
+)
 
 DEFAULT_TIMEOUT = 3.0
+DEFAULT_SETTLE = 2.0
+# Pass 1, pass 2 after the settle time, pass 3 only for targets whose first two passes disagree.
+MAX_PASSES = 3
 DEFAULT_RESULT_FILE = "/dev/termination-log"
 TARGETS_ENV = "NETPOL_DRIFT_PROBE_TARGETS"
 RESULT_FILE_ENV = "NETPOL_DRIFT_RESULT_FILE"
@@ -103,16 +118,53 @@ async def probe_all(targets: list[ProbeTarget], timeout: float) -> list[TargetOu
     return list(await asyncio.gather(*(bounded(t) for t in targets)))
 
 
+def _letters(history: list[TargetOutcome]) -> str:
+    return ">".join(OUTCOME_LETTERS[o.outcome] for o in history)
+
+
+async def probe_settled(targets: list[ProbeTarget], timeout: float, settle: float,
+                        max_passes: int = MAX_PASSES) -> list[TargetOutcome]:
+    """Pass after pass, `settle` seconds apart, until each target's last two passes agree.
+
+    A target settled after a disagreement keeps the later outcome and says how it got there in `detail`
+    (e.g. `t>c>c`: the first packet was lost to the race, the flow is allowed). One that does not settle
+    within max_passes is `unsettled`, detail the outcomes seen.
+    """
+    history: list[list[TargetOutcome]] = [[o] for o in await probe_all(targets, timeout)]
+    for _ in range(1, max_passes):
+        pending = [i for i, h in enumerate(history) if len(h) < 2 or h[-1].outcome != h[-2].outcome]
+        if not pending:
+            break
+        await asyncio.sleep(settle)
+        again = await probe_all([targets[i] for i in pending], timeout)
+        for i, o in zip(pending, again, strict=True):
+            history[i].append(o)
+    out = []
+    for h in history:
+        last = h[-1]
+        if len(h) >= 2 and last.outcome == h[-2].outcome:
+            changed = len({o.outcome for o in h}) > 1
+            out.append(TargetOutcome(last.outcome, last.latency_ms,
+                                     last.detail or (_letters(h) if changed else "")))
+        else:
+            out.append(TargetOutcome("unsettled", None, _letters(h)))
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", help=f"comma-separated targets like T10.0.0.5:80,U10.0.0.6:53 "
                                           f"(default: ${TARGETS_ENV})")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help=f"seconds per target (default {DEFAULT_TIMEOUT:g}); all targets run in parallel")
+    parser.add_argument("--settle", type=float, default=DEFAULT_SETTLE,
+                        help=f"seconds between passes (default {DEFAULT_SETTLE:g}); a target is probed again "
+                             f"until two passes agree, at most {MAX_PASSES} passes")
     parser.add_argument("--result-file", help=f"where the result goes (default: ${RESULT_FILE_ENV} or "
                                               f"{DEFAULT_RESULT_FILE}, the container termination message)")
 
 
-def run_agent(targets_text: str | None, timeout: float, result_file: str | None) -> int:
+def run_agent(targets_text: str | None, timeout: float, result_file: str | None,
+              settle: float = DEFAULT_SETTLE) -> int:
     """Probes, writes the result, returns the exit code (0 once a result is written, 2 for bad targets)."""
     text = targets_text if targets_text is not None else os.environ.get(TARGETS_ENV, "")
     path = result_file or os.environ.get(RESULT_FILE_ENV) or DEFAULT_RESULT_FILE
@@ -122,7 +174,7 @@ def run_agent(targets_text: str | None, timeout: float, result_file: str | None)
         _write(path, f"error: {e}"[:4000])
         print(f"netpol-drift probe-agent: {e}", file=sys.stderr)
         return 2
-    outcomes = asyncio.run(probe_all(targets, timeout))
+    outcomes = asyncio.run(probe_settled(targets, timeout, settle))
     result = encode_result(outcomes)
     _write(path, result)
     print(result)
@@ -142,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netpol-drift probe-agent")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    return run_agent(args.targets, args.timeout, args.result_file)
+    return run_agent(args.targets, args.timeout, args.result_file, args.settle)
 
 
 if __name__ == "__main__":

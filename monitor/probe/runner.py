@@ -106,7 +106,8 @@ def probe_pod_manifest(task: ProbeTask, name: str, run_id: str, settings: ProbeS
             "image": settings.image,
             "imagePullPolicy": "IfNotPresent",
             "command": ["netpol-drift", "probe-agent"],
-            "args": ["--timeout", timeout, "--targets", encode_targets(task.targets)],
+            "args": ["--timeout", timeout, "--settle", f"{settings.settle_seconds:g}",
+                     "--targets", encode_targets(task.targets)],
             # Never Ready, so no Service ever sends traffic to a probe pod that wears a workload's labels.
             "readinessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 3600,
                                "failureThreshold": 1},

@@ -21,7 +21,9 @@ from dataclasses import dataclass
 RESULT_LIMIT = 4096  # bytes: the kubelet truncates termination messages beyond this
 VERSION = "P1"
 
-OUTCOME_LETTERS = {"connected": "c", "refused": "r", "timeout": "t", "unreachable": "u", "error": "e"}
+# `n`: unsettled, the agent's passes disagreed (its detail lists them, e.g. `t>c>t`).
+OUTCOME_LETTERS = {"connected": "c", "refused": "r", "timeout": "t", "unreachable": "u", "error": "e",
+                   "unsettled": "n"}
 LETTER_OUTCOMES = {v: k for k, v in OUTCOME_LETTERS.items()}
 PROTOCOL_LETTERS = {"TCP": "T", "UDP": "U", "SCTP": "S"}
 LETTER_PROTOCOLS = {v: k for k, v in PROTOCOL_LETTERS.items()}
@@ -40,7 +42,7 @@ class ProbeTarget:
 
 @dataclass(frozen=True, slots=True)
 class TargetOutcome:
-    outcome: str  # connected, refused, timeout, unreachable, error
+    outcome: str  # connected, refused, timeout, unreachable, error, unsettled
     latency_ms: float | None = None
     detail: str = ""  # errno name or exception class for `error` and `unreachable`
 
