@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import urllib3
@@ -39,6 +40,8 @@ T = TypeVar("T")
 
 PROBE_LABEL = "netpol-drift.io/probe"
 RUN_LABEL = "netpol-drift.io/run"
+OWNER_LABEL = "netpol-drift.io/owner"  # who created a probe pod (host and process): for people, not decisions
+RUN_LEASE_LABEL = "netpol-drift.io/run-lease"  # marks the Leases that say a run's probe pods are still in use
 # (kind, version, plural): the admin-policy APIs we read when the cluster serves them.
 ADMIN_POLICY_APIS = (
     ("AdminNetworkPolicy", "v1alpha1", "adminnetworkpolicies"),
@@ -114,6 +117,19 @@ class ProbePodState:
 
 
 @dataclass(frozen=True, slots=True)
+class RunLease:
+    """A run's heartbeat: while it is fresh, the run's probe pods are in use and no start-up sweep takes them."""
+
+    run: str
+    holder: str
+    renewed_at: datetime | None
+    duration_seconds: int
+
+    def alive(self, now: datetime) -> bool:
+        return self.renewed_at is not None and now < self.renewed_at + timedelta(seconds=self.duration_seconds)
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterEvent:
     """One watch event: what changed (the service debounces these into runs)."""
 
@@ -133,6 +149,7 @@ class ClusterAdapter:
         self._networking = client.NetworkingV1Api(api)
         self._discovery = client.DiscoveryV1Api(api)
         self._custom = client.CustomObjectsApi(api)
+        self._coordination = client.CoordinationV1Api(api)
         self.server = api.configuration.host
 
     @classmethod
@@ -408,6 +425,59 @@ class ClusterAdapter:
             if event_type == "DELETED":
                 state = replace(state, phase="Deleted", deleting=True)
             yield state, rv
+
+
+    # ----------------------------------------------------------------------------------------- run leases
+    def create_run_lease(self, namespace: str, run: str, holder: str, duration_seconds: int,
+                         now: datetime) -> None:
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": run_lease_name(run), "namespace": namespace,
+                             "labels": {RUN_LEASE_LABEL: "true", RUN_LABEL: run}},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration_seconds,
+                         "acquireTime": _micro_time(now), "renewTime": _micro_time(now)}}
+        self._call(f"create lease {namespace}/{run_lease_name(run)}", self._coordination.create_namespaced_lease,
+                   namespace, body, _preload_content=False)
+
+    def renew_run_lease(self, namespace: str, run: str, now: datetime) -> None:
+        name = run_lease_name(run)
+        self._call(f"renew lease {namespace}/{name}", self._coordination.patch_namespaced_lease, name, namespace,
+                   {"spec": {"renewTime": _micro_time(now)}}, _preload_content=False)
+
+    def delete_run_lease(self, namespace: str, run: str) -> bool:
+        name = run_lease_name(run)
+        try:
+            self._call(f"delete lease {namespace}/{name}", self._coordination.delete_namespaced_lease, name,
+                       namespace, _preload_content=False)
+        except ClusterNotFoundError:
+            return False
+        return True
+
+    def list_run_leases(self, namespace: str) -> tuple[RunLease, ...]:
+        resp = self._list(f"list leases {namespace}", self._coordination.list_namespaced_lease, namespace,
+                          label_selector=f"{RUN_LEASE_LABEL}=true")
+        out = []
+        for item in resp["items"]:
+            meta, spec = item.get("metadata") or {}, item.get("spec") or {}
+            run = (meta.get("labels") or {}).get(RUN_LABEL)
+            if not run:
+                continue
+            stamp = spec.get("renewTime") or spec.get("acquireTime")
+            try:
+                renewed = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+            except ValueError:
+                renewed = None  # unreadable: treated as expired, like no lease at all
+            duration = spec.get("leaseDurationSeconds")
+            out.append(RunLease(run, str(spec.get("holderIdentity") or ""), renewed,
+                                duration if isinstance(duration, int) else 0))
+        return tuple(out)
+
+
+def run_lease_name(run: str) -> str:
+    return f"netpol-drift-run-{run}"
+
+
+def _micro_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # --------------------------------------------------------------------------------------------------- helpers

@@ -104,7 +104,7 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
     """Raises our own errors (InputError for a suite that does not fit the cluster, ClusterError...)."""
     began = clock()
     if sweep:
-        sweep_probe_pods(adapter)
+        sweep_probe_pods(adapter, settings.probe, now)
     snapshot = take_snapshot(adapter, now)
     validate_suite(suite, snapshot)
     plan = plan_suite(suite, snapshot, per_node=settings.probe.per_node, via_cluster_ip=via_cluster_ip,

@@ -159,8 +159,9 @@ def test_generated_suite_cut_keeps_allowed_and_denied():
 
 def test_probe_pod_manifest_is_locked_down():
     task = ProbeTask("shop/web", "shop", (("app", "web"),), (ProbeTarget("10.0.0.3", 8080),), node="n2")
-    m = probe_pod_manifest(task, "netpol-drift-probe-x-0", "x", ProbeSettings(), "uid-1")
-    assert m["metadata"]["labels"] == {"app": "web", "netpol-drift.io/probe": "true", "netpol-drift.io/run": "x"}
+    m = probe_pod_manifest(task, "netpol-drift-probe-x-0", "x", ProbeSettings(), "uid-1", "host.42")
+    assert m["metadata"]["labels"] == {"app": "web", "netpol-drift.io/probe": "true", "netpol-drift.io/run": "x",
+                                       "netpol-drift.io/owner": "host.42"}
     [owner] = m["metadata"]["ownerReferences"]
     assert owner["controller"] is True and owner["kind"] == "Namespace" and owner["uid"] == "uid-1"
     spec = m["spec"]

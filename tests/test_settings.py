@@ -43,8 +43,9 @@ BAD = [
     ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: alert, cluster, drift, log_level, probe, "
                                          "schedule, slack, store, suite, web)"),
     ("unknown key", "probe: {timeout: 3}\n", "{f}: probe.timeout: unknown key (known: concurrency, image, "
-                                            "namespace, per_node, refused_means, "
-                                            "run_deadline_seconds, settle_seconds, timeout_seconds, udp_refused_means)"),
+                                            "lease_seconds, namespace, per_node, refused_means, "
+                                            "run_deadline_seconds, settle_seconds, timeout_seconds, "
+                                            "udp_refused_means)"),
     ("wrong type", "probe: {concurrency: many}\n", "{f}: probe.concurrency: must be an integer, got 'many'"),
     ("bad choice", "probe: {refused_means: maybe}\n",
      "{f}: probe.refused_means: must be one of allow, deny, unknown, got 'maybe'"),

@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Probes every target in parallel and writes the compact result to the "
                                    "termination message file. Runs inside probe pods; needs no API access.")
     agent.add_arguments(p)
-    p.set_defaults(func=lambda a: agent.run_agent(a.targets, a.timeout, a.result_file, a.settle))
+    p.set_defaults(func=lambda a: agent.run_agent(a.targets, a.timeout, a.result_file, a.settle,
+                                                              a.passes))
 
     p = sub.add_parser("run", help="snapshot the cluster, probe the suite with real packets, report, store",
                        description="Snapshots the cluster, plans the suite, probes it with short-lived probe "

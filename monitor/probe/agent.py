@@ -159,12 +159,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settle", type=float, default=DEFAULT_SETTLE,
                         help=f"seconds between passes (default {DEFAULT_SETTLE:g}); a target is probed again "
                              f"until two passes agree, at most {MAX_PASSES} passes")
+    parser.add_argument("--passes", type=int, default=MAX_PASSES, choices=range(1, 10), metavar="N",
+                        help=f"at most N passes per target (default {MAX_PASSES}; 1 trusts the first packet, "
+                             f"which a fresh pod may send before its network rules exist)")
     parser.add_argument("--result-file", help=f"where the result goes (default: ${RESULT_FILE_ENV} or "
                                               f"{DEFAULT_RESULT_FILE}, the container termination message)")
 
 
 def run_agent(targets_text: str | None, timeout: float, result_file: str | None,
-              settle: float = DEFAULT_SETTLE) -> int:
+              settle: float = DEFAULT_SETTLE, passes: int = MAX_PASSES) -> int:
     """Probes, writes the result, returns the exit code (0 once a result is written, 2 for bad targets)."""
     text = targets_text if targets_text is not None else os.environ.get(TARGETS_ENV, "")
     path = result_file or os.environ.get(RESULT_FILE_ENV) or DEFAULT_RESULT_FILE
@@ -174,7 +177,7 @@ def run_agent(targets_text: str | None, timeout: float, result_file: str | None,
         _write(path, f"error: {e}"[:4000])
         print(f"netpol-drift probe-agent: {e}", file=sys.stderr)
         return 2
-    outcomes = asyncio.run(probe_settled(targets, timeout, settle))
+    outcomes = asyncio.run(probe_settled(targets, timeout, settle, passes))
     result = encode_result(outcomes)
     _write(path, result)
     print(result)
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="netpol-drift probe-agent")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    return run_agent(args.targets, args.timeout, args.result_file, args.settle)
+    return run_agent(args.targets, args.timeout, args.result_file, args.settle, args.passes)
 
 
 if __name__ == "__main__":

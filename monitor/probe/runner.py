@@ -6,21 +6,36 @@ selects the probe too), never Ready, owned by an object of the monitor, locked d
 "restricted". At most `concurrency` pods exist at once; the run has a deadline. Results come back through the
 termination message (monitor.probe.wire). A pod that could not be scheduled, could not start, or did not finish
 in time gives `skipped` for each of its targets, never a verdict.
+Several runs may probe at once (a manual `run --once` beside the service, two CronJob runs): each run holds a
+Lease (`netpol-drift-run-<run>` in the monitor's namespace) renewed while its pods exist, and labels its pods
+with its run and owner; the start-up sweep deletes only pods whose run holds no live Lease.
 This module must not import kubernetes itself (every API call goes through the adapter of monitor.cluster, so
 it loads kubernetes through monitor.cluster at import time), evaluate policies, or read the clock for anything
-but deadlines (it takes a monotonic clock so tests can control it).
+but deadlines (it takes a monotonic clock so tests can control it; Lease stamps are deadlines other processes
+read, so they are wall-clock time).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import re
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from monitor.cluster import PROBE_LABEL, RUN_LABEL, ClusterAdapter, ClusterConflictError, ProbePodState
+from monitor.cluster import (
+    OWNER_LABEL,
+    PROBE_LABEL,
+    RUN_LABEL,
+    ClusterAdapter,
+    ClusterConflictError,
+    ProbePodState,
+)
 from monitor.errors import ClusterError, ProbeError
 from monitor.models import Labels
 from monitor.probe.wire import ProbeTarget, TargetOutcome, WireError, decode_result, encode_targets
@@ -76,16 +91,23 @@ class _Live:
     last_state: ProbePodState | None = field(default=None)
 
 
+def probe_owner() -> str:
+    """Who runs this process, as a label value: host (the pod name in a cluster) and process id."""
+    raw = f"{socket.gethostname()}.{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", raw)[-63:].strip("-_.") or "unknown"
+
+
 def probe_selector(run_id: str | None = None) -> str:
     return f"{PROBE_LABEL}=true" + (f",{RUN_LABEL}={run_id}" if run_id else "")
 
 
 def probe_pod_manifest(task: ProbeTask, name: str, run_id: str, settings: ProbeSettings,
-                       owner_uid: str) -> dict:
+                       owner_uid: str, owner: str = "") -> dict:
     """The probe pod as a plain manifest. Every field here is there for a reason given in DESIGN.md."""
     labels = dict(task.labels)
     labels[PROBE_LABEL] = "true"
     labels[RUN_LABEL] = run_id
+    labels[OWNER_LABEL] = owner or probe_owner()
     timeout = f"{settings.timeout_seconds:g}"
     spec: dict = {
         "restartPolicy": "Never",
@@ -147,15 +169,29 @@ def probe_pod_manifest(task: ProbeTask, name: str, run_id: str, settings: ProbeS
     }
 
 
-def sweep_probe_pods(adapter: ClusterAdapter) -> int:
-    """Deletes every probe pod (of any run): at start-up, all of them are leftovers of a dead run."""
+def sweep_probe_pods(adapter: ClusterAdapter, settings: ProbeSettings, now: datetime) -> int:
+    """Deletes the probe pods of runs that are gone (no Lease, or one not renewed in time), and their
+    expired Leases; the pods of a run still going are left alone. Pods are listed before Leases: a run
+    creates its Lease before its first pod, so every pod listed has its Lease in the later list unless the
+    run is gone."""
     pods, _ = adapter.list_probe_pods(probe_selector())
+    leases = adapter.list_run_leases(settings.namespace)
+    alive = {lease.run for lease in leases if lease.alive(now)}
     deleted = 0
     for p in pods:
+        run = dict(p.labels).get(RUN_LABEL)
+        if run in alive:
+            continue
         if adapter.delete_pod(p.namespace, p.name):
             deleted += 1
+    for lease in leases:
+        if lease.run not in alive:
+            adapter.delete_run_lease(settings.namespace, lease.run)
     if deleted:
-        log.info("start-up sweep deleted %d leftover probe pod(s)", deleted)
+        log.info("start-up sweep deleted %d probe pod(s) of runs that are gone", deleted)
+    kept = sum(1 for p in pods if dict(p.labels).get(RUN_LABEL) in alive)
+    if kept:
+        log.info("start-up sweep left %d probe pod(s) of %d run(s) still going", kept, len(alive))
     return deleted
 
 
@@ -181,6 +217,9 @@ class ProbeRun:
         self.created: list[tuple[str, str]] = []  # still to delete
         self.pods_created = 0
         self._chunk_list: list[tuple[int, int, ProbeTask]] = []
+        self.owner = probe_owner()
+        self._lease_held = False
+        self._lease_renewed = 0.0
 
     def run(self, tasks: list[ProbeTask]) -> list[ProbeReport]:
         tasks = [t for t in tasks if t.targets]
@@ -193,11 +232,41 @@ class ProbeRun:
                              f"probe pods: {e}") from e
         chunks = self._chunk_list = _chunks(tasks)
         results: dict[int, tuple[list[TargetOutcome | None] | None, str, str | None, str | None]] = {}
+        self._take_lease()
         try:
             self._drive(chunks, owner_uid, results)
         finally:
             self._delete_all()
+            self._drop_lease()
         return self._assemble(tasks, chunks, results)
+
+    # -------------------------------------------------------------------------------------------- the lease
+    def _take_lease(self) -> None:
+        """Before the first pod: from now on a concurrent run's start-up sweep leaves this run's pods alone."""
+        try:
+            self.adapter.create_run_lease(self.settings.namespace, self.run_id, self.owner,
+                                          self.settings.lease_seconds, datetime.now(UTC))
+            self._lease_held, self._lease_renewed = True, self.clock()
+        except ClusterError as e:  # probing still works; only a concurrent run could take these pods
+            log.warning("could not create this run's Lease (probe pods unprotected from other runs' "
+                        "start-up sweeps): %s", e)
+
+    def _renew_lease(self) -> None:
+        if not self._lease_held or self.clock() - self._lease_renewed < self.settings.lease_seconds / 3:
+            return
+        try:
+            self.adapter.renew_run_lease(self.settings.namespace, self.run_id, datetime.now(UTC))
+            self._lease_renewed = self.clock()
+        except ClusterError as e:  # tried again on the next turn of the loop
+            log.warning("could not renew this run's Lease: %s", e)
+
+    def _drop_lease(self) -> None:
+        if not self._lease_held:
+            return
+        try:
+            self.adapter.delete_run_lease(self.settings.namespace, self.run_id)
+        except ClusterError as e:  # it expires by itself; the next start-up sweep deletes it
+            log.warning("could not delete this run's Lease: %s", e)
 
     # --------------------------------------------------------------------------------------------- main loop
     def _drive(self, chunks: list[tuple[int, int, ProbeTask]], owner_uid: str, results: dict) -> None:
@@ -216,7 +285,7 @@ class ProbeRun:
                 c = waiting.popleft()
                 name = f"netpol-drift-probe-{self.run_id}-{c}"
                 task = chunks[c][2]
-                manifest = probe_pod_manifest(task, name, self.run_id, self.settings, owner_uid)
+                manifest = probe_pod_manifest(task, name, self.run_id, self.settings, owner_uid, self.owner)
                 # Booked for deletion before the call: a SIGTERM that lands while the create is in flight
                 # must not leave a pod the cleanup does not know (deleting a pod that never came is a no-op).
                 self.created.append((task.namespace, name))
@@ -234,6 +303,7 @@ class ProbeRun:
         fill()
         resource_version: str | None = None
         while live:
+            self._renew_lease()
             if self.clock() >= deadline:
                 limit = f"the run deadline ({self.settings.run_deadline_seconds}s)"
                 for item in live.values():
@@ -245,13 +315,15 @@ class ProbeRun:
                 if self._observe(states, live, results):
                     fill()
                 continue
-            slice_ = max(1.0, min(_WATCH_SLICE_SECONDS, deadline - self.clock()))
+            # Short enough to renew the Lease in time (a third of its duration).
+            slice_ = max(1.0, min(_WATCH_SLICE_SECONDS, self.settings.lease_seconds / 3, deadline - self.clock()))
             try:
                 for state, rv in self.adapter.watch_probe_pods(selector, resource_version, slice_):
                     resource_version = rv or resource_version
                     if state is not None and self._observe([state], live, results):
                         fill()
-                    if not live or self.clock() >= deadline:
+                    if not live or self.clock() >= deadline or (
+                            self._lease_held and self.clock() - self._lease_renewed >= self.settings.lease_seconds / 3):
                         break
             except ClusterConflictError:
                 resource_version = None  # expired: re-list, then watch again

@@ -2,7 +2,8 @@
 
 Job (LAB.md "Lab node agent contract"): register Node lab-node (InternalIP 169.254.77.2, Ready); bind Pending
 pods to it; give each pod a network namespace and an IP from 10.244.0.0/24; report hostIP/podIP while Pending;
-wait until kube-router's rules mention the pod IP; run each container's command (image ignored; command mapped
+wait until kube-router's rules mention the pod IP (probe pods do not wait, as with a real kubelet:
+LAB_START_BEFORE_RULES); run each container's command (image ignored; command mapped
 to this host, the venv's bin dir first on PATH) in the pod namespace; report Running, then the termination
 (exit code, reason, times, the termination message file's content <= 4 KiB); on deletion kill the processes,
 remove the namespace, free the IP and delete the pod with grace 0. It survives its own restart: at start it
@@ -42,6 +43,14 @@ from .rest import ApiError, Rest
 
 TERMINATION_MESSAGE_LIMIT = 4096
 KUBE_ROUTER_WAIT = float(os.environ.get("LAB_KUBE_ROUTER_WAIT", "30"))
+# Which pods start their containers without waiting for kube-router's rules, as a real kubelet does (the CNI
+# programs a new pod's rules, and adds its IP to other pods' allow-lists, with a lag): `probe` (default: pods
+# labelled netpol-drift.io/probe=true, so every live test meets the race the monitor must survive), `all`, or
+# `none` (every pod waits: the lab's old, kinder behaviour).
+START_BEFORE_RULES = os.environ.get("LAB_START_BEFORE_RULES", "probe")
+if START_BEFORE_RULES not in ("probe", "all", "none"):
+    raise SystemExit(f"LAB_START_BEFORE_RULES={START_BEFORE_RULES!r}: expected probe, all or none")
+PROBE_LABEL = "netpol-drift.io/probe"
 POLL = 0.2
 
 # Runs inside `ip netns exec` (which gives it a private mount namespace): binds the pod's termination message
@@ -320,7 +329,9 @@ class Agent:
         t0 = time.monotonic()
         pattern = re.compile(r"(?<![\d.])" + re.escape(ip) + r"(?![\d])")
         synced = False
-        while time.monotonic() - t0 < KUBE_ROUTER_WAIT and not rec.cancel.is_set():
+        racing = START_BEFORE_RULES == "all" or (
+            START_BEFORE_RULES == "probe" and (md.get("labels") or {}).get(PROBE_LABEL) == "true")
+        while not racing and time.monotonic() - t0 < KUBE_ROUTER_WAIT and not rec.cancel.is_set():
             try:
                 if pattern.search(self.node_rules()):
                     synced = True
@@ -330,8 +341,14 @@ class Agent:
             time.sleep(0.1)
         if rec.cancel.is_set():
             return
-        log(f"{rec.namespace}/{rec.name}: kube-router rules "
-            + (f"present after {time.monotonic() - t0:.2f}s" if synced else f"ABSENT after {KUBE_ROUTER_WAIT}s"))
+        if racing:
+            # Said in a fixed form (tests read it): whether the containers really start before the rules.
+            present = bool(pattern.search(self.node_rules(max_age=0)))
+            log(f"{rec.namespace}/{rec.name}: starting before kube-router's rules "
+                f"(LAB_START_BEFORE_RULES={START_BEFORE_RULES}): rules {'present' if present else 'absent'}")
+        else:
+            log(f"{rec.namespace}/{rec.name}: kube-router rules "
+                + (f"present after {time.monotonic() - t0:.2f}s" if synced else f"ABSENT after {KUBE_ROUTER_WAIT}s"))
         for c in rec.containers:
             rec.pgids[c["name"]] = self.exec_container(rec, c, pod)
         self.wait_listeners(rec)

@@ -1,0 +1,63 @@
+"""The start-up sweep (issue 8 item 8): only probe pods of runs that are gone are deleted.
+
+The cluster is replaced at our own boundary (ClusterAdapter's list/delete of probe pods and run Leases): what
+is under test is the rule. tests/test_live_lab.py runs it for real: two concurrent runs, a SIGKILLed one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from monitor.cluster import OWNER_LABEL, RUN_LABEL, ProbePodState, RunLease
+from monitor.probe.runner import ProbeTask, probe_owner, probe_pod_manifest, sweep_probe_pods
+from monitor.settings import ProbeSettings
+
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+
+
+class Cluster:
+    def __init__(self, pods: list[ProbePodState], leases: list[RunLease]) -> None:
+        self.pods, self.leases, self.calls = pods, leases, []
+
+    def list_probe_pods(self, selector: str):
+        self.calls.append("pods")
+        return tuple(self.pods), "1"
+
+    def list_run_leases(self, namespace: str):
+        self.calls.append("leases")
+        return tuple(self.leases)
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        self.pods = [p for p in self.pods if p.name != name]
+        return True
+
+    def delete_run_lease(self, namespace: str, run: str) -> bool:
+        self.leases = [le for le in self.leases if le.run != run]
+        return True
+
+
+def pod(name: str, run: str | None) -> ProbePodState:
+    labels = (("netpol-drift.io/probe", "true"),) + (((RUN_LABEL, run),) if run else ())
+    return ProbePodState("shop", name, "Running", labels=labels)
+
+
+def test_only_pods_of_runs_without_a_live_lease_are_swept() -> None:
+    cluster = Cluster(
+        [pod("a-0", "aaa"), pod("b-0", "bbb"), pod("c-0", "ccc"), pod("old", None)],
+        [RunLease("aaa", "host.1", NOW - timedelta(seconds=10), 60),  # renewed 10 s ago: running
+         RunLease("bbb", "host.2", NOW - timedelta(seconds=61), 60),  # lapsed: its run was killed
+         RunLease("zzz", "host.3", None, 60)])  # no renewTime at all: dead
+    assert sweep_probe_pods(cluster, ProbeSettings(), NOW) == 3
+    assert [p.name for p in cluster.pods] == ["a-0"]
+    assert [le.run for le in cluster.leases] == ["aaa"]
+    # Pods first, then Leases: a run creates its Lease before its first pod, so no live run's pod can be
+    # listed without its Lease being in the later list.
+    assert cluster.calls == ["pods", "leases"]
+
+
+def test_probe_pods_carry_their_run_and_owner() -> None:
+    m = probe_pod_manifest(ProbeTask("shop/Deployment/web", "shop", (("app", "web"),), ()), "p", "r1",
+                           ProbeSettings(), "uid")
+    labels = m["metadata"]["labels"]
+    assert labels[RUN_LABEL] == "r1" and labels[OWNER_LABEL] == probe_owner()
+    assert len(probe_owner()) <= 63 and probe_owner()[0].isalnum()
