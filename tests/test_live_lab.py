@@ -290,7 +290,7 @@ def _wait_for_probe_pod(lab: Lab, ns: str, proc: subprocess.Popen, timeout: floa
 def test_killed_run_leaves_pods_that_the_next_start_sweeps(lab: Lab, lab_namespace: str, tmp_path: Path) -> None:
     ns = lab_namespace
     deploy_three_tier(lab, ns)
-    config = write_config(lab, tmp_path, concurrency=1)
+    config = write_config(lab, tmp_path, concurrency=1, lease_seconds=3)
     suite = three_tier_suite(ns)
     suite_path = tmp_path / "suite.yaml"
     suite_path.write_text(yaml.safe_dump(suite))
@@ -304,9 +304,45 @@ def test_killed_run_leaves_pods_that_the_next_start_sweeps(lab: Lab, lab_namespa
         proc.communicate(timeout=30)
     leftovers = {p["metadata"]["name"] for p in probe_pods(lab)}
     assert leftovers, "the killed run left nothing behind: the test did not kill it mid-way"
+    leases = lab.api.get("/apis/coordination.k8s.io/v1/namespaces/netpol-drift/leases",
+                         labelSelector="netpol-drift.io/run-lease=true")["items"]
+    assert leases, "the killed run held no Lease"
+    time.sleep(3.5)  # the killed run's Lease lapses (lease_seconds=3): nothing renews it any more
 
     rc, report = run_monitor(config, suite, tmp_path)
     assert rc == 1 and case(report, "frontend-to-api")["result"] == "pass"
+    assert probe_pods(lab) == []
+    assert lab.api.get("/apis/coordination.k8s.io/v1/namespaces/netpol-drift/leases",
+                       labelSelector="netpol-drift.io/run-lease=true")["items"] == []
+
+
+def test_concurrent_runs_leave_each_others_probe_pods_alone(lab: Lab, lab_namespace: str, tmp_path: Path) -> None:
+    """Issue 8 item 8: a manual run started while another one probes must not sweep the other's pods."""
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    suite = three_tier_suite(ns)
+    suite_path = tmp_path / "suite.yaml"
+    suite_path.write_text(yaml.safe_dump(suite))
+    first = subprocess.Popen(monitor_command(write_config(lab, first_dir, concurrency=1), suite_path), cwd=REPO,
+                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_probe_pod(lab, ns, first)  # the first run is probing now: its pods exist
+        _, second = run_monitor(write_config(lab, second_dir), suite, second_dir)
+        out, err = first.communicate(timeout=180)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate(timeout=30)
+    assert first.returncode in (0, 1), err[-3000:]
+    for report in (json.loads(out), second):
+        got = {c["name"]: c["result"] for c in report["cases"]}
+        assert got == {"frontend-to-api": "pass", "frontend-to-api-service": "pass", "api-to-db": "pass",
+                       "frontend-to-db-denied": "pass", "api-to-frontend-denied": "pass",
+                       "db-to-api-must-be-denied": "fail", "batch-to-db": "skipped"}, report["cases"]
+    assert "was deleted before it finished" not in out
     assert probe_pods(lab) == []
 
 

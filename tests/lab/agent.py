@@ -20,6 +20,7 @@ outside the pod namespaces except `ip`, `iptables-save` and `conntrack` in the n
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import datetime as dt
 import ipaddress
@@ -65,6 +66,23 @@ cd "$wd" 2>/dev/null || cd /
 rc=$?
 echo "$rc" >"$ef.tmp"; mv "$ef.tmp" "$ef"
 exit "$rc"
+"""
+
+
+# Runs inside a further private mount namespace around the container's command only (the wrapper above keeps
+# a writable view for its own files): binds the pod's volumes (`src dst ro|rw` lines of $1), makes the root
+# filesystem read-only when $2 is 1 (readOnlyRootFilesystem: the working directory and HOME become read-only
+# too, as in a real container), then runs the command as its user (setpriv, from $3 when not empty).
+SANDBOX = r"""
+spec=$1 ro=$2 user=$3; shift 3
+while read -r src dst mode; do
+  [ -n "$src" ] || continue
+  mount --bind "$src" "$dst" || exit 126
+  if [ "$mode" = ro ]; then mount -o remount,bind,ro "$dst" || exit 126; fi
+done <"$spec"
+if [ "$ro" = 1 ]; then mount -o remount,bind,ro / || exit 126; fi
+if [ -n "$user" ]; then exec setpriv $user "$@"; fi
+exec "$@"
 """
 
 
@@ -407,10 +425,90 @@ class Agent:
                 env[e["name"]] = ""
         return env
 
+    # --------------------------------------------------------------------- volumes, user, read-only root
+    def _note_created(self, path: Path) -> None:
+        with open(self.paths.created_files, "a") as f:
+            f.write(f"{path}\n")
+
+    def _mount_point(self, path: str) -> None:
+        """A bind mount needs its target on the host: create missing directories, recorded for `down`."""
+        missing = []
+        p = Path(path)
+        while not p.exists():
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            d.mkdir()
+            self._note_created(d)
+
+    def volume_dirs(self, rec: PodRec, pod: dict[str, Any]) -> dict[str, Path]:
+        """Realizes the pod's volumes as host directories: configMap/secret (files from the API), emptyDir
+        (per pod, mode 0777 like a kubelet's), persistentVolumeClaim (per namespace and claim, kept until
+        `down`, so that the next pod of a CronJob sees what the last one wrote). fsGroup: the group owns the
+        volume and may write it (setgid), as a kubelet arranges for volumes that support ownership."""
+        spec = pod["spec"]
+        fs_group = (spec.get("securityContext") or {}).get("fsGroup")
+        out: dict[str, Path] = {}
+        for v in spec.get("volumes") or []:
+            name = v["name"]
+            if "persistentVolumeClaim" in v:
+                d = self.paths.root / "pvc" / rec.namespace / v["persistentVolumeClaim"]["claimName"]
+            else:
+                d = rec.dir / "volumes" / name
+            d.mkdir(parents=True, exist_ok=True)
+            if "configMap" in v or "secret" in v:
+                kind, ref = ("configmaps", v["configMap"]["name"]) if "configMap" in v else \
+                    ("secrets", v["secret"]["secretName"])
+                obj = self.api.get(f"/api/v1/namespaces/{rec.namespace}/{kind}/{ref}")
+                data = {k: val.encode() for k, val in (obj.get("data") or {}).items()} if kind == "configmaps" \
+                    else {k: base64.b64decode(val) for k, val in (obj.get("data") or {}).items()}
+                for key, content in data.items():
+                    (d / key).write_bytes(content)
+                    (d / key).chmod(0o644)
+            elif "emptyDir" in v:
+                d.chmod(0o777)
+            elif "persistentVolumeClaim" not in v:
+                raise RuntimeError(f"volume {name}: only configMap, secret, emptyDir and persistentVolumeClaim "
+                                   f"are realized by the lab")
+            if fs_group is not None and "emptyDir" not in v:
+                for f in [d, *d.rglob("*")]:
+                    os.chown(f, -1, int(fs_group))
+                    f.chmod((f.stat().st_mode | 0o060 | (0o2010 if f.is_dir() else 0)) & 0o7777)
+            out[name] = d
+        return out
+
+    def sandbox(self, rec: PodRec, c: dict[str, Any], pod: dict[str, Any], volumes: dict[str, Path]) -> list[str]:
+        """The argv prefix that gives the container its volumes, read-only root and user (or [] when it has
+        none of them)."""
+        pod_sc = pod["spec"].get("securityContext") or {}
+        sc = {**pod_sc, **(c.get("securityContext") or {})}
+        lines = []
+        for m in c.get("volumeMounts") or []:
+            if m.get("subPath"):
+                raise RuntimeError(f"volumeMount {m['name']}: subPath is not realized by the lab")
+            self._mount_point(m["mountPath"])
+            lines.append(f"{volumes[m['name']]} {m['mountPath']} {'ro' if m.get('readOnly') else 'rw'}")
+        ro = bool(sc.get("readOnlyRootFilesystem"))
+        user = ""
+        if sc.get("runAsUser") is not None:
+            uid, gid = int(sc["runAsUser"]), int(sc.get("runAsGroup", sc["runAsUser"]))
+            groups = [str(g) for g in [pod_sc.get("fsGroup"), *(pod_sc.get("supplementalGroups") or [])]
+                      if g is not None]
+            user = f"--reuid {uid} --regid {gid} " + (f"--groups {','.join(groups)}" if groups else "--clear-groups")
+        if not lines and not ro and not user:
+            return []
+        spec_file = rec.dir / f"{c['name']}.mounts"
+        spec_file.write_text("".join(line + "\n" for line in lines))
+        return ["unshare", "--mount", "--propagation", "private", "sh", "-c", SANDBOX, "sh", str(spec_file),
+                "1" if ro else "0", user]
+
     def exec_container(self, rec: PodRec, c: dict[str, Any], pod: dict[str, Any]) -> int:
         name = c["name"]
         msg_file = rec.dir / f"{name}.termination-log"
         msg_file.write_bytes(b"")
+        msg_file.chmod(0o666)  # the container's user writes it, whoever that is (a kubelet arranges the same)
+        rec.dir.chmod(0o755)
+        prefix = self.sandbox(rec, c, pod, self.volume_dirs(rec, pod))
         target = c.get("terminationMessagePath", "/dev/termination-log")
         if target and not os.path.exists(target):
             if os.path.isdir(os.path.dirname(target)):
@@ -423,7 +521,7 @@ class Agent:
         exit_file = rec.dir / f"{name}.exit"
         exit_file.unlink(missing_ok=True)
         argv = ["ip", "netns", "exec", rec.netns, "sh", "-c", WRAPPER, "sh", str(exit_file), str(msg_file),
-                target or "", c.get("workingDir") or str(rec.dir), *self.argv(c)]
+                target or "", c.get("workingDir") or str(rec.dir), *prefix, *self.argv(c)]
         with open(rec.dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     env=self.env(rec, c, pod), start_new_session=True)

@@ -276,10 +276,13 @@ def down(p: C.Paths = C.PATHS) -> None:
         say(f"removed pod netns {ns}")
     for item in netns.node_down():
         say(f"removed {item}")
-    for f in _created_files(p):
+    for f in reversed(_created_files(p)):  # children before the directories the lab created for them
         if f.is_file() and f.stat().st_size == 0:
             f.unlink()
             say(f"removed {f}")
+        elif f.is_dir() and not any(f.iterdir()):
+            f.rmdir()
+            say(f"removed {f}/")
     if p.root.exists():
         shutil.rmtree(p.root)
         say(f"removed {p.root}")
