@@ -390,7 +390,19 @@ def could_not_probe(r: FlowResult) -> bool:
     know what this flow does now. A flow with nothing to probe (the planner found no live source or destination
     pod: a workload scaled to zero, a selector matching nothing) is a fact about the cluster, not a gap in
     what the run saw; the planner marks those with intent `skipped`."""
-    return r.outcome in NOT_OBSERVED and r.intent is not Verdict.SKIPPED
+    return r.outcome in (Outcome.SKIPPED, Outcome.UNSETTLED) and r.intent is not Verdict.SKIPPED
+
+
+def _drift_left_open(assessment: Assessment, confirmation: Confirmation,
+                     open_events: Iterable[DriftEvent]) -> list[DriftEvent]:
+    """Drift events open before this run that this run does not close. Moving the baseline under them would
+    later close them as "accepted" although nobody accepted them."""
+    events = [e for e in open_events if e.open and e.kind == "drift"]
+    if not events:
+        return []
+    closed = {r.event_id for r in transitions(assessment.run.cluster, assessment, confirmation, {}, events,
+                                              assessment.run.started_at).resolved}
+    return [e for e in events if str(e.id) not in closed]
 
 
 def becomes_known_good(assessment: Assessment, confirmation: Confirmation, settings: DriftSettings,
@@ -400,9 +412,9 @@ def becomes_known_good(assessment: Assessment, confirmation: Confirmation, setti
     workload scaled to zero cannot stall the baseline forever), every change since known-good was confirmed,
     and no change moves reachability (reachable <-> blocked): such a drift stays open until the flow goes back
     or someone accepts a run (`netpol-drift accept`). A confirmed change of how a flow is blocked (refused <->
-    timeout) is taken in; its drift event then closes as "accepted into the baseline" on the next run. An open
-    drift event on a flow this run could not observe blocks it too: moving the baseline then would lose the
-    outcome the event is measured against.
+    timeout) is taken in; its drift event then closes as "accepted into the baseline" on the next run. A drift
+    event from an earlier run that this run does not close (the flow is not back, or was not observed) blocks
+    it too: moving the baseline under it would later close it as accepted with nobody having accepted it.
     """
     return not known_good_blockers(assessment, confirmation, settings, open_events)
 
@@ -411,7 +423,6 @@ def known_good_blockers(assessment: Assessment, confirmation: Confirmation, sett
                         open_events: Iterable[DriftEvent] = ()) -> tuple[str, ...]:
     """Why a run does not become known-good by itself (empty: it does), in words for the run's report."""
     run = assessment.run
-    results = {r.key: r for r in run.results}
     checks = (
         (not settings.auto_known_good, "drift.auto_known_good is off"),
         (run.status == "failed", "the run failed"),
@@ -421,8 +432,8 @@ def known_good_blockers(assessment: Assessment, confirmation: Confirmation, sett
         (not assessment.changed_keys <= confirmation.confirmed, "some change is not confirmed yet"),
         (any(f.verdict_changed and f.key in confirmation.confirmed for f in assessment.changed),
          "a drift changes reachability (fix it, or take it in with `netpol-drift accept RUN`)"),
-        (any(e.open and e.kind == "drift" and (e.flow_key not in results or not results[e.flow_key].observed)
-             for e in open_events), "a flow with an open drift event was not observed"),
+        (bool(_drift_left_open(assessment, confirmation, open_events)),
+         "an earlier drift event stays open (the flow is not back, or could not be observed)"),
     )
     return tuple(why for blocked, why in checks if blocked)
 

@@ -357,10 +357,12 @@ def test_an_open_drift_on_an_unobserved_flow_keeps_the_baseline_where_it_is() ->
     kg = run(result("e", T, A, A), result("x", C), at="t0", rid="1")
     key = kg.results[0].key
     _, events = step(kg, run(result("e", C, A, A), result("x", C), at="t1"), [], [{key: C}], ids)
-    # The drifted flow could not be probed this time: the run must not become the baseline (its lack of an
-    # observation would later close the event with nothing recovered).
-    j, events = step(kg, run(result("e", S, A, A), result("x", C), at="t2"), events, [], ids)
-    assert j.known_good is False and "a flow with an open drift event was not observed" in j.not_known_good_because
+    # The drifted flow's workload is scaled to zero now (nothing to probe, which alone would not block the
+    # baseline): the run must not become the baseline, or the event would later close with nobody accepting it.
+    gone = dataclasses.replace(result("e", S, A, A), intent=Verdict.SKIPPED)
+    j, events = step(kg, run(gone, result("x", C), at="t2"), events, [], ids)
+    assert j.known_good is False and j.not_known_good_because == (
+        "an earlier drift event stays open (the flow is not back, or could not be observed)",)
     # Judged against a baseline that did not observe the flow, the event stays open rather than resolve.
     blind = run(dataclasses.replace(result("e", S, A, A), intent=Verdict.SKIPPED), result("x", C), at="t3")
     j, events = step(blind, run(result("e", C, A, A), result("x", C), at="t4"), events, [], ids)

@@ -142,7 +142,9 @@ async def probe_settled(targets: list[ProbeTarget], timeout: float, settle: floa
     out = []
     for h in history:
         last = h[-1]
-        if len(h) >= 2 and last.outcome == h[-2].outcome:
+        if len(h) == 1:  # max_passes 1: the first packet decides (what a kubelet's race makes unreliable)
+            out.append(last)
+        elif last.outcome == h[-2].outcome:
             changed = len({o.outcome for o in h}) > 1
             out.append(TargetOutcome(last.outcome, last.latency_ms,
                                      last.detail or (_letters(h) if changed else "")))
