@@ -67,7 +67,7 @@ def test_fresh_probe_pods_race_their_rules_and_settled_passes_still_give_the_rig
     for name in one_pass:
         lab.api.post(f"/api/v1/namespaces/{ns}/pods", probe_pod(name, targets, "--passes", "1"))
     for name in settled:
-        lab.api.post(f"/api/v1/namespaces/{ns}/pods", probe_pod(name, targets, "--settle", "1"))
+        lab.api.post(f"/api/v1/namespaces/{ns}/pods", probe_pod(name, targets))  # default passes and settle
 
     def outcomes(name: str) -> dict[str, str]:
         pod = lab.wait_finished(ns, name, timeout=60)
@@ -78,7 +78,7 @@ def test_fresh_probe_pods_race_their_rules_and_settled_passes_still_give_the_rig
     results = {name: outcomes(name) for name in one_pass + settled}
     # The mode is real: each probe pod's command started while kube-router had no rule for its IP.
     starts = {name: agent_log_for(lab, ns, name) for name in results}
-    assert all(re.search(r"rules absent$", line) for line in starts.values()), starts
+    assert all(re.search(r"rules absent$", line) for line in starts.values()), (starts, results)
     # Without passes, the first packet decides, and the race makes it wrong.
     wrong = {name: r for name, r in results.items() if name in one_pass and r != truth}
     assert wrong, f"no single-pass probe pod saw the race: {results}"

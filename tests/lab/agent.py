@@ -52,6 +52,9 @@ START_BEFORE_RULES = os.environ.get("LAB_START_BEFORE_RULES", "probe")
 if START_BEFORE_RULES not in ("probe", "all", "none"):
     raise SystemExit(f"LAB_START_BEFORE_RULES={START_BEFORE_RULES!r}: expected probe, all or none")
 PROBE_LABEL = "netpol-drift.io/probe"
+# How long after a racing pod's containers start its IP reaches the API (and so kube-router): the lag with which
+# a CNI programs a new pod's rules. kube-router alone, on an idle lab, syncs faster than a Python process starts.
+RULES_LAG = float(os.environ.get("LAB_RULES_LAG", "1.0"))
 POLL = 0.2
 
 # Runs inside `ip netns exec` (which gives it a private mount namespace): binds the pod's termination message
@@ -343,12 +346,15 @@ class Agent:
         rec.save()
         netns.pod_up(ns_name, veth, ip)
         log(f"{rec.namespace}/{rec.name}: netns {ns_name} ip {ip}")
-        self.patch_status(rec, "Pending", waiting="ContainerCreating")
+        racing = START_BEFORE_RULES == "all" or (
+            START_BEFORE_RULES == "probe" and (md.get("labels") or {}).get(PROBE_LABEL) == "true")
+        if not racing:
+            self.patch_status(rec, "Pending", waiting="ContainerCreating")
+        # else: like a kubelet, whose status sync publishes a new pod's IP about when its containers start, the
+        # IP reaches the API (and so kube-router) only once the containers run.
         t0 = time.monotonic()
         pattern = re.compile(r"(?<![\d.])" + re.escape(ip) + r"(?![\d])")
         synced = False
-        racing = START_BEFORE_RULES == "all" or (
-            START_BEFORE_RULES == "probe" and (md.get("labels") or {}).get(PROBE_LABEL) == "true")
         while not racing and time.monotonic() - t0 < KUBE_ROUTER_WAIT and not rec.cancel.is_set():
             try:
                 if pattern.search(self.node_rules()):
@@ -370,6 +376,8 @@ class Agent:
         for c in rec.containers:
             rec.pgids[c["name"]] = self.exec_container(rec, c, pod)
         self.wait_listeners(rec)
+        if racing and rec.cancel.wait(RULES_LAG):
+            return
         rec.started_at = now()
         rec.started_mono = time.monotonic()
         rec.running = True
