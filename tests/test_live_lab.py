@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -216,8 +217,10 @@ def test_run_once_reports_every_case_with_locked_down_probe_pods(lab: Lab, lab_n
         pod = versions[0]
         meta, spec = pod["metadata"], pod["spec"]
         live = next(p for p in pods.values() if source.endswith("/" + p["metadata"]["labels"]["app"]))
+        owner = meta["labels"]["netpol-drift.io/owner"]
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.\d+", owner), owner  # host.pid of the run
         assert meta["labels"] == {**live["metadata"]["labels"], "netpol-drift.io/probe": "true",
-                                  "netpol-drift.io/run": report["run"]}
+                                  "netpol-drift.io/run": report["run"], "netpol-drift.io/owner": owner}
         assert meta["ownerReferences"] == [{"apiVersion": "v1", "kind": "Namespace", "name": "netpol-drift",
                                             "uid": owner_uid, "controller": True, "blockOwnerDeletion": False}]
         assert spec["restartPolicy"] == "Never" and spec["activeDeadlineSeconds"] == 60
