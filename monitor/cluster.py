@@ -426,7 +426,6 @@ class ClusterAdapter:
                 state = replace(state, phase="Deleted", deleting=True)
             yield state, rv
 
-
     # ----------------------------------------------------------------------------------------- run leases
     def create_run_lease(self, namespace: str, run: str, holder: str, duration_seconds: int,
                          now: datetime) -> None:

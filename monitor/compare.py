@@ -386,7 +386,7 @@ def _not_before(a: str, b: str) -> bool:
 
 # --------------------------------------------------------------------------------------------- known-good
 def could_not_probe(r: FlowResult) -> bool:
-    """A planned flow the probe stage failed on (probe pod lost, deadline, unsettled, error): the run does not
+    """A planned flow the probe stage failed on (probe pod lost, deadline, unsettled): the run does not
     know what this flow does now. A flow with nothing to probe (the planner found no live source or destination
     pod: a workload scaled to zero, a selector matching nothing) is a fact about the cluster, not a gap in
     what the run saw; the planner marks those with intent `skipped`."""

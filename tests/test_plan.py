@@ -279,3 +279,28 @@ def test_external_targets_are_judged_only_with_a_control_probe():
     results = {r.case: r for r in evaluate(plan, snap, reports, index, "deny")}
     assert results["no-partner"].verdict is Verdict.UNKNOWN
     assert "could not run (not scheduled)" in results["no-partner"].reason
+
+
+def test_an_unsettled_outcome_is_no_verdict_and_fails_or_passes_nothing():
+    """Issue 8 item 4: a flow whose probe passes disagree (reported `n` by the agent) is skipped with that
+    reason: not pass, not fail, the run is partial, and compare does not count it as observed."""
+    from monitor.compare import NOT_OBSERVED
+    from monitor.probe.runner import ProbeReport
+    from monitor.probe.wire import TargetOutcome, decode_result
+    from monitor.run import evaluate, summarise
+
+    snap = _snapshot()
+    suite = parse_suite({"name": "t", "cases": [
+        {"name": "web-to-db", "from": {"namespace": "shop", "workload": "web"},
+         "to": {"namespace": "shop", "workload": "db"}, "port": 5432, "expect": "deny"}]})
+    plan = plan_suite(suite, snap)
+    tasks, index = probe_tasks(plan)
+    [task] = tasks
+    _, [got] = decode_result("P1 1 L n E 0=c>r>c")
+    assert got == TargetOutcome("unsettled", None, "c>r>c")
+    [r] = evaluate(plan, snap, [ProbeReport(task, (got,))], index, "deny")
+    assert (r.outcome, r.verdict, r.violation) == (Outcome.UNSETTLED, Verdict.SKIPPED, False)
+    assert r.reason == "unsettled: the probe's passes disagree (c>r>c), not a verdict"
+    [c] = summarise(suite, [r])
+    assert c.status == "skipped" and "unsettled" in c.explanation
+    assert r.outcome in NOT_OBSERVED
