@@ -8,6 +8,12 @@ to this host, the venv's bin dir first on PATH) in the pod namespace; report Run
 remove the namespace, free the IP and delete the pod with grace 0. It survives its own restart: at start it
 re-adopts the pods it still has state for and removes every pod namespace no live pod owns.
 
+Like a kubelet it also renews the node's Lease (every 10 s, so the node lifecycle controller keeps the node
+Ready), gives every container the `kubernetes` Service's KUBERNETES_SERVICE_* variables, and materializes the
+pod's volumes (projected ServiceAccount tokens from the TokenRequest API, refreshed at 80% of their life, the
+kube-root-ca.crt ConfigMap, downwardAPI, configMap, secret, emptyDir) bind-mounted at their mountPaths inside
+the private mount namespace `ip netns exec` creates.
+
 Conventions: a container whose command is exactly ["lab-listener"], or that has no command at all, runs the lab
 listener (tests/lab/listener.py): real TCP and UDP servers on each declared containerPort. A container with a
 readinessProbe is never Ready. restartPolicy is treated as Never. activeDeadlineSeconds is enforced.
@@ -19,6 +25,7 @@ outside the pod namespaces except `ip`, `iptables-save` and `conntrack` in the n
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import datetime as dt
 import ipaddress
@@ -41,16 +48,27 @@ from . import netns, procs
 from .rest import ApiError, Rest
 
 TERMINATION_MESSAGE_LIMIT = 4096
+LEASE_SECONDS = 40  # as a kubelet: renewed every 10 s, the node lifecycle controller's grace period is 40-50 s
 KUBE_ROUTER_WAIT = float(os.environ.get("LAB_KUBE_ROUTER_WAIT", "30"))
 POLL = 0.2
+KUBERNETES_SERVICE_ENV = {
+    "KUBERNETES_SERVICE_HOST": C.KUBERNETES_SERVICE_IP, "KUBERNETES_SERVICE_PORT": "443",
+    "KUBERNETES_SERVICE_PORT_HTTPS": "443", "KUBERNETES_PORT": f"tcp://{C.KUBERNETES_SERVICE_IP}:443",
+    "KUBERNETES_PORT_443_TCP": f"tcp://{C.KUBERNETES_SERVICE_IP}:443", "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+    "KUBERNETES_PORT_443_TCP_PORT": "443", "KUBERNETES_PORT_443_TCP_ADDR": C.KUBERNETES_SERVICE_IP,
+}
 
-# Runs inside `ip netns exec` (which gives it a private mount namespace): binds the pod's termination message
-# file over the container's terminationMessagePath, runs the command, records its exit code atomically.
+# Runs inside `ip netns exec` (which gives it a private mount namespace): binds each line "source<TAB>target
+# <TAB>rw|ro" of the mounts file (the termination message file, the pod's volumes) over its target, runs the
+# command, records its exit code atomically.
 WRAPPER = r"""
-ef=$1 mf=$2 mp=$3 wd=$4; shift 4
-if [ -n "$mp" ]; then
-  mount --bind "$mf" "$mp" || { echo 126 >"$ef.tmp"; mv "$ef.tmp" "$ef"; exit 126; }
-fi
+ef=$1 mounts=$2 wd=$3; shift 3
+fail() { echo 126 >"$ef.tmp"; mv "$ef.tmp" "$ef"; exit 126; }
+tab=$(printf '\t')
+while IFS="$tab" read -r src dst mode; do
+  mount --bind "$src" "$dst" || fail
+  if [ "$mode" = ro ]; then mount -o remount,bind,ro "$dst" || fail; fi
+done <"$mounts"
 cd "$wd" 2>/dev/null || cd /
 "$@"
 rc=$?
@@ -89,6 +107,7 @@ class PodRec:
     dir: Path
     containers: list[dict[str, Any]] = field(default_factory=list)
     pgids: dict[str, int] = field(default_factory=dict)
+    tokens: list[dict[str, Any]] = field(default_factory=list)  # projected tokens: file, request, refresh_at
     start_time: str = ""
     started_at: str = ""
     started_mono: float = 0.0
@@ -101,8 +120,8 @@ class PodRec:
 
     def save(self) -> None:
         meta = {k: getattr(self, k) for k in ("uid", "namespace", "name", "netns", "veth", "ip", "containers",
-                                              "pgids", "start_time", "started_at", "deadline", "ready",
-                                              "running")}
+                                              "pgids", "tokens", "start_time", "started_at", "deadline",
+                                              "ready", "running")}
         tmp = self.dir / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.dir / "meta.json")
@@ -151,6 +170,31 @@ class Agent:
                             "lastTransitionTime": t}],
         }})
         log(f"node {C.NODE_NAME} registered and Ready")
+
+    def renew_lease(self) -> None:
+        """The node's heartbeat, as a kubelet sends it: kube-node-lease/<node>, renewed every 10 s."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{C.NODE_NAME}"
+        t = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        spec = {"holderIdentity": C.NODE_NAME, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": t}
+        try:
+            self.api.merge_patch(path, {"spec": spec})
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            node = self.api.get(f"/api/v1/nodes/{C.NODE_NAME}")
+            self.api.post(path.rsplit("/", 1)[0], {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": C.NODE_NAME, "ownerReferences": [{
+                    "apiVersion": "v1", "kind": "Node", "name": C.NODE_NAME, "uid": node["metadata"]["uid"]}]},
+                "spec": spec})
+
+    def heartbeat(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.renew_lease()
+            except Exception as e:  # keep beating through API hiccups; the controller tolerates a few misses
+                log(f"lease renewal failed: {e!r}")
+            self.stop.wait(10)
 
     # ----------------------------------------------------------------------------------------- addressing
     def allocate(self, preferred: str | None) -> str:
@@ -204,7 +248,7 @@ class Agent:
         max_age however many pods start at once)."""
         with self.rules_lock:
             if time.monotonic() - self.rules_at > max_age:
-                self.rules = netns.node_iptables()
+                self.rules = netns.node_iptables("filter")  # kube-proxy names pod IPs in nat
                 self.rules_at = time.monotonic()
             return self.rules
 
@@ -213,6 +257,7 @@ class Agent:
 
     def run(self) -> None:
         self.register_node()
+        threading.Thread(target=self.heartbeat, daemon=True, name="lease").start()
         self.adopt()
         last_node = time.monotonic()
         while not self.stop.is_set():
@@ -254,6 +299,7 @@ class Agent:
                 self.teardown(rec)
             elif rec.running:
                 self.check(rec)
+                self.refresh_tokens(rec)
 
     def spawn(self, uid: str, fn: Any, pod: dict[str, Any]) -> None:
         self.busy.add(uid)
@@ -332,8 +378,9 @@ class Agent:
             return
         log(f"{rec.namespace}/{rec.name}: kube-router rules "
             + (f"present after {time.monotonic() - t0:.2f}s" if synced else f"ABSENT after {KUBE_ROUTER_WAIT}s"))
+        volumes = self.prepare_volumes(rec, pod)
         for c in rec.containers:
-            rec.pgids[c["name"]] = self.exec_container(rec, c, pod)
+            rec.pgids[c["name"]] = self.exec_container(rec, c, pod, volumes)
         self.wait_listeners(rec)
         rec.started_at = now()
         rec.started_mono = time.monotonic()
@@ -376,6 +423,7 @@ class Agent:
             "PATH": f"{C.VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(rec.dir), "HOSTNAME": rec.name, "LANG": "C.UTF-8",
             procs.MARKER: str(self.paths.root), "LAB_PROC": f"pod:{rec.uid}", "LAB_POD_UID": rec.uid,
+            **KUBERNETES_SERVICE_ENV,  # a kubelet gives these to every pod, service links or not
         }
         fields = {"metadata.name": rec.name, "metadata.namespace": rec.namespace, "metadata.uid": rec.uid,
                   "spec.nodeName": C.NODE_NAME, "status.podIP": rec.ip, "status.hostIP": C.NODE_IP,
@@ -390,23 +438,138 @@ class Agent:
                 env[e["name"]] = ""
         return env
 
-    def exec_container(self, rec: PodRec, c: dict[str, Any], pod: dict[str, Any]) -> int:
+    # ------------------------------------------------------------------------------------------- volumes
+    def prepare_volumes(self, rec: PodRec, pod: dict[str, Any]) -> dict[str, Path]:
+        """Writes each volume some container mounts into the pod's dir (as a kubelet's volume plugins would);
+        returns volume name -> its directory. An unsupported volume kind fails the pod with its name."""
+        mounted = {m["name"] for c in rec.containers for m in c.get("volumeMounts") or []}
+        out = {}
+        for v in pod["spec"].get("volumes") or []:
+            if v["name"] not in mounted:
+                continue
+            d = rec.dir / "volumes" / v["name"]
+            d.mkdir(parents=True, exist_ok=True)
+            if "projected" in v:
+                for src in v["projected"].get("sources") or []:
+                    self.volume_source(rec, pod, src, d)
+            elif "emptyDir" in v:
+                pass
+            elif kind := next((k for k in ("configMap", "secret", "downwardAPI") if k in v), None):
+                self.volume_source(rec, pod, {kind: v[kind]}, d)
+            else:
+                raise RuntimeError(f"volume {v['name']}: kind {sorted(set(v) - {'name'})} not supported by the lab")
+            out[v["name"]] = d
+        return out
+
+    def volume_source(self, rec: PodRec, pod: dict[str, Any], src: dict[str, Any], d: Path) -> None:
+        base = f"/api/v1/namespaces/{rec.namespace}"
+        if sat := src.get("serviceAccountToken"):
+            req = {"audiences": [sat["audience"]] if sat.get("audience") else [],
+                   "expirationSeconds": int(sat.get("expirationSeconds") or 3600),
+                   "sa": pod["spec"].get("serviceAccountName") or "default"}
+            rec.tokens.append({"file": str(d / sat["path"]), "request": req, "refresh_at": 0})
+            self.refresh_tokens(rec)
+            return
+        if ref := src.get("configMap") or src.get("secret"):
+            kind = "configmaps" if "configMap" in src else "secrets"
+            name = ref.get("name") or ref.get("secretName")
+            obj = self.get_soon(f"{base}/{kind}/{name}")
+            if obj is None:
+                if ref.get("optional"):
+                    return
+                raise RuntimeError(f"{kind[:-1]} {rec.namespace}/{name} not found (mounted by the pod)")
+            data = {k: v.encode() for k, v in (obj.get("data") or {}).items()} if kind == "configmaps" else {
+                k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+            items = ref.get("items") or [{"key": k, "path": k} for k in data]
+            for it in items:
+                write_atomic(d / it["path"], data[it["key"]])
+            return
+        if dapi := src.get("downwardAPI"):
+            md = pod["metadata"]
+            for it in dapi.get("items") or []:
+                fp = (it.get("fieldRef") or {}).get("fieldPath", "")
+                if fp in ("metadata.labels", "metadata.annotations"):
+                    value = "\n".join(f'{k}="{v}"' for k, v in sorted((md.get(fp[9:]) or {}).items()))
+                else:
+                    value = {"metadata.name": md["name"], "metadata.namespace": md["namespace"],
+                             "metadata.uid": md["uid"]}.get(fp, "")
+                write_atomic(d / it["path"], value.encode())
+            return
+        raise RuntimeError(f"projected volume source {sorted(src)} not supported by the lab")
+
+    def get_soon(self, path: str, timeout: float = 10.0) -> dict[str, Any] | None:
+        """GET that waits through 404s for a while, as a kubelet retries a volume: a new namespace's
+        kube-root-ca.crt comes a moment after the namespace. None if it never appears."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.api.get(path)
+            except ApiError as e:
+                if e.status != 404 or time.monotonic() > deadline:
+                    if e.status == 404:
+                        return None
+                    raise
+            time.sleep(0.2)
+
+    def refresh_tokens(self, rec: PodRec) -> None:
+        """TokenRequest for each projected token that is due: bound to the pod, refreshed at 80% of its life."""
+        for t in rec.tokens:
+            if time.time() < t["refresh_at"]:
+                continue
+            req = t["request"]
+            res = self.api.post(f"/api/v1/namespaces/{rec.namespace}/serviceaccounts/{req['sa']}/token", {
+                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": req["audiences"], "expirationSeconds": req["expirationSeconds"],
+                         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": rec.name, "uid": rec.uid}}})
+            write_atomic(Path(t["file"]), res["status"]["token"].encode())
+            expires = dt.datetime.fromisoformat(res["status"]["expirationTimestamp"].replace("Z", "+00:00"))
+            life = min(expires.timestamp() - time.time(), 24 * 3600)  # a kubelet also refreshes daily
+            t["refresh_at"] = time.time() + 0.8 * life
+            if rec.running:
+                rec.save()
+
+    def mount_point(self, path: str, is_dir: bool) -> bool:
+        """Makes sure a mount target exists on the host (what it creates is recorded for `down` to remove);
+        False when it cannot be made."""
+        target = Path(path)
+        if target.exists():
+            return True
+        missing = [a for a in [target, *target.parents] if not a.exists()][::-1]
+        try:
+            for a in missing:
+                if a == target and not is_dir:
+                    a.touch()
+                else:
+                    a.mkdir(exist_ok=True)
+                with open(self.paths.created_files, "a") as f:
+                    f.write(f"{a}\n")
+        except OSError as e:
+            log(f"cannot create mount point {path}: {e}")
+            return False
+        return True
+
+    def exec_container(self, rec: PodRec, c: dict[str, Any], pod: dict[str, Any],
+                       volumes: dict[str, Path] | None = None) -> int:
         name = c["name"]
         msg_file = rec.dir / f"{name}.termination-log"
         msg_file.write_bytes(b"")
+        mounts = []
         target = c.get("terminationMessagePath", "/dev/termination-log")
-        if target and not os.path.exists(target):
-            if os.path.isdir(os.path.dirname(target)):
-                Path(target).touch()
-                with open(self.paths.created_files, "a") as f:
-                    f.write(target + "\n")
-            else:
-                log(f"{rec.namespace}/{rec.name}: no directory for terminationMessagePath {target}")
-                target = ""
+        if target and os.path.isdir(os.path.dirname(target)) and self.mount_point(target, is_dir=False):
+            mounts.append((msg_file, target, "rw"))
+        elif target:
+            log(f"{rec.namespace}/{rec.name}: no directory for terminationMessagePath {target}")
+        for m in c.get("volumeMounts") or []:
+            src = (volumes or {})[m["name"]] / m.get("subPath", "")
+            if not self.mount_point(m["mountPath"], is_dir=src.is_dir()):
+                raise RuntimeError(f"container {name}: cannot create mountPath {m['mountPath']}")
+            mounts.append((src, m["mountPath"], "ro" if m.get("readOnly") else "rw"))
+        mounts_file = rec.dir / f"{name}.mounts"
+        mounts_file.write_text("".join(f"{src}\t{dst}\t{mode}\n" for src, dst, mode in mounts))
         exit_file = rec.dir / f"{name}.exit"
         exit_file.unlink(missing_ok=True)
-        argv = ["ip", "netns", "exec", rec.netns, "sh", "-c", WRAPPER, "sh", str(exit_file), str(msg_file),
-                target or "", c.get("workingDir") or str(rec.dir), *self.argv(c)]
+        argv = ["ip", "netns", "exec", rec.netns, "sh", "-c", WRAPPER, "sh", str(exit_file), str(mounts_file),
+                c.get("workingDir") or str(rec.dir), *self.argv(c)]
         with open(rec.dir / f"{name}.log", "ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     env=self.env(rec, c, pod), start_new_session=True)
@@ -536,6 +699,15 @@ class Agent:
         self.api.delete(f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}",
                         {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
                          "preconditions": {"uid": md["uid"]}})
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replaces the file in one rename, so a process reading a mounted token never sees half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
