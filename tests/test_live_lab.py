@@ -43,7 +43,8 @@ def deploy_three_tier(lab: Lab, ns: str) -> dict[str, dict]:
     workloads = lab.run_workloads(ns, [
         deployment("frontend", tcp=[("http", 8080)]),
         deployment("api", tcp=[("http", 9000)], replicas=2),
-        statefulset("db", tcp=[("postgres", 5432)]),
+        # Selected by its own label, so a test may relabel `app` without the StatefulSet letting the pod go.
+        statefulset("db", {"app": "db", "workload": "db"}, selector={"workload": "db"}, tcp=[("postgres", 5432)]),
     ])
     pods = {p["metadata"]["name"]: p for ps in workloads.values() for p in ps}
     since = time.time()

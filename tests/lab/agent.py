@@ -1,6 +1,6 @@
 """The lab node agent: the kubelet of the lab, realizing pods as Linux network namespaces.
 
-Job (LAB.md "Lab node agent contract"): register Node lab-node (InternalIP 169.254.77.2, Ready); bind Pending
+Job (LAB.md "Lab node agent contract"): register Node lab-node (InternalIP 198.18.77.2, Ready); bind Pending
 pods to it; give each pod a network namespace and an IP from 10.244.0.0/24; report hostIP/podIP while Pending;
 wait until kube-router's rules mention the pod IP; run each container's command (image ignored; command mapped
 to this host, the venv's bin dir first on PATH) in the pod namespace; report Running, then the termination

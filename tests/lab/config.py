@@ -43,8 +43,11 @@ def binary(name: str) -> Path:
 NODE_NETNS = "labnode"
 ROOT_VETH = "nplab0"  # root-namespace end of the node link
 NODE_VETH = "nplab1"  # node-namespace end
-ROOT_IP = "169.254.77.1"
-NODE_IP = "169.254.77.2"
+# The link is 198.18.77.0/30 (RFC 2544 benchmarking space: routable but never used by real networks), not
+# link-local: the API server's address is the `kubernetes` Service's endpoint, and the API rejects link-local
+# endpoint addresses (169.254.0.0/16) with "may not be in the link-local range".
+ROOT_IP = "198.18.77.1"
+NODE_IP = "198.18.77.2"
 LINK_PREFIX = 30
 POD_CIDR = "10.244.0.0/24"
 POD_GATEWAY = "169.254.1.1"  # link-local next hop every pod uses; answered by proxy ARP on the host veth

@@ -47,13 +47,15 @@ def pod_manifest(name: str, labels: Mapping[str, str] | None = None, tcp: Iterab
 
 def workload_manifest(kind: str, name: str, labels: Mapping[str, str] | None = None,
                       tcp: Iterable[int | tuple[str, int]] = (80,), udp: Iterable[int | tuple[str, int]] = (),
-                      replicas: int = 1, command: list[str] | None = None) -> dict[str, Any]:
-    """A Deployment or StatefulSet of lab listeners (pod_manifest's ports); selector = the template's labels."""
+                      replicas: int = 1, command: list[str] | None = None,
+                      selector: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A Deployment or StatefulSet of lab listeners (pod_manifest's ports); selector: the template's labels
+    unless given (relabelling a pod out of its workload's selector makes the controller let it go)."""
     labels = dict(labels or {"app": name})
     pod = pod_manifest(name, labels, tcp=tcp, udp=udp, command=command)
     pod["spec"]["restartPolicy"] = "Always"  # the only one a workload's template may have
     pod["spec"]["terminationGracePeriodSeconds"] = 2
-    spec: dict[str, Any] = {"replicas": replicas, "selector": {"matchLabels": labels},
+    spec: dict[str, Any] = {"replicas": replicas, "selector": {"matchLabels": dict(selector or labels)},
                             "template": {"metadata": {"labels": labels}, "spec": pod["spec"]}}
     if kind == "StatefulSet":
         spec["serviceName"] = name
