@@ -299,7 +299,10 @@ class Agent:
                 self.teardown(rec)
             elif rec.running:
                 self.check(rec)
-                self.refresh_tokens(rec)
+                try:
+                    self.refresh_tokens(rec)
+                except (ApiError, OSError, KeyError, ValueError) as e:  # one pod's token must not stop the pass
+                    log(f"{rec.namespace}/{rec.name}: token refresh failed: {e!r}")
 
     def spawn(self, uid: str, fn: Any, pod: dict[str, Any]) -> None:
         self.busy.add(uid)
@@ -516,6 +519,7 @@ class Agent:
         for t in rec.tokens:
             if time.time() < t["refresh_at"]:
                 continue
+            t["refresh_at"] = time.time() + 10  # if this request fails, the next pass retries in 10 s
             req = t["request"]
             res = self.api.post(f"/api/v1/namespaces/{rec.namespace}/serviceaccounts/{req['sa']}/token", {
                 "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
