@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.lab import config as C
 from tests.lab import netns
 from tests.lab.fixtures import Lab, deployment, pod_manifest, statefulset
 from tests.lab.rest import ApiError, Rest
@@ -424,13 +425,13 @@ def test_external_targets_need_a_control_probe_that_reaches_them(lab: Lab, lab_n
     suite = {"name": "external", "cases": [
         {"name": "no-internet", "from": {"namespace": ns, "pod": "src"}, "to": {"cidr": "0.0.0.0/0"},
          "port": 443, "expect": "deny"},
-        {"name": "no-apiserver", "from": {"namespace": ns, "pod": "src"}, "to": {"host": "169.254.77.1"},
-         "port": 6443, "expect": "deny"},
+        {"name": "no-apiserver", "from": {"namespace": ns, "pod": "src"}, "to": {"host": C.ROOT_IP},
+         "port": C.APISERVER_PORT, "expect": "deny"},
     ]}
     rc, report = run_monitor(write_config(lab, tmp_path), suite, tmp_path, "--no-store")
     internet, apiserver = case(report, "no-internet"), case(report, "no-apiserver")
     assert apiserver["result"] == "pass", apiserver
-    assert "control probe from netpol-drift/netpol-drift-control reached 169.254.77.1:6443/TCP" in \
+    assert f"control probe from netpol-drift/netpol-drift-control reached {C.ROOT_IP}:{C.APISERVER_PORT}/TCP" in \
         apiserver["flows"][0]["reason"]
     assert internet["result"] == "unknown" and internet["flows"][0]["verdict"] == "unknown", internet
     assert "nothing is known to answer at 0.0.0.1:443/TCP" in internet["flows"][0]["reason"]
