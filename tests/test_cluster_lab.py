@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -15,7 +14,7 @@ from monitor.cluster import ClusterAdapter, ClusterEvent
 from monitor.models import AdminPolicy, ContainerPort, Namespace, NetworkPolicy, Pod, Service
 from monitor.settings import ClusterSettings
 from monitor.snapshot import take_snapshot
-from tests.lab.fixtures import Lab, pod_manifest
+from tests.lab.fixtures import Lab, deployment, pod_manifest
 from tests.test_admin_policies_lab import admin_policy_crds
 
 pytestmark = pytest.mark.lab
@@ -33,11 +32,9 @@ def adapter(lab: Lab):
 def test_snapshot_holds_what_the_engine_needs(lab: Lab, lab_namespace: str, make_namespace, adapter) -> None:
     ns = lab_namespace
     other = make_namespace("blue", {"team": "blue"})
-    web = pod_manifest("web-6f7d8-abcde", {"app": "web", "pod-template-hash": "6f7d8"}, tcp=[("http", 8080)])
-    web["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-6f7d8",
-                                           "uid": str(uuid.uuid4()), "controller": True}]
+    [web] = lab.run_workloads(ns, [deployment("web", tcp=[("http", 8080)])])["web"]
     probe = pod_manifest("leftover-probe", {"app": "web", "netpol-drift.io/probe": "true"}, tcp=[])
-    pods = lab.run_pods(ns, [web, probe])
+    lab.run_pods(ns, [probe])
     lab.run_pods(other, [pod_manifest("db", {"app": "db"}, tcp=[5432])])
     lab.apply([{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
                 "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
@@ -52,7 +49,7 @@ def test_snapshot_holds_what_the_engine_needs(lab: Lab, lab_namespace: str, make
     assert names[other] == {"team": "blue", "kubernetes.io/metadata.name": other}
     [pod] = [p for p in snap.pods if p.namespace == ns]  # the probe-labelled pod is not part of a snapshot
     assert isinstance(pod, Pod)
-    assert pod.name == "web-6f7d8-abcde" and pod.ip == pods["web-6f7d8-abcde"]["status"]["podIP"]
+    assert pod.name == web["metadata"]["name"] and pod.ip == web["status"]["podIP"]
     assert pod.ports == (ContainerPort(8080, "TCP", "http"),) and pod.node == "lab-node"
     assert pod.workload == "Deployment/web"  # the ReplicaSet's hash is not part of the identity
     [svc] = [s for s in snap.services if s.namespace == ns]

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.lab import config as C
 from tests.lab.fixtures import Lab, pod_manifest
 
 pytestmark = pytest.mark.lab
@@ -44,7 +45,7 @@ def test_default_deny_ingress(lab: Lab, lab_namespace: str) -> None:
     assert lab.connect(cli, srv, 53, "UDP") in BLOCKED
     assert lab.connect(srv, cli, 80) in BLOCKED  # every pod of the namespace is selected
     # Egress is not restricted: srv still reaches a pod in another namespace-less target, the API server.
-    assert lab.connect(srv, "169.254.77.1", 6443) == "connected"
+    assert lab.connect(srv, C.ROOT_IP, C.APISERVER_PORT) == "connected"
 
 
 def test_allow_by_pod_selector(lab: Lab, lab_namespace: str) -> None:
@@ -140,7 +141,7 @@ def test_ipblock_egress(lab: Lab, lab_namespace: str) -> None:
 
     assert lab.connect(a, srv, 80) == "connected"
     assert lab.connect(a, b, 80) in BLOCKED
-    assert lab.connect(a, "169.254.77.1", 6443) in (*BLOCKED, "unreachable")
+    assert lab.connect(a, C.ROOT_IP, C.APISERVER_PORT) in (*BLOCKED, "unreachable")
 
 
 def test_many_blocked_connects_are_all_refused_at_once(lab: Lab, lab_namespace: str) -> None:

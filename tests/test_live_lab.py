@@ -15,15 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.lab import config as C
 from tests.lab import netns
-from tests.lab.fixtures import Lab, pod_manifest
+from tests.lab.fixtures import Lab, deployment, pod_manifest, statefulset
 from tests.lab.rest import ApiError, Rest
 
 pytestmark = pytest.mark.lab
@@ -33,33 +33,22 @@ PROBE_SELECTOR = "netpol-drift.io/probe=true"
 
 
 # ------------------------------------------------------------------------------------------------ the app
-def _owned(manifest: dict, kind: str, name: str, api_version: str = "apps/v1") -> dict:
-    """Pods as their controller would make them (the lab has no controller-manager): owner reference and,
-    for a Deployment's ReplicaSet, the pod-template-hash label."""
-    manifest["metadata"]["ownerReferences"] = [{"apiVersion": api_version, "kind": kind, "name": name,
-                                                "uid": str(uuid.uuid4()), "controller": True}]
-    return manifest
-
-
-def _deployment_pod(name: str, app: str, template_hash: str, tcp: list) -> dict:
-    m = pod_manifest(name, {"app": app, "pod-template-hash": template_hash}, tcp=tcp)
-    return _owned(m, "ReplicaSet", f"{app}-{template_hash}")
-
-
 def netpol(name: str, spec: dict) -> dict:
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name},
             "spec": spec}
 
 
 def deploy_three_tier(lab: Lab, ns: str) -> dict[str, dict]:
-    """frontend (1 replica) -> api (2 replicas, Service api:80 -> http) -> db (StatefulSet pod), default-deny
-    ingress, and one over-broad policy: api accepts `http` from every pod of the namespace."""
-    pods = lab.run_pods(ns, [
-        _deployment_pod("frontend-7c9d5-x1abc", "frontend", "7c9d5", [("http", 8080)]),
-        _deployment_pod("api-5f6b8-q2wer", "api", "5f6b8", [("http", 9000)]),
-        _deployment_pod("api-5f6b8-z9xcv", "api", "5f6b8", [("http", 9000)]),
-        _owned(pod_manifest("db-0", {"app": "db"}, tcp=[("postgres", 5432)]), "StatefulSet", "db"),
+    """frontend (Deployment, 1 replica) -> api (Deployment, 2 replicas, Service api:80 -> http) -> db
+    (StatefulSet, 1 replica), default-deny ingress, and one over-broad policy: api accepts `http` from every
+    pod of the namespace. Returns pod name -> pod (the controllers' pods: db-0, api-<hash>-<id>, ...)."""
+    workloads = lab.run_workloads(ns, [
+        deployment("frontend", tcp=[("http", 8080)]),
+        deployment("api", tcp=[("http", 9000)], replicas=2),
+        # Selected by its own label, so a test may relabel `app` without the StatefulSet letting the pod go.
+        statefulset("db", {"app": "db", "workload": "db"}, selector={"workload": "db"}, tcp=[("postgres", 5432)]),
     ])
+    pods = {p["metadata"]["name"]: p for ps in workloads.values() for p in ps}
     since = time.time()
     lab.apply([
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api"},
@@ -475,13 +464,13 @@ def test_external_targets_need_a_control_probe_that_reaches_them(lab: Lab, lab_n
     suite = {"name": "external", "cases": [
         {"name": "no-internet", "from": {"namespace": ns, "pod": "src"}, "to": {"cidr": "0.0.0.0/0"},
          "port": 443, "expect": "deny"},
-        {"name": "no-apiserver", "from": {"namespace": ns, "pod": "src"}, "to": {"host": "169.254.77.1"},
-         "port": 6443, "expect": "deny"},
+        {"name": "no-apiserver", "from": {"namespace": ns, "pod": "src"}, "to": {"host": C.ROOT_IP},
+         "port": C.APISERVER_PORT, "expect": "deny"},
     ]}
     rc, report = run_monitor(write_config(lab, tmp_path), suite, tmp_path, "--no-store")
     internet, apiserver = case(report, "no-internet"), case(report, "no-apiserver")
     assert apiserver["result"] == "pass", apiserver
-    assert "control probe from netpol-drift/netpol-drift-control reached 169.254.77.1:6443/TCP" in \
+    assert f"control probe from netpol-drift/netpol-drift-control reached {C.ROOT_IP}:{C.APISERVER_PORT}/TCP" in \
         apiserver["flows"][0]["reason"]
     assert internet["result"] == "unknown" and internet["flows"][0]["verdict"] == "unknown", internet
     assert "nothing is known to answer at 0.0.0.1:443/TCP" in internet["flows"][0]["reason"]

@@ -20,7 +20,8 @@ def test_one_broken_replica_is_the_reported_one(lab: Lab, lab_namespace: str, tm
     pods = deploy_three_tier(lab, ns)
     config = write_config(lab, tmp_path)
     suite = {"name": "replicas", "cases": [c for c in three_tier_suite(ns)["cases"] if c["name"] == "frontend-to-api"]}
-    healthy, broken = "api-5f6b8-q2wer", "api-5f6b8-z9xcv"
+    # The Deployment's two api pods, in name order (the order the reason lists them in): break the second.
+    healthy, broken = sorted(name for name in pods if name.startswith("api-"))
     with pod_fault(lab, pods[broken], "-p", "tcp", "--dport", "9000", "-j", "DROP"):
         rc, report = run_monitor(config, suite, tmp_path, "--no-store")
     [case] = report["cases"]

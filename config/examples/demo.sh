@@ -60,7 +60,7 @@ else
 fi
 "$PYBIN" -m tests.lab.demo_app delete >/dev/null || exit 1  # leftovers of an interrupted demo
 
-step "Deploy the shop: namespaces, one pod per workload (listening on its ports), the Service, the policies" \
+step "Deploy the shop: namespaces, its Deployments and StatefulSet (real controllers make the pods), the Service, the policies" \
   python -m tests.lab.demo_app apply
 "$PYBIN" -m tests.lab.demo_app apply || exit 1
 

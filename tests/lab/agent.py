@@ -1,6 +1,6 @@
 """The lab node agent: the kubelet of the lab, realizing pods as Linux network namespaces.
 
-Job (LAB.md "Lab node agent contract"): register Node lab-node (InternalIP 169.254.77.2, Ready); bind Pending
+Job (LAB.md "Lab node agent contract"): register Node lab-node (InternalIP 198.18.77.2, Ready); bind Pending
 pods to it; give each pod a network namespace and an IP from 10.244.0.0/24; report hostIP/podIP while Pending;
 wait until kube-router's rules mention the pod IP (probe pods do not wait, as with a real kubelet:
 LAB_START_BEFORE_RULES); run each container's command (image ignored; command mapped
@@ -8,6 +8,13 @@ to this host, the venv's bin dir first on PATH) in the pod namespace; report Run
 (exit code, reason, times, the termination message file's content <= 4 KiB); on deletion kill the processes,
 remove the namespace, free the IP and delete the pod with grace 0. It survives its own restart: at start it
 re-adopts the pods it still has state for and removes every pod namespace no live pod owns.
+
+Like a kubelet it also renews the node's Lease (every 10 s, so the node lifecycle controller keeps the node
+Ready), gives every container the `kubernetes` Service's KUBERNETES_SERVICE_* variables, and materializes the
+pod's volumes (projected ServiceAccount tokens from the TokenRequest API, refreshed at 80% of their life, the
+kube-root-ca.crt ConfigMap, downwardAPI, configMap, secret, emptyDir, persistentVolumeClaim) bind-mounted at
+their mountPaths in a mount namespace of the container's own (SANDBOX, which also realizes runAsUser and
+readOnlyRootFilesystem).
 
 Conventions: a container whose command is exactly ["lab-listener"], or that has no command at all, runs the lab
 listener (tests/lab/listener.py): real TCP and UDP servers on each declared containerPort. A container with a
@@ -43,6 +50,7 @@ from . import netns, procs
 from .rest import ApiError, Rest
 
 TERMINATION_MESSAGE_LIMIT = 4096
+LEASE_SECONDS = 40  # as a kubelet: renewed every 10 s, the node lifecycle controller's grace period is 40-50 s
 KUBE_ROUTER_WAIT = float(os.environ.get("LAB_KUBE_ROUTER_WAIT", "30"))
 # Which pods start their containers without waiting for kube-router's rules, as a real kubelet does (the CNI
 # programs a new pod's rules, and adds its IP to other pods' allow-lists, with a lag): `probe` (default: pods
@@ -56,6 +64,12 @@ PROBE_LABEL = "netpol-drift.io/probe"
 # a CNI programs a new pod's rules. kube-router alone, on an idle lab, syncs faster than a Python process starts.
 RULES_LAG = float(os.environ.get("LAB_RULES_LAG", "1.0"))
 POLL = 0.2
+KUBERNETES_SERVICE_ENV = {
+    "KUBERNETES_SERVICE_HOST": C.KUBERNETES_SERVICE_IP, "KUBERNETES_SERVICE_PORT": "443",
+    "KUBERNETES_SERVICE_PORT_HTTPS": "443", "KUBERNETES_PORT": f"tcp://{C.KUBERNETES_SERVICE_IP}:443",
+    "KUBERNETES_PORT_443_TCP": f"tcp://{C.KUBERNETES_SERVICE_IP}:443", "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+    "KUBERNETES_PORT_443_TCP_PORT": "443", "KUBERNETES_PORT_443_TCP_ADDR": C.KUBERNETES_SERVICE_IP,
+}
 
 # Runs inside `ip netns exec` (which gives it a private mount namespace): binds the pod's termination message
 # file over the container's terminationMessagePath, runs the command, records its exit code atomically.
@@ -73,12 +87,13 @@ exit "$rc"
 
 
 # Runs inside a further private mount namespace around the container's command only (the wrapper above keeps
-# a writable view for its own files): binds the pod's volumes (`src dst ro|rw` lines of $1), makes the root
+# a writable view for its own files): binds the pod's volumes (`src<TAB>dst<TAB>ro|rw` lines of $1), makes the root
 # filesystem read-only when $2 is 1 (readOnlyRootFilesystem: the working directory and HOME become read-only
 # too, as in a real container), then runs the command as its user (setpriv, from $3 when not empty).
 SANDBOX = r"""
 spec=$1 ro=$2 user=$3; shift 3
-while read -r src dst mode; do
+tab=$(printf '\t')
+while IFS="$tab" read -r src dst mode; do
   [ -n "$src" ] || continue
   mount --bind "$src" "$dst" || exit 126
   if [ "$mode" = ro ]; then mount -o remount,bind,ro "$dst" || exit 126; fi
@@ -119,6 +134,7 @@ class PodRec:
     dir: Path
     containers: list[dict[str, Any]] = field(default_factory=list)
     pgids: dict[str, int] = field(default_factory=dict)
+    tokens: list[dict[str, Any]] = field(default_factory=list)  # projected tokens: file, request, refresh_at
     start_time: str = ""
     started_at: str = ""
     started_mono: float = 0.0
@@ -131,8 +147,8 @@ class PodRec:
 
     def save(self) -> None:
         meta = {k: getattr(self, k) for k in ("uid", "namespace", "name", "netns", "veth", "ip", "containers",
-                                              "pgids", "start_time", "started_at", "deadline", "ready",
-                                              "running")}
+                                              "pgids", "tokens", "start_time", "started_at", "deadline",
+                                              "ready", "running")}
         tmp = self.dir / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.dir / "meta.json")
@@ -181,6 +197,31 @@ class Agent:
                             "lastTransitionTime": t}],
         }})
         log(f"node {C.NODE_NAME} registered and Ready")
+
+    def renew_lease(self) -> None:
+        """The node's heartbeat, as a kubelet sends it: kube-node-lease/<node>, renewed every 10 s."""
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{C.NODE_NAME}"
+        t = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        spec = {"holderIdentity": C.NODE_NAME, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": t}
+        try:
+            self.api.merge_patch(path, {"spec": spec})
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            node = self.api.get(f"/api/v1/nodes/{C.NODE_NAME}")
+            self.api.post(path.rsplit("/", 1)[0], {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": C.NODE_NAME, "ownerReferences": [{
+                    "apiVersion": "v1", "kind": "Node", "name": C.NODE_NAME, "uid": node["metadata"]["uid"]}]},
+                "spec": spec})
+
+    def heartbeat(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.renew_lease()
+            except Exception as e:  # keep beating through API hiccups; the controller tolerates a few misses
+                log(f"lease renewal failed: {e!r}")
+            self.stop.wait(10)
 
     # ----------------------------------------------------------------------------------------- addressing
     def allocate(self, preferred: str | None) -> str:
@@ -234,7 +275,7 @@ class Agent:
         max_age however many pods start at once)."""
         with self.rules_lock:
             if time.monotonic() - self.rules_at > max_age:
-                self.rules = netns.node_iptables()
+                self.rules = netns.node_iptables("filter")  # kube-proxy names pod IPs in nat
                 self.rules_at = time.monotonic()
             return self.rules
 
@@ -243,6 +284,7 @@ class Agent:
 
     def run(self) -> None:
         self.register_node()
+        threading.Thread(target=self.heartbeat, daemon=True, name="lease").start()
         self.adopt()
         last_node = time.monotonic()
         while not self.stop.is_set():
@@ -284,6 +326,10 @@ class Agent:
                 self.teardown(rec)
             elif rec.running:
                 self.check(rec)
+                try:
+                    self.refresh_tokens(rec)
+                except (ApiError, OSError, KeyError, ValueError) as e:  # one pod's token must not stop the pass
+                    log(f"{rec.namespace}/{rec.name}: token refresh failed: {e!r}")
 
     def spawn(self, uid: str, fn: Any, pod: dict[str, Any]) -> None:
         self.busy.add(uid)
@@ -373,8 +419,9 @@ class Agent:
         else:
             log(f"{rec.namespace}/{rec.name}: kube-router rules "
                 + (f"present after {time.monotonic() - t0:.2f}s" if synced else f"ABSENT after {KUBE_ROUTER_WAIT}s"))
+        volumes = self.prepare_volumes(rec, pod)
         for c in rec.containers:
-            rec.pgids[c["name"]] = self.exec_container(rec, c, pod)
+            rec.pgids[c["name"]] = self.exec_container(rec, c, pod, volumes)
         self.wait_listeners(rec)
         if racing and rec.cancel.wait(RULES_LAG):
             return
@@ -419,6 +466,7 @@ class Agent:
             "PATH": f"{C.VENV_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(rec.dir), "HOSTNAME": rec.name, "LANG": "C.UTF-8",
             procs.MARKER: str(self.paths.root), "LAB_PROC": f"pod:{rec.uid}", "LAB_POD_UID": rec.uid,
+            **KUBERNETES_SERVICE_ENV,  # a kubelet gives these to every pod, service links or not
         }
         fields = {"metadata.name": rec.name, "metadata.namespace": rec.namespace, "metadata.uid": rec.uid,
                   "spec.nodeName": C.NODE_NAME, "status.podIP": rec.ip, "status.hostIP": C.NODE_IP,
@@ -434,50 +482,36 @@ class Agent:
         return env
 
     # --------------------------------------------------------------------- volumes, user, read-only root
-    def _note_created(self, path: Path) -> None:
-        with open(self.paths.created_files, "a") as f:
-            f.write(f"{path}\n")
-
-    def _mount_point(self, path: str) -> None:
-        """A bind mount needs its target on the host: create missing directories, recorded for `down`."""
-        missing = []
-        p = Path(path)
-        while not p.exists():
-            missing.append(p)
-            p = p.parent
-        for d in reversed(missing):
-            d.mkdir()
-            self._note_created(d)
-
-    def volume_dirs(self, rec: PodRec, pod: dict[str, Any]) -> dict[str, Path]:
-        """Realizes the pod's volumes as host directories: configMap/secret (files from the API), emptyDir
-        (per pod, mode 0777 like a kubelet's), persistentVolumeClaim (per namespace and claim, kept until
-        `down`, so that the next pod of a CronJob sees what the last one wrote). fsGroup: the group owns the
-        volume and may write it (setgid), as a kubelet arranges for volumes that support ownership."""
+    def prepare_volumes(self, rec: PodRec, pod: dict[str, Any]) -> dict[str, Path]:
+        """Realizes each volume some container mounts as a host directory (as a kubelet's volume plugins
+        would), once per pod; returns volume name -> its directory. configMap/secret/downwardAPI and projected
+        (ServiceAccount tokens from the TokenRequest API, kube-root-ca.crt, ...) are written into the pod's
+        dir; emptyDir is per pod, mode 0777 like a kubelet's; persistentVolumeClaim is per namespace and claim,
+        kept until `down`, so that the next pod of a CronJob sees what the last one wrote. fsGroup: the group
+        owns the volume and may write it (setgid), as a kubelet arranges for volumes that support ownership.
+        An unsupported volume kind fails the pod with its name."""
         spec = pod["spec"]
         fs_group = (spec.get("securityContext") or {}).get("fsGroup")
+        mounted = {m["name"] for c in rec.containers for m in c.get("volumeMounts") or []}
         out: dict[str, Path] = {}
         for v in spec.get("volumes") or []:
             name = v["name"]
+            if name not in mounted:
+                continue
             if "persistentVolumeClaim" in v:
                 d = self.paths.root / "pvc" / rec.namespace / v["persistentVolumeClaim"]["claimName"]
             else:
                 d = rec.dir / "volumes" / name
             d.mkdir(parents=True, exist_ok=True)
-            if "configMap" in v or "secret" in v:
-                kind, ref = ("configmaps", v["configMap"]["name"]) if "configMap" in v else \
-                    ("secrets", v["secret"]["secretName"])
-                obj = self.api.get(f"/api/v1/namespaces/{rec.namespace}/{kind}/{ref}")
-                data = {k: val.encode() for k, val in (obj.get("data") or {}).items()} if kind == "configmaps" \
-                    else {k: base64.b64decode(val) for k, val in (obj.get("data") or {}).items()}
-                for key, content in data.items():
-                    (d / key).write_bytes(content)
-                    (d / key).chmod(0o644)
+            if "projected" in v:
+                for src in v["projected"].get("sources") or []:
+                    self.volume_source(rec, pod, src, d)
             elif "emptyDir" in v:
                 d.chmod(0o777)
+            elif kind := next((k for k in ("configMap", "secret", "downwardAPI") if k in v), None):
+                self.volume_source(rec, pod, {kind: v[kind]}, d)
             elif "persistentVolumeClaim" not in v:
-                raise RuntimeError(f"volume {name}: only configMap, secret, emptyDir and persistentVolumeClaim "
-                                   f"are realized by the lab")
+                raise RuntimeError(f"volume {name}: kind {sorted(set(v) - {'name'})} not supported by the lab")
             if fs_group is not None and "emptyDir" not in v:
                 for f in [d, *d.rglob("*")]:
                     os.chown(f, -1, int(fs_group))
@@ -485,17 +519,105 @@ class Agent:
             out[name] = d
         return out
 
+    def volume_source(self, rec: PodRec, pod: dict[str, Any], src: dict[str, Any], d: Path) -> None:
+        base = f"/api/v1/namespaces/{rec.namespace}"
+        if sat := src.get("serviceAccountToken"):
+            req = {"audiences": [sat["audience"]] if sat.get("audience") else [],
+                   "expirationSeconds": int(sat.get("expirationSeconds") or 3600),
+                   "sa": pod["spec"].get("serviceAccountName") or "default"}
+            rec.tokens.append({"file": str(d / sat["path"]), "request": req, "refresh_at": 0})
+            self.refresh_tokens(rec)
+            return
+        if ref := src.get("configMap") or src.get("secret"):
+            kind = "configmaps" if "configMap" in src else "secrets"
+            name = ref.get("name") or ref.get("secretName")
+            obj = self.get_soon(f"{base}/{kind}/{name}")
+            if obj is None:
+                if ref.get("optional"):
+                    return
+                raise RuntimeError(f"{kind[:-1]} {rec.namespace}/{name} not found (mounted by the pod)")
+            data = {k: v.encode() for k, v in (obj.get("data") or {}).items()} if kind == "configmaps" else {
+                k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+            items = ref.get("items") or [{"key": k, "path": k} for k in data]
+            for it in items:
+                write_atomic(d / it["path"], data[it["key"]])
+            return
+        if dapi := src.get("downwardAPI"):
+            md = pod["metadata"]
+            for it in dapi.get("items") or []:
+                fp = (it.get("fieldRef") or {}).get("fieldPath", "")
+                if fp in ("metadata.labels", "metadata.annotations"):
+                    value = "\n".join(f'{k}="{v}"' for k, v in sorted((md.get(fp[9:]) or {}).items()))
+                else:
+                    value = {"metadata.name": md["name"], "metadata.namespace": md["namespace"],
+                             "metadata.uid": md["uid"]}.get(fp, "")
+                write_atomic(d / it["path"], value.encode())
+            return
+        raise RuntimeError(f"projected volume source {sorted(src)} not supported by the lab")
+
+    def get_soon(self, path: str, timeout: float = 10.0) -> dict[str, Any] | None:
+        """GET that waits through 404s for a while, as a kubelet retries a volume: a new namespace's
+        kube-root-ca.crt comes a moment after the namespace. None if it never appears."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.api.get(path)
+            except ApiError as e:
+                if e.status != 404 or time.monotonic() > deadline:
+                    if e.status == 404:
+                        return None
+                    raise
+            time.sleep(0.2)
+
+    def refresh_tokens(self, rec: PodRec) -> None:
+        """TokenRequest for each projected token that is due: bound to the pod, refreshed at 80% of its life."""
+        for t in rec.tokens:
+            if time.time() < t["refresh_at"]:
+                continue
+            t["refresh_at"] = time.time() + 10  # if this request fails, the next pass retries in 10 s
+            req = t["request"]
+            res = self.api.post(f"/api/v1/namespaces/{rec.namespace}/serviceaccounts/{req['sa']}/token", {
+                "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": req["audiences"], "expirationSeconds": req["expirationSeconds"],
+                         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": rec.name, "uid": rec.uid}}})
+            write_atomic(Path(t["file"]), res["status"]["token"].encode())
+            expires = dt.datetime.fromisoformat(res["status"]["expirationTimestamp"].replace("Z", "+00:00"))
+            life = min(expires.timestamp() - time.time(), 24 * 3600)  # a kubelet also refreshes daily
+            t["refresh_at"] = time.time() + 0.8 * life
+            if rec.running:
+                rec.save()
+
+    def mount_point(self, path: str, is_dir: bool) -> bool:
+        """Makes sure a mount target exists on the host (what it creates is recorded for `down` to remove);
+        False when it cannot be made."""
+        target = Path(path)
+        if target.exists():
+            return True
+        missing = [a for a in [target, *target.parents] if not a.exists()][::-1]
+        try:
+            for a in missing:
+                if a == target and not is_dir:
+                    a.touch()
+                else:
+                    a.mkdir(exist_ok=True)
+                with open(self.paths.created_files, "a") as f:
+                    f.write(f"{a}\n")
+        except OSError as e:
+            log(f"cannot create mount point {path}: {e}")
+            return False
+        return True
+
     def sandbox(self, rec: PodRec, c: dict[str, Any], pod: dict[str, Any], volumes: dict[str, Path]) -> list[str]:
         """The argv prefix that gives the container its volumes, read-only root and user (or [] when it has
-        none of them)."""
+        none of them): every volume mount is made here, in a mount namespace of the container's own."""
         pod_sc = pod["spec"].get("securityContext") or {}
         sc = {**pod_sc, **(c.get("securityContext") or {})}
         lines = []
         for m in c.get("volumeMounts") or []:
-            if m.get("subPath"):
-                raise RuntimeError(f"volumeMount {m['name']}: subPath is not realized by the lab")
-            self._mount_point(m["mountPath"])
-            lines.append(f"{volumes[m['name']]} {m['mountPath']} {'ro' if m.get('readOnly') else 'rw'}")
+            src = volumes[m["name"]] / m.get("subPath", "")
+            if not self.mount_point(m["mountPath"], is_dir=src.is_dir()):
+                raise RuntimeError(f"container {c['name']}: cannot create mountPath {m['mountPath']}")
+            lines.append(f"{src}\t{m['mountPath']}\t{'ro' if m.get('readOnly') else 'rw'}")
         ro = bool(sc.get("readOnlyRootFilesystem"))
         user = ""
         if sc.get("runAsUser") is not None:
@@ -510,22 +632,17 @@ class Agent:
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", SANDBOX, "sh", str(spec_file),
                 "1" if ro else "0", user]
 
-    def exec_container(self, rec: PodRec, c: dict[str, Any], pod: dict[str, Any]) -> int:
+    def exec_container(self, rec: PodRec, c: dict[str, Any], pod: dict[str, Any], volumes: dict[str, Path]) -> int:
         name = c["name"]
         msg_file = rec.dir / f"{name}.termination-log"
         msg_file.write_bytes(b"")
         msg_file.chmod(0o666)  # the container's user writes it, whoever that is (a kubelet arranges the same)
         rec.dir.chmod(0o755)
-        prefix = self.sandbox(rec, c, pod, self.volume_dirs(rec, pod))
+        prefix = self.sandbox(rec, c, pod, volumes)
         target = c.get("terminationMessagePath", "/dev/termination-log")
-        if target and not os.path.exists(target):
-            if os.path.isdir(os.path.dirname(target)):
-                Path(target).touch()
-                with open(self.paths.created_files, "a") as f:
-                    f.write(target + "\n")
-            else:
-                log(f"{rec.namespace}/{rec.name}: no directory for terminationMessagePath {target}")
-                target = ""
+        if target and not (os.path.isdir(os.path.dirname(target)) and self.mount_point(target, is_dir=False)):
+            log(f"{rec.namespace}/{rec.name}: no directory for terminationMessagePath {target}")
+            target = ""
         exit_file = rec.dir / f"{name}.exit"
         exit_file.unlink(missing_ok=True)
         argv = ["ip", "netns", "exec", rec.netns, "sh", "-c", WRAPPER, "sh", str(exit_file), str(msg_file),
@@ -659,6 +776,15 @@ class Agent:
         self.api.delete(f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}",
                         {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
                          "preconditions": {"uid": md["uid"]}})
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replaces the file in one rename, so a process reading a mounted token never sees half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o644)
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the lab's third-party binaries (etcd, kube-apiserver, kube-router) from the Go module proxy, once.
+# Builds the lab's third-party binaries (etcd, kube-apiserver, kube-controller-manager, kube-proxy,
+# kube-router) from the Go module proxy, once.
 # Each lands in $LAB_CACHE/<name>-<version>/<name>; a present binary is never rebuilt, so only the first run
 # on a machine pays. Nothing is written inside the repository.
 set -euo pipefail
@@ -40,9 +41,12 @@ build_etcd() {
   go build -trimpath -ldflags "-s -w" -o etcd go.etcd.io/etcd/server/v3
 }
 
-build_kube_apiserver() {
-  local k=$1 s="0.${1#1.}"
-  go mod init lab.local/apiserver
+# build_k8s CMD VERSION: one command of the k8s.io/kubernetes module (kube-apiserver, kube-controller-manager,
+# kube-proxy). Each gets the same throwaway wrapper module, so the module graph, and with it every compiled
+# package in the Go build cache, is shared: only the first of them pays for the common packages.
+build_k8s() {
+  local cmd=$1 k=$2 s="0.${2#1.}"
+  go mod init lab.local/kubernetes
   # k8s.io/kubernetes requires its staging modules at v0.0.0 via ./staging replaces, which a dependant cannot
   # see: point each at its published version.
   local kmod
@@ -50,20 +54,26 @@ build_kube_apiserver() {
   for m in $(sed -n 's#^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/.*#\1#p' "$kmod"); do
     go mod edit "-replace=$m=$m@v$s"
   done
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@v$k"
-  go build -trimpath -o kube-apiserver -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$k" \
-    k8s.io/kubernetes/cmd/kube-apiserver
+  go get "k8s.io/kubernetes/cmd/$cmd@v$k"
+  go build -trimpath -o "$cmd" -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$k" \
+    "k8s.io/kubernetes/cmd/$cmd"
 }
+
+build_kube_apiserver() { build_k8s kube-apiserver "$1"; }
+build_kube_controller_manager() { build_k8s kube-controller-manager "$1"; }
+build_kube_proxy() { build_k8s kube-proxy "$1"; }
 
 build_kube_router() {
   GOBIN=$PWD go install "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@v$1"
 }
 
-want=${*:-etcd kube-apiserver kube-router}
+want=${*:-etcd kube-apiserver kube-controller-manager kube-proxy kube-router}
 for w in $want; do
   case $w in
     etcd) build etcd "$ETCD_VERSION" build_etcd ;;
     kube-apiserver) build kube-apiserver "$K8S_VERSION" build_kube_apiserver ;;
+    kube-controller-manager) build kube-controller-manager "$K8S_VERSION" build_kube_controller_manager ;;
+    kube-proxy) build kube-proxy "$K8S_VERSION" build_kube_proxy ;;
     kube-router) build kube-router "$KUBE_ROUTER_VERSION" build_kube_router ;;
     *) say "unknown component $w"; exit 2 ;;
   esac

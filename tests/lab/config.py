@@ -30,8 +30,12 @@ LAB_CACHE = Path(
 LAB_STATE = Path(os.environ.get("LAB_STATE", "/run/netpol-drift-lab"))
 
 
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "kube-router")
+
+
 def binary(name: str) -> Path:
-    version = {"etcd": ETCD_VERSION, "kube-apiserver": K8S_VERSION, "kube-router": KUBE_ROUTER_VERSION}[name]
+    version = {"etcd": ETCD_VERSION, "kube-apiserver": K8S_VERSION, "kube-controller-manager": K8S_VERSION,
+               "kube-proxy": K8S_VERSION, "kube-router": KUBE_ROUTER_VERSION}[name]
     return LAB_CACHE / f"{name}-{version}" / name
 
 
@@ -39,12 +43,17 @@ def binary(name: str) -> Path:
 NODE_NETNS = "labnode"
 ROOT_VETH = "nplab0"  # root-namespace end of the node link
 NODE_VETH = "nplab1"  # node-namespace end
-ROOT_IP = "169.254.77.1"
-NODE_IP = "169.254.77.2"
+# The link is 198.18.77.0/30 (RFC 2544 benchmarking space: routable but never used by real networks), not
+# link-local: the API server's address is the `kubernetes` Service's endpoint, and the API rejects link-local
+# endpoint addresses (169.254.0.0/16) with "may not be in the link-local range".
+ROOT_IP = "198.18.77.1"
+NODE_IP = "198.18.77.2"
 LINK_PREFIX = 30
 POD_CIDR = "10.244.0.0/24"
 POD_GATEWAY = "169.254.1.1"  # link-local next hop every pod uses; answered by proxy ARP on the host veth
 SERVICE_CIDR = "10.96.0.0/24"
+SA_ISSUER = "https://kubernetes.default.svc"  # also the API server's default token audience
+KUBERNETES_SERVICE_IP = "10.96.0.1"  # the default `kubernetes` Service: the first address of SERVICE_CIDR
 POD_NETNS_PREFIX = "lp-"  # pod network namespaces: lp-<12 hex of the pod uid>
 POD_VETH_PREFIX = "lv"  # node-side pod veths: lv<12 hex of the pod uid> (<= 15 chars)
 
@@ -53,6 +62,11 @@ ETCD_PEER_PORT = 2380
 APISERVER_PORT = 6443
 APISERVER_URL = f"https://{ROOT_IP}:{APISERVER_PORT}"
 KUBE_ROUTER_HEALTH_PORT = 20244  # inside the node namespace only
+KUBE_PROXY_HEALTHZ = "127.0.0.1:10256"  # inside the node namespace only
+KUBE_PROXY_METRICS = "127.0.0.1:10249"  # inside the node namespace only
+# What `up` builds; a lab of another layout (an older checkout's) is torn down and rebuilt, never repaired.
+# 2: kube-controller-manager, kube-proxy, ServiceAccount admission, the `kubernetes` Service's endpoints.
+LAYOUT = "2"
 
 NODE_NAME = "lab-node"
 MONITOR_NAMESPACE = "netpol-drift"
@@ -83,7 +97,14 @@ class Paths:
         self.logs = root / "logs"
         self.pids = root / "pids"
         self.agent = root / "agent"  # per-pod state of the node agent
-        self.created_files = root / "created-files"  # files outside root the lab created (removed by down)
+        self.created_files = root / "created-files"  # files/dirs outside root the lab created (removed by down)
+        self.layout = root / "layout"  # LAYOUT of the lab that runs
+
+    def token(self, identity: str) -> Path:
+        return self.pki / f"{identity}.token"
+
+    def kubeconfig(self, identity: str) -> Path:
+        return self.root / f"{identity}.kubeconfig"
 
     def pidfile(self, name: str) -> Path:
         return self.pids / f"{name}.pid"

@@ -1,4 +1,5 @@
-"""`up`, `down` and `status` of the lab: etcd, kube-apiserver, the node namespace, the node agent, kube-router.
+"""`up`, `down` and `status` of the lab: etcd, kube-apiserver, kube-controller-manager, the node namespace, the
+node agent, kube-proxy and kube-router.
 
 Job: bring the whole lab up in order (printing progress), tear down every process, namespace, link, route
 and file it made (idempotently), and say what runs. Must not: touch the root namespace's firewall, bind
@@ -22,7 +23,18 @@ from pathlib import Path
 from . import config as C
 from . import netns, procs
 
-COMPONENTS = ("etcd", "kube-apiserver", "agent", "kube-router")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "agent", "kube-proxy", "kube-router")
+
+# Static tokens: name -> (user, uid, groups). Each gets pki/<name>.token and <name>.kubeconfig in the state dir.
+IDENTITIES = {
+    "admin": (C.ADMIN_USER, "lab-admin", "system:masters"),
+    "kube-router": ("kube-router", "kube-router", "system:masters"),
+    "monitor": (C.MONITOR_USER, "netpol-drift-sa",
+                f"system:serviceaccounts,system:serviceaccounts:{C.MONITOR_NAMESPACE}"),
+    # The API server's bootstrap RBAC binds these user names to their own least-privilege ClusterRoles.
+    "kube-controller-manager": ("system:kube-controller-manager", "kube-controller-manager", ""),
+    "kube-proxy": ("system:kube-proxy", "kube-proxy", ""),
+}
 
 
 def say(msg: str) -> None:
@@ -40,7 +52,7 @@ def require_root() -> None:
 
 
 def _missing_binaries() -> list[str]:
-    return [str(C.binary(n)) for n in ("etcd", "kube-apiserver", "kube-router") if not C.binary(n).exists()]
+    return [str(C.binary(n)) for n in C.BINARIES if not C.binary(n).exists()]
 
 
 # ------------------------------------------------------------------------------------------------- credentials
@@ -52,18 +64,14 @@ def _credentials(p: C.Paths) -> None:
         subprocess.run(["openssl", "rsa", "-in", str(p.sa_key), "-pubout", "-out", str(p.sa_pub)],
                        check=True, capture_output=True)
     if not p.tokens.exists():
-        admin, monitor, router = (secrets.token_hex(24) for _ in range(3))
-        p.admin_token.write_text(admin)
-        p.monitor_token.write_text(monitor)
-        groups = f"system:serviceaccounts,system:serviceaccounts:{C.MONITOR_NAMESPACE}"
-        p.tokens.write_text(
-            f'{admin},{C.ADMIN_USER},lab-admin,"system:masters"\n'
-            f'{router},kube-router,kube-router,"system:masters"\n'
-            f'{monitor},{C.MONITOR_USER},netpol-drift-sa,"{groups}"\n'
-        )
-        (p.pki / "kube-router.token").write_text(router)
-        for f in (p.tokens, p.admin_token, p.monitor_token, p.pki / "kube-router.token"):
-            os.chmod(f, 0o600)
+        lines = []
+        for name, (user, uid, groups) in IDENTITIES.items():
+            token = secrets.token_hex(24)
+            p.token(name).write_text(token)
+            os.chmod(p.token(name), 0o600)
+            lines.append(f"{token},{user},{uid}" + (f',"{groups}"' if groups else ""))
+        p.tokens.write_text("\n".join(lines) + "\n")
+        os.chmod(p.tokens, 0o600)
 
 
 def _ca_file(p: C.Paths) -> Path:
@@ -134,6 +142,36 @@ def node_ready(p: C.Paths = C.PATHS) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
 
 
+def controllers_working(p: C.Paths = C.PATHS) -> bool:
+    """kube-controller-manager's ServiceAccount and root-CA publisher controllers have done their first work
+    (what pods need before they can be created and get their token)."""
+    try:
+        from .rest import Rest
+
+        api = Rest(p.admin_kubeconfig)
+        return (api.exists("/api/v1/namespaces/default/serviceaccounts/default")
+                and api.exists("/api/v1/namespaces/default/configmaps/kube-root-ca.crt"))
+    except Exception:
+        return False
+
+
+def kube_proxy_synced() -> bool:
+    """kube-proxy routes the `kubernetes` Service's ClusterIP to the API server in the node namespace."""
+    try:
+        nat = netns.node_iptables("nat")
+    except Exception:
+        return False
+    return f"-d {C.KUBERNETES_SERVICE_IP}/32" in nat and f"--to-destination {C.ROOT_IP}:{C.APISERVER_PORT}" in nat
+
+
+def layout(p: C.Paths = C.PATHS) -> str:
+    """The LAYOUT of the lab in the state dir ("1": the first one, which wrote no layout file)."""
+    try:
+        return p.layout.read_text().strip()
+    except OSError:
+        return "1"
+
+
 def kube_router_synced() -> bool:
     """kube-router has installed its top-level chains in the node namespace."""
     try:
@@ -152,15 +190,25 @@ def up(p: C.Paths = C.PATHS) -> bool:
         raise LabError("lab binaries missing (build them with `make lab-build` or `bash tests/lab/build.sh`): "
                        + ", ".join(missing))
     running = {n: procs.pid_of(n, p) for n in COMPONENTS}
+    if p.root.exists() and layout(p) != C.LAYOUT:
+        say(f"the lab in {p.root} has layout {layout(p)}, this checkout builds {C.LAYOUT}: rebuilding it")
+        down(p)
+        running = {n: None for n in COMPONENTS}
     if all(running.values()) and apiserver_ready(p) and node_ready(p):
         say(f"already up ({', '.join(f'{n}={pid}' for n, pid in running.items())})")
         return False
     if running["etcd"] and running["kube-apiserver"] and netns.netns_exists(C.NODE_NETNS) and apiserver_ready(p):
-        # Control plane fine, a node-side process died: restart just that, keeping everyone's pods.
+        # API server fine, another process died: restart just that, keeping everyone's pods.
+        if not running["kube-controller-manager"]:
+            say("kube-controller-manager not running: restarting it")
+            start_controller_manager(p)
         if not running["agent"]:
             say("node agent not running: restarting it (it re-adopts the pods)")
             start_agent(p)
             _wait(f"node {C.NODE_NAME} Ready", lambda: node_ready(p), 30, "agent", p)
+        if not running["kube-proxy"]:
+            say("kube-proxy not running: restarting it")
+            start_kube_proxy(p)
         if not running["kube-router"]:
             say("kube-router not running: restarting it")
             start_kube_router(p)
@@ -172,6 +220,7 @@ def up(p: C.Paths = C.PATHS) -> bool:
     for d in (p.root, p.logs, p.pids, p.agent):
         d.mkdir(parents=True, exist_ok=True)
     os.chmod(p.root, 0o755)
+    p.layout.write_text(C.LAYOUT + "\n")
     _credentials(p)
 
     say(f"node namespace {C.NODE_NETNS}: link {C.ROOT_VETH} {C.ROOT_IP} <-> {C.NODE_VETH} {C.NODE_IP}, "
@@ -198,20 +247,19 @@ def up(p: C.Paths = C.PATHS) -> bool:
         f"--etcd-servers=http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
         f"--bind-address={C.ROOT_IP}", f"--advertise-address={C.ROOT_IP}", f"--secure-port={C.APISERVER_PORT}",
         f"--cert-dir={p.cert_dir}",
-        "--service-account-issuer=https://kubernetes.default.svc",
+        f"--service-account-issuer={C.SA_ISSUER}",
         f"--service-account-key-file={p.sa_pub}", f"--service-account-signing-key-file={p.sa_key}",
+        # Default admission (ServiceAccount included: pods get their token volume) and the default `lease`
+        # endpoint reconciler (the `kubernetes` Service's endpoints are this server).
         f"--service-cluster-ip-range={C.SERVICE_CIDR}",
-        "--disable-admission-plugins=ServiceAccount", "--endpoint-reconciler-type=none",
         "--authorization-mode=RBAC", f"--token-auth-file={p.tokens}",
         "--anonymous-auth=false", "--profiling=false", "--v=1",
     ], paths=p)
     dt = _wait("kube-apiserver /readyz", lambda: apiserver_ready(p), 90, "kube-apiserver", p)
     say(f"kube-apiserver ready ({dt:.1f}s)")
 
-    _write_kubeconfig(p.admin_kubeconfig, C.ADMIN_USER, p.admin_token.read_text(), p)
-    _write_kubeconfig(p.monitor_kubeconfig, C.MONITOR_USER, p.monitor_token.read_text(), p)
-    _write_kubeconfig(p.root / "kube-router.kubeconfig", "kube-router",
-                      (p.pki / "kube-router.token").read_text(), p)
+    for name, (user, _, _) in IDENTITIES.items():
+        _write_kubeconfig(p.kubeconfig(name), user, p.token(name).read_text(), p)
 
     from . import kube
 
@@ -222,22 +270,58 @@ def up(p: C.Paths = C.PATHS) -> bool:
     kube.apply(rbac.read_text(), kubeconfig=p.admin_kubeconfig)
     say(f"applied {rbac.relative_to(C.REPO)} (monitor identity {C.MONITOR_USER})")
 
+    start_controller_manager(p)
+
     say("node agent")
     start_agent(p)
     dt = _wait(f"node {C.NODE_NAME} Ready", lambda: node_ready(p), 30, "agent", p)
     say(f"node {C.NODE_NAME} Ready ({dt:.1f}s)")
 
+    start_kube_proxy(p)
     start_kube_router(p)
     say(f"lab up in {time.monotonic() - t_start:.1f}s; admin kubeconfig {p.admin_kubeconfig}, "
         f"monitor kubeconfig {p.monitor_kubeconfig}")
     return True
 
 
+def start_controller_manager(p: C.Paths = C.PATHS) -> None:
+    say(f"kube-controller-manager {C.K8S_VERSION} (all default controllers, no serving port)")
+    procs.start("kube-controller-manager", [
+        str(C.binary("kube-controller-manager")), f"--kubeconfig={p.kubeconfig('kube-controller-manager')}",
+        "--leader-elect=false", "--use-service-account-credentials",
+        "--secure-port=0",  # nothing to serve: readiness is seen in the API (below)
+        f"--service-account-private-key-file={p.sa_key}", f"--root-ca-file={_ca_file(p)}",
+        f"--service-cluster-ip-range={C.SERVICE_CIDR}", f"--cluster-cidr={C.POD_CIDR}",
+        "--allocate-node-cidrs=false",  # the agent registers the node with its podCIDR
+        "--controllers=*", "--profiling=false", "--v=1",
+    ], paths=p)
+    dt = _wait("the default ServiceAccount and kube-root-ca.crt", lambda: controllers_working(p), 60,
+               "kube-controller-manager", p)
+    say(f"kube-controller-manager working ({dt:.1f}s)")
+
+
+def start_kube_proxy(p: C.Paths = C.PATHS) -> None:
+    say(f"kube-proxy {C.K8S_VERSION} in {C.NODE_NETNS} (iptables mode)")
+    procs.start("kube-proxy", [
+        "ip", "netns", "exec", C.NODE_NETNS, str(C.binary("kube-proxy")),
+        f"--kubeconfig={p.kubeconfig('kube-proxy')}", f"--hostname-override={C.NODE_NAME}",
+        "--proxy-mode=iptables", f"--cluster-cidr={C.POD_CIDR}",
+        # 0 = leave the conntrack sysctls alone (nf_conntrack_max is not per namespace and not ours to raise).
+        "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
+        "--conntrack-tcp-timeout-close-wait=0",
+        f"--healthz-bind-address={C.KUBE_PROXY_HEALTHZ}", f"--metrics-bind-address={C.KUBE_PROXY_METRICS}",
+        "--profiling=false", "--v=1",
+    ], paths=p)
+    dt = _wait(f"kube-proxy rules for the kubernetes Service ({C.KUBERNETES_SERVICE_IP})", kube_proxy_synced, 60,
+               "kube-proxy", p)
+    say(f"kube-proxy routing Services ({dt:.1f}s)")
+
+
 def start_kube_router(p: C.Paths = C.PATHS) -> None:
     say(f"kube-router {C.KUBE_ROUTER_VERSION} in {C.NODE_NETNS} (firewall only)")
     procs.start("kube-router", [
         "ip", "netns", "exec", C.NODE_NETNS, str(C.binary("kube-router")),
-        f"--kubeconfig={p.root / 'kube-router.kubeconfig'}", f"--hostname-override={C.NODE_NAME}",
+        f"--kubeconfig={p.kubeconfig('kube-router')}", f"--hostname-override={C.NODE_NAME}",
         "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
         f"--health-port={C.KUBE_ROUTER_HEALTH_PORT}", "--metrics-port=0",
         f"--service-cluster-ip-range={C.SERVICE_CIDR}", "--v=1",
@@ -276,11 +360,11 @@ def down(p: C.Paths = C.PATHS) -> None:
         say(f"removed pod netns {ns}")
     for item in netns.node_down():
         say(f"removed {item}")
-    for f in reversed(_created_files(p)):  # children before the directories the lab created for them
-        if f.is_file() and f.stat().st_size == 0:
+    for f in reversed(_created_files(p)):  # children first: a created dir goes once it is empty again
+        if f.is_file() and not f.is_symlink() and f.stat().st_size == 0:
             f.unlink()
             say(f"removed {f}")
-        elif f.is_dir() and not any(f.iterdir()):
+        elif f.is_dir() and not f.is_symlink() and not any(f.iterdir()):
             f.rmdir()
             say(f"removed {f}/")
     if p.root.exists():

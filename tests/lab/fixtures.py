@@ -1,7 +1,8 @@
 """pytest fixtures and helpers for tests that run against the lab.
 
 Job: a session-scoped `lab` (brought up if not running, taken down at the end only if this session brought it
-up), a fresh namespace per test (`lab_namespace`), and helpers to apply manifests, wait for pods, wait for
+up), a fresh namespace per test (`lab_namespace`), and helpers to apply manifests and real workloads
+(Deployments, StatefulSets: kube-controller-manager makes their pods), wait for pods and rollouts, wait for
 kube-router to have synced, and probe TCP/UDP from inside a pod's network namespace. Must not: skip when the
 lab cannot run (lab tests FAIL with the reason, e.g. "needs root"), or reuse a namespace between tests.
 """
@@ -24,7 +25,7 @@ import pytest
 
 from . import config as C
 from . import control, kube, netns, procs
-from .rest import ApiError, Rest
+from .rest import Rest
 
 PROBE = Path(__file__).with_name("probe.py")
 
@@ -42,6 +43,31 @@ def pod_manifest(name: str, labels: Mapping[str, str] | None = None, tcp: Iterab
                  "ports": ports}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": dict(labels or {})},
             "spec": {"containers": [container], "restartPolicy": "Never", **spec}}
+
+
+def workload_manifest(kind: str, name: str, labels: Mapping[str, str] | None = None,
+                      tcp: Iterable[int | tuple[str, int]] = (80,), udp: Iterable[int | tuple[str, int]] = (),
+                      replicas: int = 1, command: list[str] | None = None,
+                      selector: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A Deployment or StatefulSet of lab listeners (pod_manifest's ports); selector: the template's labels
+    unless given (relabelling a pod out of its workload's selector makes the controller let it go)."""
+    labels = dict(labels or {"app": name})
+    pod = pod_manifest(name, labels, tcp=tcp, udp=udp, command=command)
+    pod["spec"]["restartPolicy"] = "Always"  # the only one a workload's template may have
+    pod["spec"]["terminationGracePeriodSeconds"] = 2
+    spec: dict[str, Any] = {"replicas": replicas, "selector": {"matchLabels": dict(selector or labels)},
+                            "template": {"metadata": {"labels": labels}, "spec": pod["spec"]}}
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def deployment(name: str, labels: Mapping[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+    return workload_manifest("Deployment", name, labels, **kw)
+
+
+def statefulset(name: str, labels: Mapping[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+    return workload_manifest("StatefulSet", name, labels, **kw)
 
 
 class Lab:
@@ -62,28 +88,25 @@ class Lab:
         kube.delete(manifests, namespace=namespace, kubeconfig=self.kubeconfig)
 
     def create_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-        return self.api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
-                                                     "metadata": {"name": name, "labels": dict(labels or {})}})
+        """Creates the namespace and waits for its `default` ServiceAccount (the ServiceAccount admission
+        plugin rejects pods until kube-controller-manager has made it)."""
+        ns = self.api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                   "metadata": {"name": name, "labels": dict(labels or {})}})
+        self.wait_service_account(name)
+        return ns
 
-    def delete_namespace(self, name: str, timeout: float = 30.0) -> None:
-        """Deletes the namespace's pods (the agent finishes them), its other content, then the namespace itself
-        (finalized by hand: the lab has no namespace controller)."""
-        base = f"/api/v1/namespaces/{name}"
-        for path in (f"/apis/networking.k8s.io/v1/namespaces/{name}/networkpolicies", f"{base}/services",
-                     f"{base}/configmaps", f"/apis/discovery.k8s.io/v1/namespaces/{name}/endpointslices",
-                     f"{base}/pods"):
-            self.api.delete(path)
-        kube.wait_for(f"pods of namespace {name} to be gone",
-                      lambda: not self.api.get(f"{base}/pods")["items"], timeout)
-        self.api.delete(base)
-        try:
-            ns = self.api.get(base)
-        except ApiError as e:
-            if e.status == 404:
-                return
-            raise
-        ns["spec"]["finalizers"] = []
-        self.api.request("PUT", f"{base}/finalize", ns)
+    def wait_service_account(self, namespace: str, name: str = "default", timeout: float = 30.0) -> None:
+        _poll(f"ServiceAccount {namespace}/{name}",
+              lambda: self.api.exists(f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"), timeout)
+
+    def delete_namespace(self, name: str, timeout: float = 60.0) -> None:
+        """Deletes the namespace and waits until kube-controller-manager's namespace controller has removed
+        everything in it (the agent finishes its pods) and the namespace itself."""
+        self.api.delete(f"/api/v1/namespaces/{name}")
+        self.wait_gone(f"/api/v1/namespaces/{name}", timeout)
+
+    def wait_gone(self, path: str, timeout: float = 30.0) -> None:
+        _poll(f"{path} to be gone", lambda: not self.api.exists(path), timeout)
 
     def pod(self, namespace: str, name: str) -> dict[str, Any]:
         return self.api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
@@ -118,10 +141,51 @@ class Lab:
             names.append(m["metadata"]["name"])
         return {n: self.wait_running(namespace, n, timeout) for n in names}
 
+    def pods(self, namespace: str, selector: Mapping[str, str]) -> list[dict[str, Any]]:
+        sel = ",".join(f"{k}={v}" for k, v in selector.items())
+        return self.api.get(f"/api/v1/namespaces/{namespace}/pods", labelSelector=sel)["items"]
+
+    def wait_rollout(self, namespace: str, kind: str, name: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """Waits until the Deployment/StatefulSet has rolled out (every replica updated, ready and available,
+        no old or terminating pod left) and returns its pods, each Running with an IP, sorted by name."""
+        path = f"/apis/apps/v1/namespaces/{namespace}/{kind.lower()}s/{name}"
+
+        def check() -> list[dict[str, Any]] | None:
+            obj = self.api.get(path)
+            st, want = obj.get("status", {}), obj["spec"].get("replicas", 1)
+            if st.get("observedGeneration", 0) < obj["metadata"]["generation"]:
+                return None
+            counts = [st.get("updatedReplicas", 0), st.get("readyReplicas", 0), st.get("replicas", 0)]
+            if kind == "Deployment":
+                counts.append(st.get("availableReplicas", 0))
+            elif st.get("currentRevision") != st.get("updateRevision"):
+                return None
+            if counts != [want] * len(counts):
+                return None
+            pods = [p for p in self.pods(namespace, obj["spec"]["selector"]["matchLabels"])
+                    if any(o.get("controller") and o["kind"] in ("ReplicaSet", "StatefulSet")
+                           for o in p["metadata"].get("ownerReferences") or [])]  # not probe pods
+            live = [p for p in pods if not p["metadata"].get("deletionTimestamp")
+                    and p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")]
+            return sorted(live, key=lambda p: p["metadata"]["name"]) if len(live) == want == len(pods) else None
+
+        if not self.api.get(path)["spec"].get("replicas", 1):
+            _poll(f"{kind} {namespace}/{name} scaled to 0", lambda: check() == [], timeout)
+            return []
+        return _poll(f"{kind} {namespace}/{name} rolled out", check, timeout)
+
+    def run_workloads(self, namespace: str, manifests: Iterable[dict[str, Any]], timeout: float = 60.0
+                      ) -> dict[str, list[dict[str, Any]]]:
+        """Applies Deployments/StatefulSets and waits for each rollout; returns name -> its running pods."""
+        manifests = list(manifests)
+        self.apply(manifests, namespace=namespace)
+        return {m["metadata"]["name"]: self.wait_rollout(namespace, m["kind"], m["metadata"]["name"], timeout)
+                for m in manifests}
+
     def wait_pod_synced(self, pod_ip: str, timeout: float = 20.0) -> None:
         """kube-router's rules in the node namespace mention the pod IP."""
         pattern = re.compile(r"(?<![\d.])" + re.escape(pod_ip) + r"(?!\d)")
-        _poll(f"kube-router rules for {pod_ip}", lambda: pattern.search(netns.node_iptables()), timeout)
+        _poll(f"kube-router rules for {pod_ip}", lambda: pattern.search(netns.node_iptables("filter")), timeout)
 
     def wait_synced(self, since: float | None = None, timeout: float = 20.0, quiet: float = 0.3) -> None:
         """kube-router has finished a policy sync that started after `since` (default: now; pass the time

@@ -132,9 +132,11 @@ def pod_down(netns: str, veth: str, ip: str | None) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- the firewall
-def node_iptables() -> str:
-    """iptables-save of the node namespace (where kube-router's rules live)."""
-    return run(["ip", "netns", "exec", C.NODE_NETNS, "iptables-save"], timeout=20).stdout
+def node_iptables(table: str | None = None) -> str:
+    """iptables-save of the node namespace (kube-router's rules are in `filter`, kube-proxy's mostly in `nat`),
+    of one table if given."""
+    return run(["ip", "netns", "exec", C.NODE_NETNS, "iptables-save", *(["-t", table] if table else [])],
+               timeout=20).stdout
 
 
 def flush_conntrack() -> None:
