@@ -4,10 +4,8 @@ Job's pod really runs: its exact command, user, volumes and read-only root files
 
 from __future__ import annotations
 
-import base64
 import copy
 import shutil
-import uuid
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import yaml
 from monitor.settings import load_settings
 from monitor.store import Store
 from monitor.suite import load_suite
-from tests.lab.fixtures import Lab, pod_manifest
+from tests.lab.fixtures import Lab, deployment
 
 MANIFEST = Path(__file__).resolve().parents[1] / "deploy" / "run-once-cronjob.yaml"
 
@@ -63,9 +61,10 @@ def test_api_server_accepts_the_manifests(lab):
 # What the lab realizes of the pod (tests/lab/README.md): the exact command (mapped to this host's console
 # script), runAsUser/runAsGroup/fsGroup (setpriv), readOnlyRootFilesystem (`/` read-only in the command's own
 # mount namespace: working directory, HOME and /tmp included), the configMap, emptyDir and
-# persistentVolumeClaim volumes and their mounts. What it cannot: the image's own filesystem (the host's files
-# stand in for it), capabilities and seccomp, and the in-cluster ServiceAccount token (the lab has none yet), so
-# the test adds a Secret with the monitor's kubeconfig (the same identity and RBAC) and points KUBECONFIG at it.
+# persistentVolumeClaim volumes and their mounts, and the ServiceAccount token the admission plugin adds
+# (kube-api-access-*: a TokenRequest token for netpol-drift, read by uid 65532 under the read-only root): the
+# run takes the in-cluster path, as in a real cluster. What it cannot: the image's own filesystem (the host's
+# files stand in for it), capabilities and seccomp.
 DATA_DIR = "netpol-drift-data"
 
 
@@ -78,16 +77,13 @@ def _job_pod(name: str, docs: list[dict], lab_ns: str) -> tuple[dict, dict]:
     template = next(d for d in docs if d["kind"] == "CronJob")["spec"]["jobTemplate"]["spec"]["template"]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, **copy.deepcopy(template["metadata"])},
            "spec": copy.deepcopy(template["spec"])}
-    [container] = pod["spec"]["containers"]
-    container.setdefault("env", []).append({"name": "KUBECONFIG", "value": "/var/run/lab-credentials/kubeconfig"})
-    container["volumeMounts"].append({"name": "lab-credentials", "mountPath": "/var/run/lab-credentials",
-                                      "readOnly": True})
-    pod["spec"]["volumes"].append({"name": "lab-credentials", "secret": {"secretName": "lab-monitor-kubeconfig"}})
     return config, pod
 
 
 def _run_job_pod(lab: Lab, pod: dict) -> tuple[str, int, str]:
-    lab.api.post("/api/v1/namespaces/netpol-drift/pods", pod)
+    created = lab.api.post("/api/v1/namespaces/netpol-drift/pods", pod)
+    # Its only credential is the one the admission plugin mounts: the run must take the in-cluster path.
+    assert [v["name"] for v in created["spec"]["volumes"] if v["name"].startswith("kube-api-access-")], created
     name = pod["metadata"]["name"]
     try:
         done = lab.wait_finished("netpol-drift", name, timeout=150)
@@ -98,14 +94,8 @@ def _run_job_pod(lab: Lab, pod: dict) -> tuple[str, int, str]:
 
 
 def _deploy_two_workloads(lab: Lab, ns: str) -> None:
-    def owned(m: dict, app: str) -> dict:
-        m["metadata"]["labels"]["pod-template-hash"] = "5f6b8"
-        m["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{app}-5f6b8",
-                                             "uid": str(uuid.uuid4()), "controller": True}]
-        return m
-
-    lab.run_pods(ns, [owned(pod_manifest("frontend-5f6b8-a", {"app": "frontend"}, tcp=[("http", 8080)]), "frontend"),
-                      owned(pod_manifest("api-5f6b8-b", {"app": "api"}, tcp=[("http", 9000)]), "api")])
+    """Real Deployments: the lab's controller-manager garbage-collects pods whose owner does not exist."""
+    lab.run_workloads(ns, [deployment("frontend", tcp=[("http", 8080)]), deployment("api", tcp=[("http", 9000)])])
 
 
 @pytest.mark.lab
@@ -116,11 +106,7 @@ def test_the_job_pod_runs_with_its_read_only_root_and_keeps_history_on_its_claim
     docs = _docs()
     _deploy_two_workloads(lab, lab_namespace)
     config, pod = _job_pod("netpol-drift-run-1", docs, lab_namespace)
-    kubeconfig = lab.monitor_kubeconfig.read_bytes()
-    lab.apply([config, {"apiVersion": "v1", "kind": "Secret",
-                        "metadata": {"name": "lab-monitor-kubeconfig", "namespace": "netpol-drift"},
-                        "data": {"kubeconfig": base64.b64encode(kubeconfig).decode()}},
-               next(d for d in docs if d["kind"] == "PersistentVolumeClaim")])
+    lab.apply([config, next(d for d in docs if d["kind"] == "PersistentVolumeClaim")])
     claim_dir = lab.paths.root / "pvc" / "netpol-drift" / DATA_DIR
     shutil.rmtree(claim_dir, ignore_errors=True)  # what an earlier test session left on the lab's "disk"
     try:
@@ -154,5 +140,4 @@ def test_the_job_pod_runs_with_its_read_only_root_and_keeps_history_on_its_claim
         assert lab.api.get("/api/v1/pods", labelSelector="netpol-drift.io/probe=true")["items"] == []
     finally:
         lab.api.delete("/api/v1/namespaces/netpol-drift/configmaps/netpol-drift-config", {})
-        lab.api.delete("/api/v1/namespaces/netpol-drift/secrets/lab-monitor-kubeconfig", {})
         lab.api.delete(f"/api/v1/namespaces/netpol-drift/persistentvolumeclaims/{DATA_DIR}", {})
