@@ -65,13 +65,31 @@ def connection_lines(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_
     """The streamed tsv: `ns/src<TAB>ns/dst<TAB>CONNS` for each pod pair with any allowed connection."""
     matrix = class_matrix(snapshot, pod_cidrs)
     refs = [[p.ref for p in m] for m in matrix.members]
+    # The pods of each class as one newline-joined text: a group of destination classes is then one join of
+    # a few texts, and each source's lines one str.replace of its newlines (pod names hold no newline).
+    joined = ["\n".join(r) for r in refs]
+    text: dict[ConnSet, str] = {}
     for s, srcs in enumerate(refs):
-        groups = [(str(conns), sorted(bits_of(part))) for conns, part in matrix.row_groups(s) if conns]
-        for a in srcs:
+        groups = []
+        for conns, part in matrix.row_groups(s):
+            if not conns:
+                continue
+            tail = text.get(conns) or text.setdefault(conns, "\t" + str(conns) + "\n")
+            if part >> s & 1:  # the source's own class: each of its pods is left out of its own lines
+                groups.append((tail, _join(joined, part & ((1 << s) - 1)), _join(joined, part >> (s + 1) << (s + 1))))
+            else:
+                groups.append((tail, _join(joined, part), None))
+        for k, a in enumerate(srcs):
             # Lines for one source come out grouped by connection set; consumers key on the pair, not the order.
-            for text, dsts in groups:
-                tail = "\t" + text + "\n"
-                yield "".join(f"{a}\t{b}{tail}" for d in dsts for b in refs[d] if b != a)
+            for tail, dsts, above in groups:
+                if above is not None:
+                    dsts = "\n".join(t for t in (dsts, *srcs[:k], *srcs[k + 1:], above) if t)
+                if dsts:
+                    yield f"{a}\t{dsts.replace(chr(10), tail + a + chr(9))}{tail}"
+
+
+def _join(joined: list[str], classes: int) -> str:
+    return "\n".join(map(joined.__getitem__, bits_of(classes)))
 
 
 def address_warnings(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS) -> list[str]:

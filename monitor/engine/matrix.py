@@ -84,14 +84,19 @@ class ClassMatrix:
         parts = [(0, rest)]
         for bits, amask in by_bits.items():
             nxt = []
-            for mask, part in parts:
-                inside = part & bits
+            left = bits  # classes of `bits` not yet found in a part: the parts are disjoint, stop when none
+            for k, (mask, part) in enumerate(parts):
+                inside = part & left
                 if not inside:
                     nxt.append((mask, part))
                     continue
                 nxt.append((mask | amask, inside))
                 if inside != part:
-                    nxt.append((mask, part & ~bits))
+                    nxt.append((mask, part ^ inside))
+                left ^= inside
+                if not left:
+                    nxt += parts[k + 1:]
+                    break
             parts = nxt
         return groups + [(self.conns(mask), part) for mask, part in parts]
 
