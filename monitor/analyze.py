@@ -15,7 +15,7 @@ from monitor.engine.matrix import bits_of, class_matrix
 from monitor.engine.selectors import block_coverage, primary_cidrs
 from monitor.models import DEFAULT_POD_CIDRS, FlowResult, Outcome, Pod, Snapshot, Verdict
 from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
-from monitor.suite import Suite, expand_case
+from monitor.suite import Suite, expand_case, pods_by_namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +149,11 @@ def check_suite(snapshot: Snapshot, suite: Suite, pod_cidrs: Sequence[str] = DEF
     An answer that depends on an IP the manifests do not give is `unknown`, never a pass."""
     engine = Engine(snapshot, pod_cidrs)
     ns_labels = {n.name: dict(n.labels) for n in snapshot.namespaces}
+    by_namespace = pods_by_namespace(snapshot)
     checks = []
     for case in suite.cases:
         flows = []
-        for f in expand_case(snapshot, case, ns_labels):
+        for f in expand_case(snapshot, case, ns_labels, by_namespace):
             src = f.source_identity if f.source is None else f.source.ref
             dst = (f.destination.ref if isinstance(f.destination, Pod) else f.destination) or f.destination_identity
             if f.skip_reason:
