@@ -175,10 +175,17 @@ def _ip_matchers(snapshot: Snapshot) -> list:
     return list(matchers.values())
 
 
-def class_matrix(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS) -> ClassMatrix:
+def class_matrix(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS,
+                 members: list[list[Pod]] | None = None) -> ClassMatrix:
     """Pods without an IP follow the address model of Engine (evaluate.py): inside an ipBlock that holds
-    all or part of the pod CIDRs of the primary family, outside one that holds none."""
-    reps, members = pod_classes(snapshot)
+    all or part of the pod CIDRs of the primary family, outside one that holds none.
+
+    The matrix is over the snapshot's pod classes, or over `members`: groups of pods that are alike in this
+    snapshot (a finer grouping than pod_classes, such as pods alike in two snapshots at once)."""
+    if members is None:
+        reps, members = pod_classes(snapshot)
+    else:
+        reps = [m[0] for m in members]
     if snapshot.admin_policies:
         return _reference_matrix(snapshot, reps, members, pod_cidrs)
     return _NetworkPolicyMatrix(snapshot, reps, pod_cidrs).build(members)
