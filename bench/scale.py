@@ -10,7 +10,8 @@ layouts): 10,000 pods = 500 namespaces x 20 pods, 2,000 NetworkPolicies; 100,000
   one `kind: List` JSON dump (what `kubectl get -o json` writes);
 - `netpol-drift check` with a generated suite of 1,000 cases (600 workload -> workload, 300 labels ->
   workload, 100 namespace-wide -> workload, ports by number and by name);
-- `netpol-drift diff --before DIR --after DIR` where the after side has 10 policies removed and 10 changed;
+- `netpol-drift diff --before DIR --after DIR` where the after side has 3 policies removed and 2 opened to
+  their namespace;
 - a live snapshot (`ClusterAdapter.connect` + `take_snapshot`, the real kubernetes client over HTTP) against
   a stand-in API server in another process that answers the list calls with API-shaped objects (managed
   fields, owner references, conditions and container statuses included): the CPU of the monitor side.
@@ -178,7 +179,7 @@ def write_suite(objs: list[dict], path: Path, cases: int = 1000, seed: int = 7) 
     return path
 
 
-def changed_policies(objs: list[dict], seed: int = 11, removed: int = 10, changed: int = 10) -> list[dict]:
+def changed_policies(objs: list[dict], seed: int = 11, removed: int = 3, changed: int = 2) -> list[dict]:
     """The same cluster with `removed` NetworkPolicies gone and `changed` ones opened to their namespace."""
     rnd = random.Random(seed)
     policies = [i for i, o in enumerate(objs) if o["kind"] == "NetworkPolicy"]
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             print(row("`check` (1,000 cases, YAML)", r), flush=True)
             r = repeated([exe, "check", "--manifests", str(json_dir), "--suite", str(suite)], args.repeat, (0, 1))
             print(row("`check` (1,000 cases, JSON)", r), flush=True)
-            print(row("`diff --before --after` (10 policies removed, 10 changed, YAML)",
+            print(row("`diff --before --after` (3 policies removed, 2 changed, YAML)",
                       repeated([exe, "diff", "--before", str(yaml_dir), "--after", str(after_dir)], args.repeat)),
                   flush=True)
             live = live_snapshot(work, objs, args.repeat)
