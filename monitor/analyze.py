@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from monitor.engine import ConnSet, Engine
 from monitor.engine.evaluate import fill_template
-from monitor.engine.matrix import bits_of, class_matrix, pod_classes
+from monitor.engine.matrix import bits_of, class_matrix, comparable_matrices, pod_classes
 from monitor.engine.selectors import block_coverage, primary_cidrs
 from monitor.models import DEFAULT_POD_CIDRS, FlowResult, Outcome, Pod, Snapshot, Verdict
 from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
@@ -232,14 +232,15 @@ def reachability_diff(before: Snapshot, after: Snapshot, pod_cidrs: Sequence[str
             new_members.append([])
         old_members[j].append(p)
         new_members[j].append(after_by_ref[p.ref])
-    old_m = class_matrix(before, pod_cidrs, old_members)
-    new_m = class_matrix(after, pod_cidrs, new_members)
+    old_m, new_m, same_atoms = comparable_matrices(before, after, pod_cidrs, (old_members, new_members))
     order = {p.ref: i for i, p in enumerate(common)}
     causes_of = _SingleChangeCauses(before, diff, pod_cidrs)
     texts: dict[tuple[ConnSet, ConnSet], tuple[str, str, str, str]] = {}
     changes = []
     moved_rows: dict[int, list[tuple[int, str, ConnSet, ConnSet, tuple[str, str, str, str]]]] = {}
     for s in range(len(old_members)):
+        if same_atoms and old_m.row_of(s) == new_m.row_of(s):
+            continue
         old_row = _by_conns(old_m.row_groups(s))
         new_row = _by_conns(new_m.row_groups(s))
         changed = 0

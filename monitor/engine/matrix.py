@@ -191,6 +191,19 @@ def class_matrix(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDR
     return _NetworkPolicyMatrix(snapshot, reps, pod_cidrs).build(members)
 
 
+def comparable_matrices(before: Snapshot, after: Snapshot, pod_cidrs: Sequence[str],
+                        members: tuple[list[list[Pod]], list[list[Pod]]]) -> tuple[ClassMatrix, ClassMatrix, bool]:
+    """Two matrices over the same classes (members[0][i] in before are members[1][i] in after). With
+    NetworkPolicy only, both are cut into the same atoms, so equal rows (row_of) mean equal answers and a
+    diff compares rows without grouping them; the flag says whether that holds."""
+    if before.admin_policies or after.admin_policies:
+        return (class_matrix(before, pod_cidrs, members[0]), class_matrix(after, pod_cidrs, members[1]), False)
+    old = _NetworkPolicyMatrix(before, [m[0] for m in members[0]], pod_cidrs)
+    new = _NetworkPolicyMatrix(after, [m[0] for m in members[1]], pod_cidrs)
+    cut = old.connsets() + new.connsets()
+    return old.build(members[0], cut), new.build(members[1], cut), True
+
+
 # -------------------------------------------------------------------------------------------------- atoms
 def atoms_of(connsets: list[ConnSet]) -> tuple[list[ConnSet], dict[ConnSet, int]]:
     """The coarsest partition of the connection space that every given set is a union of; set -> atom mask."""
@@ -239,6 +252,7 @@ class _NetworkPolicyMatrix:
                 self.by_ns[p.namespace] |= 1 << i
         self.port_key = [tuple(cp for cp in p.ports if cp.name) for p in reps]  # what named ports resolve on
         self._named: dict[tuple[str, str], dict[int, int]] | None = None
+        self._connsets: list[ConnSet] | None = None
         self._ns_sel: dict[LabelSelector, int] = {}
         self._pod_sel: dict[LabelSelector, int] = {}
         self._ip_block: dict[object, int] = {}
@@ -331,7 +345,20 @@ class _NetworkPolicyMatrix:
                                                                                                  number)))
         return out
 
-    def build(self, members: list[list[Pod]]) -> ClassMatrix:
+    def connsets(self) -> list[ConnSet]:
+        """The connection sets of every piece of every rule that applies to some class."""
+        if self._connsets is None:
+            self._connsets = []
+            for policy in self.snapshot.policies:
+                sel = self.filter_pods(policy.pod_selector, self.by_ns.get(policy.namespace, 0))
+                for direction in ("ingress", "egress"):
+                    if sel and direction.capitalize() in policy.policy_types:
+                        self._connsets += [c for _, _, c in self.rule_pieces(policy, direction, sel)]
+        return self._connsets
+
+    def build(self, members: list[list[Pod]], cut: list[ConnSet] | None = None) -> ClassMatrix:
+        """The matrix; its atoms are cut by this snapshot's rules, or by `cut` (which must hold them: see
+        comparable_matrices)."""
         n, everyone = self.n, self.everyone
         policies = self.snapshot.policies
         selected_in = [0] * len(policies)
@@ -356,10 +383,7 @@ class _NetworkPolicyMatrix:
             for j in prof:
                 if j not in egress_pieces:
                     egress_pieces[j] = self.rule_pieces(policies[j], "egress", 0)
-        all_conns = [c for _, _, c in ingress_pieces]
-        for pieces in egress_pieces.values():
-            all_conns += [c for _, _, c in pieces]
-        atoms, masks = atoms_of(all_conns)
+        atoms, masks = atoms_of(self.connsets() if cut is None else cut)
         full_mask = (1 << len(atoms)) - 1
 
         # A row is (classes reached on every connection, {atom: classes reached on that atom only}): rules
