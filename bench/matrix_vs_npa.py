@@ -9,10 +9,11 @@ measures our side only. Nothing here downloads or builds it.
 Manifests from tests/gen.py (Deployments with one replica, random labels, 2 named container ports each,
 NetworkPolicies mixing every v1 feature, the "balanced" mix of bench/matrix_vs_nca.py). netpol-analyzer
 rejects a named port in a rule towards an ipBlock ("cannot convert named port for an IP destination"), so
-the generator's named policy ports are turned into numbers in rules that have an ipBlock peer; everything
-else is the same file for both tools. Each tool runs as a whole process on the same directory (`netpolicy
-list --dirpath DIR -o txt -q` against `netpol-drift matrix --manifests DIR --format tsv`), with a time limit
-per run; a run over the limit is reported as such, never as a time. It measures and reports only.
+the generator's named policy ports are turned into numbers in rules whose peers include addresses (an
+ipBlock peer, or no peers); everything else is the same file for both tools. Each tool runs as a whole
+process on the same directory (`netpolicy list --dirpath DIR -o txt -q` against `netpol-drift matrix
+--manifests DIR --format tsv`), with a time limit per run; a run over the limit is reported as such, never
+as a time. It measures and reports only.
 """
 
 from __future__ import annotations
@@ -42,14 +43,15 @@ MIX = dict(egress_share=0.5, ipblock_share=0.1, ports_per_pod=2)
 
 
 def accepted_by_netpol_analyzer(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Named policy ports become the port numbers in rules with an ipBlock peer (netpol-analyzer refuses
-    those); the rest is unchanged."""
+    """Named policy ports become port numbers in rules whose peers include addresses (an ipBlock, or no peers
+    at all): netpol-analyzer refuses those. The rest is unchanged."""
     for o in objs:
         if o["kind"] != "NetworkPolicy":
             continue
         for direction, key in (("ingress", "from"), ("egress", "to")):
             for rule in o["spec"].get(direction, []):
-                if any("ipBlock" in p for p in rule.get(key) or []):
+                peers = rule.get(key) or []  # no peers: every address too
+                if not peers or any("ipBlock" in p for p in peers):
                     for port in rule.get("ports") or []:
                         if isinstance(port.get("port"), str):
                             port["port"] = 8080
