@@ -6,7 +6,8 @@ netpol-analyzer (np-guard/netpol-analyzer, v1.4.4 measured) is not on any packag
 `cmd/netpolicy` yourself and point NETPOL_ANALYZER at the binary. Without it the benchmark says so and
 measures our side only. Nothing here downloads or builds it.
 
-Manifests from tests/gen.py (Deployments with one replica, random labels, 2 named container ports each,
+Manifests from tests/gen.py (Deployments with one replica, or at 10,000 pods the realistic shape of
+bench/scale.py; random labels, 2 named container ports each,
 NetworkPolicies mixing every v1 feature, the "balanced" mix of bench/matrix_vs_nca.py). netpol-analyzer
 rejects a named port in a rule towards an ipBlock ("cannot convert named port for an IP destination"), so
 the generator's named policy ports are turned into numbers in rules whose peers include addresses (an
@@ -38,7 +39,9 @@ from tests.gen import generate_cluster, write_manifests  # noqa: E402
 # pods -> generator arguments (namespaces x pods per namespace, policies: one per 10 pods up to 2,000)
 SIZES = {300: dict(namespaces=3, pods_per_ns=100, policies=30),
          1000: dict(namespaces=10, pods_per_ns=100, policies=100),
-         10000: dict(namespaces=500, pods_per_ns=20, policies=2000)}
+         # 10,000 pods in the realistic shape of bench/scale.py (ReplicaSets of 5 Pods, 20 port layouts)
+         10000: dict(namespaces=500, pods_per_ns=20, policies=2000, workload_kind="Pod", replicas=5,
+                     port_layouts=20)}
 MIX = dict(egress_share=0.5, ipblock_share=0.1, ports_per_pod=2)
 
 
