@@ -77,6 +77,7 @@ class ScheduleSettings:
     debounce_max_seconds: float = 30.0  # ...or this long after the first change, however busy the cluster is
     shutdown_grace_seconds: float = 20.0  # SIGTERM: a run may finish within this, else it is aborted
     reload_check_seconds: float = 5.0  # how often the config and suite files are checked for a change
+    watch_timeout_seconds: int = 300  # one watch request lasts this long, then resumes from its resourceVersion
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,8 @@ _CHOICES = {("probe", "refused_means"): ("allow", "deny", "unknown"),
             ("probe", "udp_refused_means"): ("allow", "deny", "unknown"),
             (None, "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR")}
 # Zero would mean "never" or "busy loop" here, neither of which anyone wants.
-_POSITIVE = {("schedule", "interval_seconds"), ("schedule", "reload_check_seconds"), ("leader", "lease_seconds"),
+_POSITIVE = {("schedule", "interval_seconds"), ("schedule", "reload_check_seconds"),
+             ("schedule", "watch_timeout_seconds"), ("leader", "lease_seconds"),
              ("leader", "renew_deadline_seconds"), ("leader", "retry_seconds"), ("probe", "run_deadline_seconds")}
 
 

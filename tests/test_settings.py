@@ -62,8 +62,9 @@ BAD = [
     ("section not a mapping", "store: sqlite\n", "{f}: store: must be a mapping"),
     ("unknown schedule key", "schedule: {interval: 60}\n",
      "{f}: schedule.interval: unknown key (known: debounce_max_seconds, debounce_seconds, interval_seconds, "
-     "jitter_seconds, reload_check_seconds, shutdown_grace_seconds)"),
-    ("zero interval", "schedule: {interval_seconds: 0}\n", "{f}: schedule.interval_seconds: must be more than 0, got 0"),
+     "jitter_seconds, reload_check_seconds, shutdown_grace_seconds, watch_timeout_seconds)"),
+    ("zero interval", "schedule: {interval_seconds: 0}\n",
+     "{f}: schedule.interval_seconds: must be more than 0, got 0"),
     ("listen without port", "web: {listen: localhost}\n",
      "{f}: web.listen: must be HOST:PORT with a port from 1 to 65535, got 'localhost'"),
     ("listen port out of range", "web: {listen: ':70000'}\n",
