@@ -248,6 +248,7 @@ class Service:
         known: dict[tuple[str, str], str] | None = None
         version = ""
         backoff = 1.0
+        absent_logged = False
         while not self._stopping.is_set():
             try:
                 if known is None:
@@ -270,8 +271,10 @@ class Service:
                             listed.get(key, "")))
                 known = listed
             except ClusterNotFoundError:
-                log.info("%s is not served by this cluster (no CRD): not watched, checked again in %.0f min",
-                         kind, _CRD_RECHECK_SECONDS / 60)
+                # Logged once; checked again now and then, quietly, in case the CRD gets installed.
+                log.log(logging.INFO if not absent_logged else logging.DEBUG,
+                        "%s is not served by this cluster (no CRD): not watched", kind)
+                absent_logged = True
                 if self._stopping.wait(_CRD_RECHECK_SECONDS):
                     return
                 known = None

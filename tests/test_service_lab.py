@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from monitor.errors import StoreError
 from monitor.store import RunSummary, Store
 from tests.lab.fixtures import Lab
 from tests.test_live_lab import REPO, _env, deploy_three_tier, netpol, probe_pods, three_tier_suite, write_config
@@ -81,7 +82,7 @@ class Serve:
         try:
             with Store.open(self.db) as store:
                 return sorted(store.history("lab"), key=lambda r: r.started_at)
-        except Exception:  # not created yet
+        except StoreError:  # not created yet
             return []
 
     def wait_runs(self, n: int, timeout: float = 90.0) -> list[RunSummary]:
