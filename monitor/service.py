@@ -59,6 +59,8 @@ WATCHED_KINDS = ("NetworkPolicy", *(kind for kind, _, _ in ADMIN_POLICY_APIS), "
 # Settings a running process cannot take over: they shape connections, the Lease or the listening socket.
 RESTART_ONLY = ("cluster", "store", "web", "leader", "log_level")
 _CRD_RECHECK_SECONDS = 300.0
+# How long an aborted run's worker and probe-pod deletion may take before the service goes on without them.
+_ABORT_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,9 +339,13 @@ class Service:
         began = time.monotonic()
         worker.start()
         deadline = self.settings.probe.run_deadline_seconds
-        worker.join(deadline)
-        if worker.is_alive():
+        end = began + deadline
+        while worker.is_alive() and not clock.aborted.is_set() and time.monotonic() < end:
+            worker.join(0.5)
+        if worker.is_alive() and not clock.aborted.is_set():
             self._abort(current, f"the run deadline ({deadline}s)", status="timeout")
+        elif worker.is_alive():  # aborted by stop() or a lost Lease: the worker gets as long as _abort gives it
+            worker.join(_ABORT_WAIT_SECONDS)
         status = current.cut or box.get("status") or "failed"
         outcome = RunOutcome(run_id, trigger, cause, status, time.monotonic() - began,
                              None if current.cut else box.get("live"), None if current.cut else box.get("recorded"),
@@ -399,20 +405,27 @@ class Service:
 
     def _abort(self, current: _Current, why: str, status: str = "aborted") -> None:
         """Cuts the run (its clock jumps past every deadline), deletes its probe pods (this run's and its
-        re-probe rounds'), and waits a little for the worker to clean up."""
+        re-probe rounds') and gives the worker and the deletion _ABORT_WAIT_SECONDS together: an API server
+        that hangs must not hold up a shutdown (the next leader's start-up sweep deletes what is left)."""
         log.warning("aborting run %s: %s", current.run_id, why)
         current.cut = status
         current.clock.abort()
+        cleanup = threading.Thread(target=self._delete_probe_pods, args=(current.run_id,), daemon=True,
+                                   name=f"abort-{current.run_id}")
+        cleanup.start()
+        end = time.monotonic() + _ABORT_WAIT_SECONDS
+        for t in (cleanup, current.worker):
+            t.join(max(0.0, end - time.monotonic()))
+
+    def _delete_probe_pods(self, run_id: str) -> None:
         try:
             pods, _ = self._runs.list_probe_pods(f"{PROBE_LABEL}=true")
             for p in pods:
                 run = dict(p.labels).get(RUN_LABEL, "")
-                if run == current.run_id or run.startswith(current.run_id + "-"):
+                if run == run_id or run.startswith(run_id + "-"):
                     self._runs.delete_pod(p.namespace, p.name)
         except ClusterError as e:
-            log.warning("run %s: could not delete its probe pods: %s (the next leader's sweep will)",
-                        current.run_id, e)
-        current.worker.join(10.0)
+            log.warning("run %s: could not delete its probe pods: %s (the next leader's sweep will)", run_id, e)
 
     def _after_run(self, outcome: RunOutcome) -> None:
         """THE place for work after each run: metrics first, then every hook in `self.after_run` (alerts).

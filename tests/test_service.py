@@ -110,18 +110,21 @@ def test_web_serves_healthz_readyz_and_metrics_on_one_port():
 
 
 # ---------------------------------------------------------------------------------------------- the service
-def write_config(tmp_path: Path, **schedule: float) -> Path:
+def write_config(tmp_path: Path, server: str | None = None, probe: dict | None = None,
+                 cluster: dict | None = None, **schedule: float) -> Path:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{free_port()}"}}],
+        "clusters": [{"name": "c", "cluster": {"server": server or f"http://127.0.0.1:{free_port()}"}}],
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
     suite = tmp_path / "suite.yaml"
     suite.write_text(SUITE.read_text())
     cfg = tmp_path / "netpol-drift.yaml"
     cfg.write_text(yaml.safe_dump({
-        "cluster": {"name": "unit", "kubeconfig": str(kubeconfig), "retries": 0, "request_timeout_seconds": 1},
+        "cluster": {"name": "unit", "kubeconfig": str(kubeconfig), "retries": 0, "request_timeout_seconds": 1,
+                    **(cluster or {})},
+        "probe": probe or {},
         "suite": str(suite), "store": {"url": f"sqlite:///{tmp_path / 'h.db'}"}, "leader": {"enabled": False},
         "schedule": {"interval_seconds": 3600, "jitter_seconds": 0, "reload_check_seconds": 0.2, **schedule}}))
     return cfg
@@ -265,6 +268,40 @@ def test_readiness_names_what_is_not_ready(tmp_path, service_of):
     assert not checks["api"].ok and "unreachable" in checks["api"].detail
     svc.stop()
     assert not {c.name: c for c in svc.readiness()}["scheduler"].ok
+
+
+@pytest.fixture
+def black_hole():
+    """An API server that accepts connections and never answers: a run that hangs in its first call."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_hung_run_is_cut_at_the_deadline_and_the_next_one_runs(tmp_path, service_of, black_hole):
+    cfg = write_config(tmp_path, server=black_hole, probe={"run_deadline_seconds": 1},
+                       cluster={"request_timeout_seconds": 30}, debounce_seconds=0.1)
+    svc, runs = service_of(cfg)
+    # Cut at 1 s; the abort then tries to delete its probe pods on the same hung API for at most 10 s.
+    [first] = runs.wait(1, timeout=20)
+    assert first.status == "timeout" and 1.0 <= first.seconds < 1 + 10 + 1
+    svc.changed("NetworkPolicy a/b modified")
+    second = runs.wait(2, timeout=20)[1]  # not blocked by the hung first run
+    assert second.trigger == "change" and second.status == "timeout"
+    assert sample(svc.metrics.render(), "netpol_drift_runs_total", trigger="startup", status="timeout") == 1.0
+
+
+def test_stop_lets_a_run_finish_within_the_grace_then_aborts_it(tmp_path, service_of, black_hole):
+    cfg = write_config(tmp_path, server=black_hole, probe={"run_deadline_seconds": 300},
+                       cluster={"request_timeout_seconds": 60}, shutdown_grace_seconds=1)
+    svc, runs = service_of(cfg)
+    time.sleep(0.5)  # the first run is now hanging in its first API call
+    began = time.monotonic()
+    svc.stop()
+    [outcome] = runs.wait(1, timeout=15)
+    assert outcome.status == "aborted"
+    assert time.monotonic() - began < 1 + 10 + 2  # grace, then at most the abort's wait for the worker
 
 
 def test_aborted_run_clock_has_passed_every_deadline():
