@@ -331,10 +331,10 @@ class Service:
             run_id = uuid.uuid4().hex[:10]
             clock = RunClock()
             box: dict = {}
-            worker = threading.Thread(target=self._execute_into, args=(box, run_id, trigger, clock, sweep),
+            cause = _describe_changes(changes) if changes else trigger
+            worker = threading.Thread(target=self._execute_into, args=(box, run_id, trigger, cause, clock, sweep),
                                       name=f"run-{run_id}", daemon=True)
             current = self._running = _Current(run_id, clock, worker)
-        cause = _describe_changes(changes) if changes else trigger
         log.info("run %s starting (trigger %s: %s)", run_id, trigger, cause)
         began = time.monotonic()
         worker.start()
@@ -362,10 +362,10 @@ class Service:
             due = max(0.0, min(sched.debounce_seconds, first + sched.debounce_max_seconds - time.monotonic()))
             self._scheduler.modify_job("run", next_run_time=datetime.now(UTC) + timedelta(seconds=due))
 
-    def _execute_into(self, box: dict, run_id: str, trigger: str, clock: RunClock, sweep: bool) -> None:
+    def _execute_into(self, box: dict, run_id: str, trigger: str, cause: str, clock: RunClock, sweep: bool) -> None:
         """The worker thread of one run. The top of a run: every failure is logged and counted, never raised."""
         try:
-            box["live"], box["recorded"] = self._execute(run_id, trigger, clock, sweep)
+            box["live"], box["recorded"] = self._execute(run_id, trigger, cause, clock, sweep)
             box["status"] = "ok" if box["live"].run.status == "ok" else "partial"
         except _Aborted:
             box["status"] = "aborted"
@@ -378,13 +378,14 @@ class Service:
                 log.exception("run %s failed", run_id)
                 box["status"], box["error"] = "failed", f"{type(e).__name__}: {e}"
 
-    def _execute(self, run_id: str, trigger: str, clock: RunClock, sweep: bool) -> tuple[LiveRun, Recorded]:
+    def _execute(self, run_id: str, trigger: str, cause: str, clock: RunClock,
+                 sweep: bool) -> tuple[LiveRun, Recorded]:
         loaded = self._loaded
         store = self._open_store()
         clock.check()
         now = datetime.now(UTC)  # the one reading of the wall clock for this run
         live = run_once(self._runs, loaded.suite, loaded.settings, now, run_id, trigger=trigger, sweep=sweep,
-                        clock=clock)
+                        clock=clock, trigger_detail=cause if trigger == "change" else None)
         clock.check()
 
         def again(flows, n):
