@@ -137,7 +137,7 @@ def test_policy_edit_triggers_a_run_that_names_its_trigger(lab: Lab, lab_namespa
     edited = break_api_to_db(lab, ns)
     runs = s.wait_runs(2, timeout=60)
     second = runs[1]
-    assert second.trigger == "change"
+    assert second.trigger == "change" and second.trigger_detail == f"NetworkPolicy {ns}/db-from-api modified"
     # within debounce (3 s) + one run: no waiting for the hour-long interval
     took = time.time() - edited
     assert took < 3 + 30, took
