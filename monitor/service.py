@@ -8,7 +8,9 @@ the config and suite files are re-read when they change (a ConfigMap update); re
 After each run, `_after_run` is the one place for follow-up work (metrics, then every `after_run` hook, e.g.
 the alerts); `add_periodic` schedules other leader-only work (e.g. the alert outbox sender).
 This module must not probe, compare or store by itself (monitor.run does, the store is handed in), print, or
-import kubernetes, sqlalchemy or prometheus_client (cluster.py, store/ and metrics.py own those).
+import kubernetes, sqlalchemy or prometheus_client (cluster.py, store/ and metrics.py own those; it loads
+kubernetes through monitor.cluster and loads prometheus_client through monitor.metrics at import time; the store
+only when it leads).
 """
 
 from __future__ import annotations
