@@ -383,7 +383,7 @@ class Service:
     def _execute(self, run_id: str, trigger: str, cause: str, clock: RunClock,
                  sweep: bool) -> tuple[LiveRun, Recorded]:
         loaded = self._loaded
-        store = self._open_store()
+        store = self.open_store()
         clock.check()
         now = datetime.now(UTC)  # the one reading of the wall clock for this run
         live = run_once(self._runs, loaded.suite, loaded.settings, now, run_id, trigger=trigger, sweep=sweep,
@@ -397,7 +397,7 @@ class Service:
         recorded = record_run(store, live, loaded.settings, now, loaded.suite_text, again)
         return live, recorded
 
-    def _open_store(self) -> Store:
+    def open_store(self) -> Store:
         """Opened by the leader only, which also brings the schema up to date (followers never migrate)."""
         if self._store is None:
             from monitor.store import Store
