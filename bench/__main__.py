@@ -13,6 +13,8 @@ BENCHMARKS = {
     "probe-fanout": "bench.probe_fanout",  # needs root and the lab
     "scale": "bench.scale",  # matrix/check/diff at 10,000 pods, live snapshot, 100,000 pods
     "store-year": "bench.store_year",  # a year of 5-minute runs in SQLite: bytes per run, size, query times
+    "serve-latency": "bench.serve_latency",  # needs root and the lab: policy apply -> stored drift run
+    "serve-memory": "bench.serve_memory",  # needs root and the lab: RSS of serve over 100 runs of 1,000 cases
 }
 # Run when no name is given: the ones that need nothing but this checkout.
 DEFAULT = ["matrix"]

@@ -72,7 +72,21 @@ class DriftSettings:
 @dataclass(frozen=True)
 class ScheduleSettings:
     interval_seconds: int = 300
-    debounce_seconds: float = 10.0
+    jitter_seconds: int = 30  # each scheduled run starts up to this much later: replicas of many clusters spread
+    debounce_seconds: float = 3.0  # a change triggers a run after this quiet period...
+    debounce_max_seconds: float = 30.0  # ...or this long after the first change, however busy the cluster is
+    shutdown_grace_seconds: float = 20.0  # SIGTERM: a run may finish within this, else it is aborted
+    reload_check_seconds: float = 5.0  # how often the config and suite files are checked for a change
+    watch_timeout_seconds: int = 300  # one watch request lasts this long, then resumes from its resourceVersion
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    enabled: bool = True  # false: this replica probes without a Lease (one replica only!)
+    lease_name: str = "netpol-drift"  # a coordination.k8s.io/v1 Lease in probe.namespace
+    lease_seconds: float = 15.0  # client-go's defaults: lease duration, renew deadline, retry period
+    renew_deadline_seconds: float = 10.0
+    retry_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,7 @@ class Settings:
     slack: SlackSettings = SlackSettings()
     alert: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
+    leader: LeaderSettings = LeaderSettings()
     suite: str | None = None  # path of the suite file
     log_level: str = "INFO"
     secrets: Secrets = Secrets()
@@ -144,6 +159,10 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
 _CHOICES = {("probe", "refused_means"): ("allow", "deny", "unknown"),
             ("probe", "udp_refused_means"): ("allow", "deny", "unknown"),
             (None, "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR")}
+# Zero would mean "never" or "busy loop" here, neither of which anyone wants.
+_POSITIVE = {("schedule", "interval_seconds"), ("schedule", "reload_check_seconds"),
+             ("schedule", "watch_timeout_seconds"), ("leader", "lease_seconds"),
+             ("leader", "renew_deadline_seconds"), ("leader", "retry_seconds"), ("probe", "run_deadline_seconds")}
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -170,6 +189,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
                              field=key)
     values = _build(Settings, raw, source, prefix="")
     values = _apply_env(values, env)
+    _check_relations(values, source)
     secrets = Secrets(**{k: env.get(ENV_PREFIX + v) or None for k, v in _SECRET_ENV.items()})
     return dataclasses.replace(values, secrets=secrets)
 
@@ -232,6 +252,10 @@ def _coerce(value, hint, source: str, key: str):
         raise InputError(f"must be one of {', '.join(choices)}, got {value!r}", file=source, field=key)
     if base in (int, float) and value < 0:
         raise InputError(f"must not be negative, got {value!r}", file=source, field=key)
+    if (section, name) in _POSITIVE and value <= 0:
+        raise InputError(f"must be more than 0, got {value!r}", file=source, field=key)
+    if (section, name) == ("web", "listen"):
+        parse_listen(value, source)
     return value
 
 
@@ -249,6 +273,28 @@ def parse_cidrs(value, source: str, key: str) -> tuple[str, ...]:
         except ValueError:
             raise InputError(f"invalid CIDR {item!r}", file=source, field=key) from None
     return tuple(cidrs)
+
+
+def parse_listen(value: str, source: str = "<settings>") -> tuple[str, int]:
+    """web.listen as (host, port): `HOST:PORT`, `:PORT` (every address) or `[IPv6]:PORT`."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"must be HOST:PORT with a port from 1 to 65535, got {value!r}", file=source,
+                         field="web.listen")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _check_relations(settings: Settings, source: str) -> None:
+    """Rules between two settings (one value alone cannot break them)."""
+    lead, sched = settings.leader, settings.schedule
+    if not lead.retry_seconds < lead.renew_deadline_seconds < lead.lease_seconds:
+        # A leader must give up (renew deadline) before the others may take over (lease), and retry in between.
+        raise InputError(f"must be less than leader.lease_seconds ({lead.lease_seconds:g}) and more than "
+                         f"leader.retry_seconds ({lead.retry_seconds:g}), got {lead.renew_deadline_seconds:g}",
+                         file=source, field="leader.renew_deadline_seconds")
+    if sched.debounce_max_seconds < sched.debounce_seconds:
+        raise InputError(f"must not be less than schedule.debounce_seconds ({sched.debounce_seconds:g}), "
+                         f"got {sched.debounce_max_seconds:g}", file=source, field="schedule.debounce_max_seconds")
 
 
 def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:

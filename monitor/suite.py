@@ -295,6 +295,23 @@ def resolve_pods(snapshot: Snapshot, endpoint: Endpoint, ns_labels: dict[str, di
     return tuple(out)
 
 
+def suite_namespaces(suite: Suite) -> frozenset[str] | None:
+    """The namespaces whose pods the suite can touch; None when a case reaches any (a namespace selector, or a
+    selector with no namespace)."""
+    names: set[str] = set()
+    for case in suite.cases:
+        for e in (case.source, case.destination):
+            if e.is_address:
+                continue
+            if e.service:
+                names.add(e.service.partition("/")[0])
+            elif e.namespace and e.namespace_selector is None:
+                names.add(e.namespace)
+            else:
+                return None
+    return frozenset(names)
+
+
 def validate_suite(suite: Suite, snapshot: Snapshot) -> None:
     """Names that cannot exist are input errors (a missing namespace is a typo, not an empty result)."""
     namespaces = {n.name for n in snapshot.namespaces}

@@ -40,8 +40,8 @@ def test_settings_are_frozen():
 
 
 BAD = [
-    ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: alert, cluster, drift, log_level, probe, "
-                                         "schedule, slack, store, suite, web)"),
+    ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: alert, cluster, drift, leader, "
+                                         "log_level, probe, schedule, slack, store, suite, web)"),
     ("unknown key", "probe: {timeout: 3}\n", "{f}: probe.timeout: unknown key (known: concurrency, image, "
                                             "lease_seconds, namespace, per_node, refused_means, "
                                             "run_deadline_seconds, settle_seconds, timeout_seconds, "
@@ -60,6 +60,22 @@ BAD = [
     ("secret in file", "secrets: {slack_token: x}\n",
      "{f}: secrets: secrets are read only from the environment (NETPOL_DRIFT_*)"),
     ("section not a mapping", "store: sqlite\n", "{f}: store: must be a mapping"),
+    ("unknown schedule key", "schedule: {interval: 60}\n",
+     "{f}: schedule.interval: unknown key (known: debounce_max_seconds, debounce_seconds, interval_seconds, "
+     "jitter_seconds, reload_check_seconds, shutdown_grace_seconds, watch_timeout_seconds)"),
+    ("zero interval", "schedule: {interval_seconds: 0}\n",
+     "{f}: schedule.interval_seconds: must be more than 0, got 0"),
+    ("listen without port", "web: {listen: localhost}\n",
+     "{f}: web.listen: must be HOST:PORT with a port from 1 to 65535, got 'localhost'"),
+    ("listen port out of range", "web: {listen: ':70000'}\n",
+     "{f}: web.listen: must be HOST:PORT with a port from 1 to 65535, got ':70000'"),
+    ("renew deadline not below lease", "leader: {lease_seconds: 10, renew_deadline_seconds: 10}\n",
+     "{f}: leader.renew_deadline_seconds: must be less than leader.lease_seconds (10) and more than "
+     "leader.retry_seconds (2), got 10"),
+    ("debounce cap below debounce", "schedule: {debounce_seconds: 5, debounce_max_seconds: 2}\n",
+     "{f}: schedule.debounce_max_seconds: must not be less than schedule.debounce_seconds (5), got 2"),
+    ("leader flag not a bool", "leader: {enabled: sometimes}\n",
+     "{f}: leader.enabled: must be true or false, got 'sometimes'"),
     ("not YAML", "store: [\n",
      "{f}: not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)"),
 ]

@@ -166,7 +166,8 @@ def show_command(args: argparse.Namespace) -> int:
                "events": [to_jsonable(e) for e in events]})
         return 0
     paint = stdout_painter()
-    print(f"run {run.id} of {run.cluster}: {run.started_at} .. {run.finished_at or '?'}, {run.trigger}, "
+    trigger = f"{run.trigger} ({run.trigger_detail})" if run.trigger_detail else run.trigger
+    print(f"run {run.id} of {run.cluster}: {run.started_at} .. {run.finished_at or '?'}, {trigger}, "
           f"{run.status}{' (' + run.error + ')' if run.error else ''}")
     print(f"snapshot {run.snapshot_digest}  suite {run.suite_digest}  known-good: {_mark(summary) or 'no'}")
     print(table(["CASE", "SOURCE", "DESTINATION", "PORT", "EXPECTED", "INTENT", "OUTCOME", "VERDICT",
