@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 
-from monitor import analyze
-from monitor.cli import warn
+from monitor import analyze, report
+from monitor.cli import outputs, warn
 from monitor.errors import InputError
 from monitor.manifests import load_manifests
 from monitor.models import PROTOCOLS, UNVERIFIED_STATUSES, Snapshot, Verdict, suite_exit_code, to_jsonable
@@ -37,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table")
     add_allow_skipped(p)
     add_pod_cidr(p)
+    outputs.add_junit_flag(p)
     p.set_defaults(func=check_command)
 
     p = sub.add_parser("diff", help="flows whose verdict differs between two manifest sets (or two stored runs)",
@@ -159,11 +161,15 @@ def render_matrix_table(pods: list[str], ports: list[tuple[int, str]], flows: li
 
 # ------------------------------------------------------------------------------------------------- check
 def check_command(args: argparse.Namespace) -> int:
+    started = datetime.now(UTC)
     snapshot = snapshot_of(args.manifests)
     suite = load_suite(args.suite)
     validate_suite(suite, snapshot)
     checks = analyze.check_suite(snapshot, suite, pod_cidrs(args, (snapshot,)))
     code = suite_exit_code([c.status for c in checks], args.allow_skipped)
+    outputs.write_junit(args.junit, suite.name, [report.from_check(c) for c in checks], started_at=started,
+                        finished_at=datetime.now(UTC), hostname=None,
+                        properties={"manifests": args.manifests, "suite_digest": suite.digest})
     if args.format == "json":
         json.dump({"suite": suite.name, "ok": code == 0,
                    "verified": all(c.status == "pass" for c in checks), "cases": [
