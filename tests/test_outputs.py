@@ -14,6 +14,7 @@ import pytest
 import xmlschema
 
 from monitor.cli import main
+from tests.test_history import db as history_db  # noqa: F401 (a fixture: two clusters' stored runs)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "config" / "examples" / "shop"
@@ -135,3 +136,123 @@ def test_junit_to_an_unwritable_path_is_one_line_naming_the_file(tmp_path, capsy
                        "--junit", str(target))
     assert code == 2
     assert err == f"netpol-drift: error: {target}: --junit: cannot write: No such file or directory\n"
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+def table_rows(body: str) -> list[list[str]]:
+    """The markdown table's header and rows as cells, split on unescaped pipes only (as GitHub renders them);
+    the delimiter row must follow the header."""
+    import re
+
+    lines = [ln for ln in body.splitlines() if ln.startswith("|")]
+    if not lines:
+        return []
+    assert set(lines[1]) == {"|", "-"}
+    del lines[1]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in lines]
+
+
+def test_check_markdown_has_a_summary_a_table_of_what_failed_and_folded_explanations(capsys, mixed_suite):
+    code, out, _ = run(capsys, "check", "--manifests", str(SHOP), "--suite", str(mixed_suite),
+                       "--format", "markdown")
+    assert code == 1  # the exit code does not depend on the format
+    assert out.splitlines()[0] == (f"❌ **netpol-drift** suite shop-mixed on manifests {SHOP}: 1 passed, 1 failed, "
+                                   "1 not verified")
+    header, *rows = table_rows(out)
+    assert header == ["Result", "Case", "From", "To", "Port", "Expected", "Policies say"]
+    assert rows == [["FAIL", "frontend-to-db-allowed", "shop/frontend", "shop/db", "5432/TCP", "allow", "deny"],
+                    ["SKIPPED", "ghost-to-db", r"shop\[app=ghost\]", "shop/db", "TCP", "deny", "skipped"]]
+    details = out[out.index("<details><summary>Explanations</summary>"):]
+    assert details.rstrip().endswith("</details>")
+    assert "- **frontend-to-db-allowed** (fail): denied TCP/5432: ingress: shop/db is isolated by NetworkPolicy" \
+           in details
+    assert "no live pod matches source shop\\[app=ghost\\]" in details
+
+
+def test_check_markdown_of_the_passing_shop_has_no_table(capsys):
+    code, out, _ = run(capsys, "check", "--manifests", str(SHOP), "--suite", str(SHOP / "suite.yaml"),
+                       "--format", "markdown")
+    assert code == 0
+    assert out == (f"✅ **netpol-drift** suite shop-baseline on manifests {SHOP}: 8 passed, 0 failed, "
+                   "0 not verified; every case holds\n\n")
+
+
+def _bad_case(name: str, source: str = "ns/a"):
+    from monitor.models import FlowResult, Verdict
+    from monitor.report import CaseReport
+
+    flow = FlowResult(name, source, "ns/b", 80, "TCP", Verdict.DENY, Verdict.ALLOW,
+                      explanation="allowed by ns/allow-all ingress[0]")
+    return CaseReport(name, "fail", "deny", "allow", "allowed by ns/allow-all ingress[0]", (flow,), live=False)
+
+
+def test_markdown_escapes_pipes_and_markup_in_cluster_names():
+    from monitor.report.markdown import check_markdown
+
+    body = check_markdown("s|uite", [_bad_case("a|b <script>x</script> @team **bold** [x](http://y)",
+                                               source="ns/`weird`|pod")], "cluster <prod>")
+    (header, row) = table_rows(body)
+    assert len(row) == len(header) == 7  # the pipes in names did not add cells
+    assert row[1] == r"a\|b &lt;script&gt;x&lt;/script&gt; &#64;team \*\*bold\*\* \[x\](http://y)"
+    assert row[2] == r"ns/\`weird\`\|pod"
+    assert "<script>" not in body and "@team" not in body
+    assert body.splitlines()[0].startswith(r"❌ **netpol-drift** suite s\|uite on cluster &lt;prod&gt;:")
+
+
+def test_markdown_is_truncated_with_a_count_past_60000_characters():
+    from monitor.report.markdown import MAX_CHARS, check_markdown
+
+    cases = [_bad_case(f"case-{i:05d}-" + "x" * 60) for i in range(2000)]
+    body = check_markdown("big", cases, "cluster prod")
+    assert len(body) <= MAX_CHARS
+    rows = table_rows(body)[1:]
+    assert 100 < len(rows) < 2000
+    assert rows[-1][1].startswith(f"case-{len(rows) - 1:05d}-")  # in order, none skipped before the cut
+    assert body.rstrip().endswith(f"_Truncated to fit a comment: {2000 - len(rows)} more row(s) and 4000 more "
+                                  "explanation(s) not shown; run the command locally for all of them._")
+    assert "<details>" not in body  # explanations never shown for rows that were cut
+    small = check_markdown("small", cases[:3], "cluster prod")
+    assert "Truncated" not in small and small.count("- **case-") == 3
+
+
+def test_diff_markdown_lists_changed_flows_and_their_causes(tmp_path, capsys):
+    import shutil
+
+    from monitor.report.markdown import text
+
+    after = tmp_path / "after"
+    shutil.copytree(SHOP, after)
+    policies = (after / "policies.yaml").read_text()
+    # Drop the policy that lets the frontend reach the api.
+    docs = [d for d in policies.split("\n---") if "name: frontend-to-api" not in d]
+    assert len(docs) < len(policies.split("\n---"))
+    (after / "policies.yaml").write_text("\n---".join(docs))
+    code, out, _ = run(capsys, "diff", "--before", str(SHOP), "--after", str(after), "--format", "markdown")
+    assert code == 0
+    first = out.splitlines()[0]
+    assert first.startswith(f"⚠️ **netpol-drift diff** {text(str(SHOP))} → {text(str(after))}: ")
+    assert first.endswith("1 policy or pod change(s)")
+    header, *rows = table_rows(out)
+    assert header == ["From", "To", "Before", "After", "Gained", "Lost"]
+    assert ["shop/frontend", "shop/api"] in [r[:2] for r in rows]
+    row = next(r for r in rows if r[:2] == ["shop/frontend", "shop/api"])
+    assert row[3] == "none" and row[5].startswith("TCP:")
+    assert "- policy removed: shop/frontend-to-api" in out
+    assert "- shop/frontend → shop/api: " in out and "frontend-to-api" in out.split("- shop/frontend → shop/api: ")[1]
+
+
+def test_compare_and_run_diff_markdown_from_the_store(history_db, capsys):  # noqa: F811 (the fixture)
+    """Two stored clusters running the shop (tests/test_history.py's fixture): prod lost its deny policy."""
+    code, out, _ = run(capsys, "compare", "--cluster", "staging", "--cluster", "prod", "--db", history_db,
+                       "--map-namespace", "shop-stg=shop", "--format", "markdown")
+    assert code == 1
+    assert out.splitlines()[0] == ("❌ **netpol-drift compare** staging (run 3) vs prod (run 2): 1 flows agree, "
+                                   "1 differ, 0 only in staging, 0 only in prod")
+    assert table_rows(out) == [["Flow", "staging", "prod"],
+                               [r"web-db\|shop/web\|shop/db\|5432/TCP", "deny (timeout)", "allow (connected)"]]
+    code, out, _ = run(capsys, "diff", "1", "2", "--db", history_db, "--format", "markdown")
+    assert code == 1
+    assert out.splitlines()[0] == "⚠️ **netpol-drift diff** run 1 → run 2: 1 flow(s) changed"
+    assert table_rows(out)[1] == [r"web-db\|shop/web\|shop/db\|5432/TCP", "deny (timeout)", "allow (connected)"]
+    assert "- NetworkPolicy shop/deny-db removed" in out
+    assert r"- web-db\|shop/web\|shop/db\|5432/TCP: config (each): NetworkPolicy shop/deny-db removed" in out

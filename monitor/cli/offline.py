@@ -17,6 +17,7 @@ from monitor.errors import InputError
 from monitor.manifests import load_manifests
 from monitor.models import PROTOCOLS, UNVERIFIED_STATUSES, Snapshot, Verdict, suite_exit_code, to_jsonable
 from monitor.render import Painter, stdout_painter, table
+from monitor.report import markdown
 from monitor.suite import load_suite, validate_suite
 
 
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "do not or could not be evaluated (skipped, unknown), 2 on bad input.")
     p.add_argument("--manifests", required=True, metavar="DIR")
     p.add_argument("--suite", required=True, metavar="FILE")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     add_allow_skipped(p)
     add_pod_cidr(p)
     outputs.add_junit_flag(p)
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--before", metavar="DIR")
     p.add_argument("--after", metavar="DIR")
     p.add_argument("--db", metavar="URL", help="database URL for a run diff (default: store.url setting)")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     add_pod_cidr(p)
     p.set_defaults(func=diff_command)
 
@@ -170,7 +171,10 @@ def check_command(args: argparse.Namespace) -> int:
     outputs.write_junit(args.junit, suite.name, [report.from_check(c) for c in checks], started_at=started,
                         finished_at=datetime.now(UTC), hostname=None,
                         properties={"manifests": args.manifests, "suite_digest": suite.digest})
-    if args.format == "json":
+    if args.format == "markdown":
+        sys.stdout.write(markdown.check_markdown(suite.name, [report.from_check(c) for c in checks],
+                                                 f"manifests {args.manifests}"))
+    elif args.format == "json":
         json.dump({"suite": suite.name, "ok": code == 0,
                    "verified": all(c.status == "pass" for c in checks), "cases": [
             {"name": c.name, "from": c.source, "to": c.destination, "ports": c.ports, "protocol": c.protocol,
@@ -211,6 +215,12 @@ def diff_command(args: argparse.Namespace) -> int:
     before, after = snapshot_of(args.before), snapshot_of(args.after)
     changes, policies = analyze.reachability_diff(before, after, pod_cidrs(args, (before, after)))
     pods = analyze.one_sided_pods(analyze.diff_snapshots(before, after), before, after)
+    if args.format == "markdown":
+        lines = [f"policy {label}: {ref}" for label, refs in (("added", policies.added), ("removed",
+                 policies.removed), ("changed", policies.changed)) for ref in refs]
+        lines += [f"pod {c.action}: {(c.new or c.old).ref}" for c in pods]
+        sys.stdout.write(markdown.flow_diff_markdown(args.before, args.after, changes, lines))
+        return 0
     if args.format == "json":
         json.dump({"policy_changes": to_jsonable(policies),
                    "pods_added": sorted(c.new.ref for c in pods if c.action == "added"),
