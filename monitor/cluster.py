@@ -150,6 +150,25 @@ class ClusterEvent:
 
 
 # ------------------------------------------------------------------------------------------------ adapter
+def _as_kubectl_would(kubeconfig: str | None, context: str | None) -> tuple[str | None, str | None]:
+    """The kubeconfig file(s) and context kubectl would use. An explicit file is used alone; else every file
+    listed in $KUBECONFIG (os.pathsep-separated, missing ones skipped) is merged, and kubectl lets the FIRST
+    file that sets a value win, the current context too (the client's loader lets the last one win, so the
+    current context is picked here); else ~/.kube/config."""
+    listed = os.environ.get("KUBECONFIG", "")
+    if kubeconfig or not listed:
+        return kubeconfig, context
+    if context is None:
+        for path in (os.path.expanduser(p) for p in listed.split(os.pathsep) if p):
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    doc = yaml.safe_load(f)
+                if isinstance(doc, dict) and doc.get("current-context"):
+                    context = str(doc["current-context"])
+                    break
+    return listed, context
+
+
 class ClusterAdapter:
     def __init__(self, api: client.ApiClient, settings: ClusterSettings) -> None:
         self._api = api
@@ -174,9 +193,11 @@ class ClusterAdapter:
         context = context or settings.context
         cfg = client.Configuration()
         try:
-            if not kubeconfig and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            if not kubeconfig and not context and not os.environ.get("KUBECONFIG") \
+                    and os.environ.get("KUBERNETES_SERVICE_HOST"):
                 config.load_incluster_config(client_configuration=cfg)
             else:
+                kubeconfig, context = _as_kubectl_would(kubeconfig, context)
                 config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
                                         persist_config=False)
         except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError, AttributeError, LookupError) as e:

@@ -6,6 +6,10 @@ see its header) with xmlschema, then read back case by case.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -256,3 +260,103 @@ def test_compare_and_run_diff_markdown_from_the_store(history_db, capsys):  # no
     assert table_rows(out)[1] == [r"web-db\|shop/web\|shop/db\|5432/TCP", "deny (timeout)", "allow (connected)"]
     assert "- NetworkPolicy shop/deny-db removed" in out
     assert r"- web-db\|shop/web\|shop/db\|5432/TCP: config (each): NetworkPolicy shop/deny-db removed" in out
+
+
+# ------------------------------------------------------------------------------------------ kubectl plugin
+PLUGIN = Path(sys.executable).parent / "kubectl-netpol_drift"
+
+
+def kubeconfig(path: Path, name: str, port: int, shared_host: str) -> Path:
+    """A kubeconfig whose current context points at 127.0.0.1:port, plus a context `shared` defined in every
+    file with a different server each (which file wins shows in the server the command tries)."""
+    path.write_text(textwrap.dedent(f"""
+        apiVersion: v1
+        kind: Config
+        current-context: ctx-{name}
+        clusters:
+        - {{name: c-{name}, cluster: {{server: "http://127.0.0.1:{port}"}}}}
+        - {{name: shared, cluster: {{server: "http://{shared_host}:1"}}}}
+        contexts:
+        - {{name: ctx-{name}, context: {{cluster: c-{name}, user: u}}}}
+        - {{name: shared, context: {{cluster: shared, user: u}}}}
+        users:
+        - {{name: u, user: {{token: not-a-secret}}}}
+        """))
+    return path
+
+
+@pytest.fixture
+def kubeconfigs(tmp_path: Path) -> dict[str, Path]:
+    config = tmp_path / "netpol-drift.yaml"
+    config.write_text("cluster:\n  retries: 0\n")  # a refused connection fails at once
+    return {"a": kubeconfig(tmp_path / "a.yaml", "a", 1, "127.0.0.5"),
+            "b": kubeconfig(tmp_path / "b.yaml", "b", 2, "127.0.0.6"), "config": config}
+
+
+def plugin(*argv: str, env: dict[str, str] | None = None, exe: str | Path = PLUGIN) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    environ["PATH"] = f"{PLUGIN.parent}{os.pathsep}{environ.get('PATH', '')}"
+    return subprocess.run([str(exe), *argv], env=environ | (env or {}), capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+
+
+def test_the_plugin_console_script_runs_check_on_the_shop(tmp_path):
+    assert PLUGIN.is_file(), "pip install -e . installs the kubectl-netpol_drift console script"
+    done = plugin("check", "--manifests", str(SHOP), "--suite", str(SHOP / "suite.yaml"), "--junit",
+                  str(tmp_path / "j.xml"))
+    assert done.returncode == 0, done.stderr
+    assert "shop-baseline: 8 passed, 0 failed, 0 skipped" in done.stdout
+    assert len(junit_cases(tmp_path / "j.xml")) == 8
+    usage = plugin("--help")
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: kubectl netpol-drift ")
+
+
+def _server_tried(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback
+    return done.stderr.split("API server ")[1].split(" ")[0] if "API server " in done.stderr else done.stderr
+
+
+@pytest.mark.parametrize(("kubeconfig_env", "flags", "server"), [
+    # KUBECONFIG lists several files: merged, the first file to set a value wins, the current context too.
+    ("{a}:{b}", [], "http://127.0.0.1:1"),
+    ("{b}:{a}", [], "http://127.0.0.1:2"),
+    ("{b}:{a}", ["--context", "shared"], "http://127.0.0.6:1"),
+    ("{a}:{b}", ["--context=shared"], "http://127.0.0.5:1"),
+    ("{a}:{b}", ["--context", "ctx-b"], "http://127.0.0.1:2"),  # a context only the second file has
+    ("/nowhere.yaml:{b}", [], "http://127.0.0.1:2"),  # a listed file that does not exist is skipped
+    # --kubeconfig names one file and wins over $KUBECONFIG.
+    ("{b}", ["--kubeconfig", "{a}"], "http://127.0.0.1:1"),
+])
+def test_the_plugin_picks_kubeconfig_and_context_as_kubectl_does(kubeconfigs, kubeconfig_env, flags, server):
+    env = {"KUBECONFIG": kubeconfig_env.format(**kubeconfigs)}
+    flags = [f.format(**kubeconfigs) for f in flags]
+    # kubectl users put the connection flags right after the plugin's name; after the command works too.
+    before = plugin("--config", str(kubeconfigs["config"]), *flags, "suite", "generate", env=env)
+    after = plugin("--config", str(kubeconfigs["config"]), "suite", "generate", *flags, env=env)
+    assert _server_tried(before) == _server_tried(after) == server
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is not on PATH: `make system-deps` installs it (Debian's kubernetes-client)"
+    kubectl_flags = [f for f in flags if f.startswith("--")]
+    said = subprocess.run([kubectl, "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}",
+                           *flags], env=os.environ | env, capture_output=True, text=True, timeout=60)
+    assert said.stdout == server, (kubectl_flags, said.stderr)  # kubectl itself agrees
+
+
+def test_an_unknown_context_is_one_line(kubeconfigs):
+    done = plugin("--context", "nope", "--config", str(kubeconfigs["config"]), "suite", "generate",
+                  env={"KUBECONFIG": str(kubeconfigs["b"])})
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"netpol-drift: error: cannot load cluster credentials from {kubeconfigs['b']} "
+                                  "(context nope): ")
+
+
+def test_kubectl_finds_the_plugin_on_path_and_runs_it(tmp_path):
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is not on PATH: `make system-deps` installs it (Debian's kubernetes-client)"
+    listed = plugin("plugin", "list", "--name-only", exe=kubectl)
+    assert "kubectl-netpol_drift" in listed.stdout.split(), listed.stdout + listed.stderr
+    done = plugin("netpol-drift", "check", "--manifests", str(SHOP), "--suite", str(SHOP / "suite.yaml"),
+                  "--format", "markdown", exe=kubectl)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("✅ **netpol-drift** suite shop-baseline")
