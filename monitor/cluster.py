@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -63,6 +63,10 @@ _WATCHABLE = {
 
 
 # ------------------------------------------------------------------------------------------------- errors
+# Where PolicyReports live (wgpolicyk8s.io's v1alpha2, the version policy dashboards read).
+POLICY_REPORT_API = ("wgpolicyk8s.io", "v1alpha2")
+
+
 class ClusterConfigError(ClusterError):
     """No usable kubeconfig, context or in-cluster service account."""
 
@@ -456,6 +460,51 @@ class ClusterAdapter:
             return False
         self._probe_pods.discard((namespace, name))
         return True
+
+    # ------------------------------------------------------------------------------------- PolicyReports
+    def publish_policy_reports(self, namespaced: Sequence[dict], cluster_report: dict,
+                               labels: Mapping[str, str]) -> int:
+        """Creates or replaces each wgpolicyk8s.io/v1alpha2 PolicyReport and the ClusterPolicyReport (one object
+        per name, updated in place) and deletes our PolicyReport of that name (found by `labels`) in namespaces
+        that are no longer probed. Returns how many namespaces have one."""
+        for obj in namespaced:
+            self._put_report("policyreports", obj)
+        self._put_report("clusterpolicyreports", cluster_report)
+        name = cluster_report["metadata"]["name"]
+        keep = {o["metadata"]["namespace"] for o in namespaced}
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        items = self._list("list policyreports", self._custom.list_cluster_custom_object, *POLICY_REPORT_API,
+                           "policyreports", label_selector=selector)["items"]
+        for item in items:
+            meta = _obj(item.get("metadata"))
+            ns = meta.get("namespace")
+            if meta.get("name") == name and isinstance(ns, str) and ns not in keep:
+                with contextlib.suppress(ClusterNotFoundError):
+                    self._call(f"delete policyreport {ns}/{name}", self._custom.delete_namespaced_custom_object,
+                               *POLICY_REPORT_API, ns, "policyreports", name, _preload_content=False)
+        return len(namespaced)
+
+    def _put_report(self, plural: str, obj: dict) -> None:
+        meta = obj["metadata"]
+        ns, name = meta.get("namespace"), meta["name"]
+        what = f"{plural} {ns}/{name}" if ns else f"{plural} {name}"
+        where = (ns, plural) if ns else (plural,)
+        suffix = "namespaced" if ns else "cluster"
+        get = getattr(self._custom, f"get_{suffix}_custom_object")
+        try:
+            current = self._call(f"read {what}", get, *POLICY_REPORT_API, *where, name)
+        except ClusterNotFoundError:
+            create = getattr(self._custom, f"create_{suffix}_custom_object")
+            try:
+                self._call(f"create {what}", create, *POLICY_REPORT_API, *where, obj, _preload_content=False)
+            except ClusterNotFoundError as e:
+                raise ClusterNotFoundError(f"{e} (is the {'/'.join(POLICY_REPORT_API)} PolicyReport CRD "
+                                           "installed?)") from e
+            return
+        version = _obj(_obj(current).get("metadata")).get("resourceVersion")
+        body = {**obj, "metadata": {**meta, "resourceVersion": version}}
+        replace = getattr(self._custom, f"replace_{suffix}_custom_object")
+        self._call(f"replace {what}", replace, *POLICY_REPORT_API, *where, name, body, _preload_content=False)
 
     def probe_pods_alive(self) -> int:
         """Probe pods this adapter created and has not deleted yet."""

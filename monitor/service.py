@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 # What the service watches to trigger runs (admin-policy kinds only where their CRD is served).
 WATCHED_KINDS = ("NetworkPolicy", *(kind for kind, _, _ in ADMIN_POLICY_APIS), "Namespace", "Pod")
 # Settings a running process cannot take over: they shape connections, the Lease or the listening socket.
-RESTART_ONLY = ("cluster", "store", "web", "leader", "log_level")
+RESTART_ONLY = ("cluster", "store", "web", "leader", "report", "log_level")
 _CRD_RECHECK_SECONDS = 300.0
 # How long an aborted run's worker and probe-pod deletion may take before the service goes on without them.
 _ABORT_WAIT_SECONDS = 10.0
@@ -575,6 +575,11 @@ def serve(config_path: str | None) -> int:
     metrics = Metrics()
     service = Service(settings, config_path=config_path, metrics=metrics,
                       connect=lambda: ClusterAdapter.connect(settings.cluster))
+    if settings.report.policy_reports:
+        from monitor.report.policyreport import PolicyReportPublisher
+
+        service.after_run.append(PolicyReportPublisher(ClusterAdapter.connect(settings.cluster),
+                                                       settings.report.name, lambda: service.suite.name))
     web = WebServer(create_app(service, metrics.asgi_app()), settings.web.listen)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -111,6 +111,12 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    policy_reports: bool = False  # serve: publish each run as wgpolicyk8s.io/v1alpha2 PolicyReports
+    name: str = "netpol-drift"  # the name of every PolicyReport and of the ClusterPolicyReport
+
+
+@dataclass(frozen=True)
 class Secrets:
     """Only ever from the environment; repr hides the values so that logging Settings never leaks them."""
 
@@ -130,6 +136,7 @@ class Settings:
     alert: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
     leader: LeaderSettings = LeaderSettings()
+    report: ReportSettings = ReportSettings()
     suite: str | None = None  # path of the suite file
     log_level: str = "INFO"
     secrets: Secrets = Secrets()

@@ -40,8 +40,9 @@ def test_settings_are_frozen():
 
 
 BAD = [
-    ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: alert, cluster, drift, leader, "
-                                         "log_level, probe, schedule, slack, store, suite, web)"),
+    ("unknown section", "colour: red
+", "{f}: colour: unknown key (known: alert, cluster, drift, leader, "
+                                         "log_level, probe, report, schedule, slack, store, suite, web)"),
     ("unknown key", "probe: {timeout: 3}\n", "{f}: probe.timeout: unknown key (known: concurrency, image, "
                                             "lease_seconds, namespace, per_node, refused_means, "
                                             "run_deadline_seconds, settle_seconds, timeout_seconds, "
