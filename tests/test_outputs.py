@@ -360,3 +360,46 @@ def test_kubectl_finds_the_plugin_on_path_and_runs_it(tmp_path):
                   "--format", "markdown", exe=kubectl)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("✅ **netpol-drift** suite shop-baseline")
+
+
+# ------------------------------------------------------------------------------------------ PolicyReports
+def test_policy_reports_of_a_run_one_per_probed_namespace_and_a_cluster_summary():
+    """The builder alone (the lab test reads the objects back from an API server): a case lands in the report of
+    every namespace its flows start or end in; unverified cases are `skip`, never `pass`."""
+    from monitor.models import FlowResult as F
+    from monitor.models import Outcome, Run, Snapshot, Verdict
+    from monitor.report.policyreport import policy_reports
+    from monitor.run import CaseSummary, LiveRun
+
+    A, D = Verdict.ALLOW, Verdict.DENY
+    ok = F("frontend-to-api", "shop/frontend", "shop/api", 9000, "TCP", A, A, Outcome.CONNECTED, A,
+           explanation="allowed by shop/frontend-to-api ingress[0]")
+    bad = F("api-to-payments", "shop/api", "payments/gateway", 8443, "TCP", D, A, Outcome.CONNECTED, A,
+            explanation="allowed by payments/open ingress[0]")
+    skipped = F("udp-dns", "shop/api", "kube-system/dns", 53, "UDP", A, A, Outcome.TIMEOUT, Verdict.UNKNOWN)
+    cases = (CaseSummary("frontend-to-api", A, "pass", "allow", "connected", "allow", False, ok.explanation, (ok,)),
+             CaseSummary("api-to-payments", D, "fail", "allow", "connected", "allow", False, bad.explanation,
+                         (bad,)),
+             CaseSummary("udp-dns", A, "unknown", "allow", "timeout", "unknown", False, "", (skipped,)))
+    run = Run("prod", "2026-11-30T10:00:00+00:00", "2026-11-30T10:00:05+00:00", "schedule", "sha256:s", "sha256:t",
+              (ok, bad, skipped), status="partial", id="abc")
+    reports = policy_reports(LiveRun(run, cases, Snapshot.build(), 2, 1.0), "shop-baseline", "netpol-drift", "42")
+    by_ns = {r["metadata"]["namespace"]: r for r in reports.namespaced}
+    assert list(by_ns) == ["kube-system", "payments", "shop"]
+    assert all(r["metadata"]["name"] == "netpol-drift" and r["kind"] == "PolicyReport" for r in by_ns.values())
+    assert [(e["rule"], e["result"]) for e in by_ns["shop"]["results"]] == [
+        ("frontend-to-api", "pass"), ("api-to-payments", "fail"), ("udp-dns", "skip")]
+    assert by_ns["shop"]["summary"] == {"pass": 1, "fail": 1, "warn": 0, "error": 0, "skip": 1}
+    assert [e["rule"] for e in by_ns["payments"]["results"]] == ["api-to-payments"]
+    entry = by_ns["payments"]["results"][0]
+    assert entry == {"source": "netpol-drift", "policy": "shop-baseline", "rule": "api-to-payments",
+                     "category": "NetworkPolicy", "result": "fail", "scored": True,
+                     "message": "allowed by payments/open ingress[0]", "severity": "high",
+                     "timestamp": {"seconds": 1796032800, "nanos": 0},
+                     "properties": {"run": "42", "cluster": "prod", "status": "fail", "expected": "deny",
+                                    "observed": "allow", "from": "shop/api", "to": "payments/gateway",
+                                    "flows": "1"}}
+    assert by_ns["kube-system"]["results"][0]["message"] == "unknown"  # says why, never empty
+    assert reports.cluster["kind"] == "ClusterPolicyReport" and "namespace" not in reports.cluster["metadata"]
+    assert reports.cluster["summary"] == {"pass": 1, "fail": 1, "warn": 0, "error": 0, "skip": 1}
+    assert len(reports.cluster["results"]) == 3
