@@ -62,11 +62,11 @@ _WATCHABLE = {
 }
 
 
-# ------------------------------------------------------------------------------------------------- errors
 # Where PolicyReports live (wgpolicyk8s.io's v1alpha2, the version policy dashboards read).
 POLICY_REPORT_API = ("wgpolicyk8s.io", "v1alpha2")
 
 
+# ------------------------------------------------------------------------------------------------- errors
 class ClusterConfigError(ClusterError):
     """No usable kubeconfig, context or in-cluster service account."""
 

@@ -71,7 +71,8 @@ def _add_junit_flag(p: argparse.ArgumentParser) -> None:
 
 def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: cluster.kubeconfig setting, "
-                                                        "in-cluster config, $KUBECONFIG, ~/.kube/config)")
+                                                        "$KUBECONFIG merged as kubectl does, in-cluster config, "
+                                                        "~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: cluster.context setting or current)")
 
 
