@@ -377,15 +377,16 @@ def test_policy_reports_of_a_run_one_per_probed_namespace_and_a_cluster_summary(
     bad = F("api-to-payments", "shop/api", "payments/gateway", 8443, "TCP", D, A, Outcome.CONNECTED, A,
             explanation="allowed by payments/open ingress[0]")
     skipped = F("udp-dns", "shop/api", "kube-system/dns", 53, "UDP", A, A, Outcome.TIMEOUT, Verdict.UNKNOWN)
+    external = F("udp-dns", "shop/api", "10.96.0.0/12", 53, "UDP", A, A, Outcome.TIMEOUT, Verdict.UNKNOWN)
     cases = (CaseSummary("frontend-to-api", A, "pass", "allow", "connected", "allow", False, ok.explanation, (ok,)),
              CaseSummary("api-to-payments", D, "fail", "allow", "connected", "allow", False, bad.explanation,
                          (bad,)),
-             CaseSummary("udp-dns", A, "unknown", "allow", "timeout", "unknown", False, "", (skipped,)))
+             CaseSummary("udp-dns", A, "unknown", "allow", "timeout", "unknown", False, "", (skipped, external)))
     run = Run("prod", "2026-11-30T10:00:00+00:00", "2026-11-30T10:00:05+00:00", "schedule", "sha256:s", "sha256:t",
-              (ok, bad, skipped), status="partial", id="abc")
+              (ok, bad, skipped, external), status="partial", id="abc")
     reports = policy_reports(LiveRun(run, cases, Snapshot.build(), 2, 1.0), "shop-baseline", "netpol-drift", "42")
     by_ns = {r["metadata"]["namespace"]: r for r in reports.namespaced}
-    assert list(by_ns) == ["kube-system", "payments", "shop"]
+    assert list(by_ns) == ["kube-system", "payments", "shop"]  # no "namespace" 10.96.0.0 from the CIDR
     assert all(r["metadata"]["name"] == "netpol-drift" and r["kind"] == "PolicyReport" for r in by_ns.values())
     assert [(e["rule"], e["result"]) for e in by_ns["shop"]["results"]] == [
         ("frontend-to-api", "pass"), ("api-to-payments", "fail"), ("udp-dns", "skip")]

@@ -8,6 +8,7 @@ read the clock, print, write files or talk to a cluster (the CLI writes, monitor
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from monitor.analyze import CaseCheck
     from monitor.run import CaseSummary
 
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # A case is verified only when every flow of it was judged; anything else is not a pass.
 FAILED, PASSED = "fail", "pass"
 
@@ -49,7 +51,8 @@ class CaseReport:
         for f in self.flows:
             for ref in (f.source, f.destination):
                 ns, sep, _ = ref.partition("/")
-                if sep and ns:
+                # An external target (10.0.0.0/8, fd00::/64) has a slash too, but no namespace.
+                if sep and _NAMESPACE.fullmatch(ns):
                     out.add(ns)
         return out
 
