@@ -61,7 +61,7 @@ def test_run_once_writes_junit_case_by_case(lab: Lab, lab_namespace: str, tmp_pa
 # --------------------------------------------------------------------------------------------- PolicyReports
 @pytest.fixture
 def policy_report_crds(lab: Lab):
-    crds = list(yaml.safe_load_all((DATA / "policyreport-crds.yaml").read_text()))
+    crds = yaml.safe_load((DATA / "policyreport-crds.yaml").read_text())["items"]
     rbac = list(yaml.safe_load_all((REPO / "deploy" / "rbac-policyreports.yaml").read_text()))
     lab.apply(crds)
     lab.apply(rbac)
