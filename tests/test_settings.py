@@ -40,8 +40,7 @@ def test_settings_are_frozen():
 
 
 BAD = [
-    ("unknown section", "colour: red
-", "{f}: colour: unknown key (known: alert, cluster, drift, leader, "
+    ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: alert, cluster, drift, leader, "
                                          "log_level, probe, report, schedule, slack, store, suite, web)"),
     ("unknown key", "probe: {timeout: 3}\n", "{f}: probe.timeout: unknown key (known: concurrency, image, "
                                             "lease_seconds, namespace, per_node, refused_means, "
