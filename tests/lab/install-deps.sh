@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that the lab and the PostgreSQL tests need, only those missing.
+# Installs the Debian packages that the lab, the PostgreSQL and the dashboard tests need, only those missing.
 # Needs root (or sudo) the first time; a no-op afterwards.
 set -euo pipefail
 need=()
@@ -10,6 +10,8 @@ have ipset || need+=(ipset)
 have conntrack || need+=(conntrack)
 have openssl || need+=(openssl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# The dashboard tests drive Debian's headless Chromium through Playwright (never a downloaded browser).
+have chromium || need+=(chromium fonts-dejavu-core)
 [[ ${#need[@]} -eq 0 ]] && exit 0
 echo "install-deps: installing ${need[*]}" >&2
 SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO=sudo
