@@ -105,7 +105,7 @@ def dashboard_routes(open_store: Callable[[], Any], access: Access = Access()) -
             try:
                 return build(request), None
             except (_NotFound, LookupError) as e:
-                return None, _problem(request, 404, str(e).strip("'\""))
+                return None, _problem(request, 404, str(e))
             except InputError as e:  # the store says "unknown run 7" as an input error: here it is a 404
                 return None, _problem(request, 404 if str(e).startswith("unknown run") else 400, str(e))
             except NetpolDriftError as e:  # the database is unreachable, not migrated...
