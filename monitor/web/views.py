@@ -31,81 +31,105 @@ def iso_seconds(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
+_ALLOW, _DENY = Verdict.ALLOW, Verdict.DENY
+
+
 def flow_state(r: FlowResult) -> str:
-    if r.violation:
-        return "violation"
-    if r.enforcement_gap:
-        return "gap"
-    if not r.observed:
+    """The grid's colour of one flow (FlowResult.violation / enforcement_gap / observed, spelled out: a
+    200 x 200 run page classifies 40,000 of them)."""
+    v = r.verdict
+    if v is not _ALLOW and v is not _DENY:
         return "unobserved"
-    return "allow" if r.verdict == Verdict.ALLOW else "deny"
+    if v is not r.expected:
+        return "violation"
+    if (r.intent is _ALLOW or r.intent is _DENY) and v is not r.intent:
+        return "gap"
+    return "allow" if v is _ALLOW else "deny"
 
 
-def flow_row(r: FlowResult, drift: bool = False) -> dict:
+def flow_row(r: FlowResult, state: str, drift: bool = False) -> dict:
     return {"key": r.key, "case": r.case, "source": r.source, "destination": r.destination, "port": r.port,
             "protocol": r.protocol, "expected": r.expected.value, "intent": r.intent.value,
             "outcome": r.outcome.value, "verdict": r.verdict.value, "latency_ms": r.latency_ms,
             "attempts": r.attempts, "explanation": r.explanation, "reason": r.reason, "node": r.node,
-            "state": flow_state(r), "drift": drift}
+            "state": state, "drift": drift}
 
 
 # ------------------------------------------------------------------------------------------------ grid
-def _cell_title(src: str, dst: str, port: str, flows: Sequence[dict]) -> str:
-    lines = [f"{src} -> {dst} {port}"]
-    for f in flows:
-        seen = "not observed" if f["state"] == "unobserved" and f["outcome"] == "skipped" else \
-            f"{f['verdict']} ({f['outcome']})"
-        lines.append(f"[{f['case']}] expected {f['expected']}, policies say {f['intent']}, observed {seen}"
-                     + (" - DRIFT" if f["drift"] else ""))
-        text = f["explanation"] or f["reason"]
-        if text:
-            lines.append(text if len(text) <= EXPLANATION_CHARS else text[:EXPLANATION_CHARS - 1] + "…")
-    return "\n".join(lines)
+def _flow_line(r: FlowResult, drift: bool, offline: bool) -> str:
+    # Enum members formatted straight (StrEnum): .value is a property call, 200,000 of them on a big run.
+    if offline:
+        line = f"policies say {r.intent}"
+    else:
+        v = r.verdict
+        seen = f"{v} ({r.outcome})" if v is _ALLOW or v is _DENY else f"nothing: not observed ({r.outcome})"
+        line = f"[{r.case}] expected {r.expected}, policies say {r.intent}, observed {seen}"
+        if drift:
+            line += " - DRIFT"
+    text = r.explanation or r.reason
+    if text:
+        line += "\n" + (text if len(text) <= EXPLANATION_CHARS else text[:EXPLANATION_CHARS - 1] + "…")
+    return line
 
 
-def grid(rows: Iterable[dict]) -> list[dict]:
-    """Flow rows (flow_row or offline matrix rows) to one grid per port: sources x destinations, each
-    cell {state, drift, mark, title}; None where no flow was planned."""
-    by_port: dict[str, dict[tuple[str, str], list[dict]]] = {}
-    for f in rows:
-        by_port.setdefault(f"{f['port']}/{f['protocol']}", {}).setdefault((f["source"], f["destination"]),
-                                                                          []).append(f)
-    rank = {s: i for i, s in enumerate(STATES)}
+_RANK = {s: i for i, s in enumerate(STATES)}
+_MARK = {"allow": "✓", "deny": "✗"}
+
+
+def grid(results: Sequence[FlowResult], states: Sequence[str], drift_keys: frozenset[str] = frozenset(), *,
+         offline: bool = False) -> list[dict]:
+    """One grid per port: sources x destinations; each cell [state, drift, mark, hover text] for the worst of
+    its flows (STATES order), None where no flow was planned. Marks say what was observed (offline: what the
+    policies say): ✓ reachable, ✗ blocked, ? not known."""
+    by_port: dict[tuple[str, int], dict[tuple[str, str], list[int]]] = {}
+    for i, r in enumerate(results):
+        by_port.setdefault((r.protocol, r.port), {}).setdefault((r.source, r.destination), []).append(i)
     grids = []
-    for port in sorted(by_port, key=lambda p: (p.split("/")[1], int(p.split("/")[0]))):
-        cells = by_port[port]
+    for proto, port in sorted(by_port):
+        cells = by_port[(proto, port)]
         sources = sorted({s for s, _ in cells})
         destinations = sorted({d for _, d in cells})
+        counts = dict.fromkeys(STATES, 0)
         matrix = []
+        where = f" {port}/{proto}\n"
         for s in sources:
-            line = []
+            line: list = []
+            head = s + " -> "
             for d in destinations:
-                flows = cells.get((s, d))
-                if not flows:
+                idx = cells.get((s, d))
+                if idx is None:
                     line.append(None)
                     continue
-                worst = min(flows, key=lambda f: rank[f["state"]])
-                observed = worst["verdict"] if worst["verdict"] in ("allow", "deny") else None
-                shown = observed or worst["intent"]
-                line.append({"state": worst["state"], "drift": any(f["drift"] for f in flows),
-                             "mark": {"allow": "✓", "deny": "✗"}.get(shown, "?"),
-                             "title": _cell_title(s, d, port, flows)})
+                if len(idx) == 1:
+                    worst = idx[0]
+                    r = results[worst]
+                    drift = r.key in drift_keys if drift_keys else False
+                    text = _flow_line(r, drift, offline)
+                else:
+                    worst = min(idx, key=lambda i: _RANK[states[i]])
+                    r = results[worst]
+                    flags = [results[i].key in drift_keys for i in idx]
+                    drift = any(flags)
+                    text = "\n".join(_flow_line(results[i], f, offline) for i, f in zip(idx, flags, strict=True))
+                state = states[worst]
+                counts[state] += 1
+                v = r.verdict
+                shown = v if v is _ALLOW or v is _DENY else r.intent
+                line.append([state, drift, _MARK.get(shown, "?"), head + d + where + text])
             matrix.append(line)
-        counts = {st: sum(1 for line in matrix for c in line if c and c["state"] == st) for st in STATES}
-        grids.append({"port": port, "sources": sources, "destinations": destinations, "cells": matrix,
-                      "counts": counts})
+        grids.append({"port": f"{port}/{proto}", "sources": sources, "destinations": destinations,
+                      "cells": matrix, "counts": counts})
     return grids
 
 
-def offline_rows(flows: Iterable[Any]) -> list[dict]:
-    """analyze.MatrixFlow rows in the grid's shape: only what the policies say is known offline."""
-    rows = []
+def offline_grid(flows: Iterable[Any]) -> list[dict]:
+    """analyze.MatrixFlow rows as a grid: only what the policies say is known offline."""
+    results = []
     for f in flows:
-        v = "allow" if f.allowed else "deny"
-        rows.append({"case": "matrix", "source": f.source, "destination": f.destination, "port": f.port,
-                     "protocol": f.protocol, "expected": v, "intent": v, "outcome": "skipped", "verdict": v,
-                     "explanation": f.reason, "reason": "", "state": v, "drift": False})
-    return rows
+        v = Verdict.ALLOW if f.allowed else Verdict.DENY
+        results.append(FlowResult("matrix", f.source, f.destination, f.port, f.protocol, v, v,
+                                  explanation=f.reason))
+    return grid(results, ["allow" if r.intent is _ALLOW else "deny" for r in results], offline=True)
 
 
 # ---------------------------------------------------------------------------------------------- pages
@@ -144,24 +168,13 @@ def history_view(store: Any, cluster: str, *, days: int, now: str | None = None)
     latest = store.history(cluster, limit=1)
     if not latest:
         return None
-    end = iso_seconds(now or latest[0].started_at)
+    end = iso_seconds(now or latest[0].started_at) + 1
     start = end - days * 86400
-    points = store.run_points(cluster, since=_iso(start))
-    bucket = max(300.0, (end - start) / CHART_POINTS)
-    bars: dict[int, dict] = {}
-    for p in points:  # (id, started_at, duration_s, results, violations, gaps, skipped, status, known_good)
-        i = int((iso_seconds(p[1]) - start) // bucket)
-        b = bars.get(i)
-        ok = max(0, p[3] - p[4] - p[6])
-        if b is None:
-            bars[i] = {"run": p[0], "started_at": p[1], "runs": 1, "ok": ok, "violated": p[4], "gaps": p[5],
-                       "skipped": p[6], "drifted": 0, "duration_s": p[2], "status": p[7], "known_good": p[8]}
-            continue
-        b["runs"] += 1
-        if (p[4], p[6]) >= (b["violated"], b["skipped"]):  # the bar shows the worst run of its bucket
-            b.update(run=p[0], started_at=p[1], ok=ok, violated=p[4], gaps=p[5], skipped=p[6], status=p[7])
-        if p[2] is not None and (b["duration_s"] is None or p[2] > b["duration_s"]):
-            b["duration_s"] = p[2]
+    bucket = max(300, int((end - start) // CHART_POINTS) + 1)
+    bars = {}
+    for i, n, run, violated, gaps, skipped, ok, duration in store.run_buckets(cluster, _iso(start), bucket):
+        bars[i] = {"run": run, "bucket_start": _iso(start + i * bucket), "runs": n, "ok": ok, "violated": violated,
+                   "gaps": gaps, "skipped": skipped, "drifted": 0, "duration_s": duration}
     events = [event_row(e) for e in store.events(cluster, limit=1000)
               if iso_seconds(e.opened_at) >= start]
     for e in events:
@@ -172,23 +185,39 @@ def history_view(store: Any, cluster: str, *, days: int, now: str | None = None)
     series = [dict(b, x=(i * bucket) / (end - start or 1)) for i, b in sorted(bars.items())]
     recent = [summary_row(s) for s in store.history(cluster, limit=20)]
     return {"cluster": cluster, "days": days, "from": _iso(start), "to": _iso(end), "bucket_seconds": bucket,
-            "bar_fraction": bucket / (end - start or 1), "runs": len(points),
+            "bar_fraction": bucket / (end - start or 1), "runs": sum(b["runs"] for b in bars.values()),
             "max_flows": max((b["ok"] + b["violated"] + b["skipped"] for b in series), default=0),
             "longest_s": max((b["duration_s"] for b in series if b["duration_s"] is not None), default=0),
             "series": series, "events": events, "recent": recent}
 
 
-def run_view(store: Any, run_id: str, *, state: str = "all", q: str = "", limit: int = 500) -> dict:
-    summary, run, events = store.run_detail(run_id)
-    drift_keys = {e.flow_key for e in events if e.kind == "drift" and e.opened_run == run.id}
-    rows = [flow_row(r, r.key in drift_keys) for r in run.results]
+def run_view(store: Any, run_id: str, *, state: str = "all", q: str = "", limit: int = 500,
+             cache: Any = None) -> dict:
+    """`cache` (get and item assignment) keeps the classified results and grids by result set and drift keys
+    (both immutable): the
+    runs of a quiet cluster share one result set, so most run pages skip reading and classifying results."""
+    summary, error, events = store.run_head(run_id)
+    drift_keys = frozenset(e.flow_key for e in events if e.kind == "drift" and e.opened_run == summary.id)
+    key = (summary.result_set, drift_keys)
+    built = cache.get(key) if cache is not None else None
+    if built is None:
+        results = store.get_run(run_id).results
+        states = [flow_state(r) for r in results]
+        built = (results, states, grid(results, states, drift_keys))
+        if cache is not None:
+            cache[key] = built
+    results, states, grids = built
     needle = q.lower()
-    shown = [r for r in rows
-             if (state == "all" or (r["drift"] if state == "drift" else r["state"] == state))
-             and (not needle or needle in f"{r['case']} {r['source']} {r['destination']} {r['port']}".lower())]
-    return {"run": summary_row(summary), "error": run.error, "events": [event_row(e) for e in events],
-            "grids": grid(rows), "filter": {"state": state, "q": q, "limit": limit, "matching": len(shown)},
-            "flows": shown[:limit]}
+    shown, matching = [], 0
+    for r, st in zip(results, states, strict=True):
+        if (state == "all" or (r.key in drift_keys if state == "drift" else st == state)) \
+                and (not needle or needle in f"{r.case} {r.source} {r.destination} {r.port}".lower()):
+            matching += 1
+            if len(shown) < limit:
+                shown.append(flow_row(r, st, r.key in drift_keys))
+    return {"run": summary_row(summary), "error": error, "events": [event_row(e) for e in events],
+            "grids": grids, "filter": {"state": state, "q": q, "limit": limit, "matching": matching},
+            "flows": shown}
 
 
 def _aligned(f: Any, cause: Any = None) -> dict:
@@ -287,4 +316,4 @@ def _iso(ts: float) -> str:
 
 
 def offline_matrix_view(snapshot: Snapshot, flows: Iterable[Any]) -> dict:
-    return {"pods": [p.ref for p in snapshot.pods], "grids": grid(offline_rows(flows))}
+    return {"pods": [p.ref for p in snapshot.pods], "grids": offline_grid(flows)}
