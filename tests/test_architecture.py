@@ -31,6 +31,7 @@ OWNERS = {
     "fastapi": "monitor/web/",
     "jinja2": "monitor/web/",
     "markupsafe": "monitor/web/",
+    "rich": "monitor/render.py",  # terminal tables
 }
 ENGINE_FORBIDDEN = {"os", "io", "socket", "subprocess", "pathlib", "shutil", "time", "datetime", "random",
                     "asyncio", "yaml", "json", "logging", "urllib", "http"}
