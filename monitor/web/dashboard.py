@@ -23,7 +23,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup, escape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -153,8 +153,10 @@ def dashboard_routes(open_store: Callable[[], Any], access: Access = Access()) -
             d, err = data(request)
             if err is not None:
                 return err
-            return _secure(HTMLResponse(env.get_template(name).render(d=d, path=request.url.path,
-                                                                      query=request.query_params)))
+            # Streamed: the browser paints the page head while a 40,000-cell grid is still on its way.
+            return _secure(StreamingResponse(env.get_template(name).generate(d=d, path=request.url.path,
+                                                                             query=request.query_params),
+                                             media_type="text/html; charset=utf-8"))
 
         def api(request: Request) -> Response:
             d, err = data(request)
