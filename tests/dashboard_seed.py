@@ -114,7 +114,9 @@ def serving(store: Store, access: Access | None = None) -> Iterator[str]:
 
 def launch(playwright):
     # Debian's chromium, never a browser that Playwright downloads. Root in a container has no user namespace
-    # for the sandbox.
+    # for the sandbox. Missing, the tests fail (not skip): `make test` installs it (make system-deps).
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"no {CHROMIUM}: install Debian's chromium with `make system-deps`")
     return playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
 
 

@@ -23,7 +23,6 @@ from monitor.store import Store
 from monitor.web.dashboard import CSP, Access
 from tests.dashboard_seed import (
     CASE_WITH_MARKUP,
-    CHROMIUM,
     HOSTILE_LABEL,
     QUOTED_POLICY,
     free_port,
@@ -31,9 +30,6 @@ from tests.dashboard_seed import (
     seed,
     serving,
 )
-
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium "
-                                "(tests/lab/install-deps.sh installs it; make test runs that first)")
 
 GREEN, RED, GREY, YELLOW = "rgb(46, 157, 79)", "rgb(209, 51, 47)", "rgb(207, 216, 227)", "rgb(255, 243, 191)"
 DRIFT_OUTLINE = "rgb(123, 44, 191)"

@@ -1,7 +1,8 @@
 """History queries: what `history`, `show`, `compare` and the dashboard read, newest first.
 
 It owns listing runs (by cluster, before a time), one run in detail with the events it opened or resolved,
-the latest run of a cluster, stored snapshots and suite texts, clusters and row counts.
+the latest run of a cluster, stored snapshots and suite texts, clusters and row counts, and the dashboard's
+history chart aggregated per time bucket.
 It must not write (runs.py does) nor compare runs (compare.py does).
 """
 
