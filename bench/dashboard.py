@@ -118,6 +118,7 @@ def paint(url: str, repeat: int) -> dict:
         for _ in range(repeat):
             page = browser.new_page()
             page.goto(url, wait_until="load")
+            page.wait_for_function("performance.getEntriesByType('paint').length > 0", timeout=30_000)
             entries = page.evaluate("() => Object.fromEntries(performance.getEntriesByType('paint')"
                                     ".map(e => [e.name, e.startTime]))")
             nav = page.evaluate("() => performance.getEntriesByType('navigation')[0].loadEventEnd")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,9 +154,8 @@ def dashboard_routes(open_store: Callable[[], Any], access: Access = Access()) -
             if err is not None:
                 return err
             # Streamed: the browser paints the page head while a 40,000-cell grid is still on its way.
-            return _secure(StreamingResponse(env.get_template(name).generate(d=d, path=request.url.path,
-                                                                             query=request.query_params),
-                                             media_type="text/html; charset=utf-8"))
+            return _secure(StreamingResponse(_chunks(env.get_template(name).generate(
+                d=d, path=request.url.path, query=request.query_params)), media_type="text/html; charset=utf-8"))
 
         def api(request: Request) -> Response:
             d, err = data(request)
@@ -220,6 +219,27 @@ def dashboard_routes(open_store: Callable[[], Any], access: Access = Access()) -
     routes.append(Route("/api", docs_html, methods=["GET"]))
     routes.append(Mount("/static", app=_Guarded(StaticFiles(directory=HERE / "static"), access), name="static"))
     return routes
+
+
+def _chunks(pieces: Iterator[str], size: int = 256 * 1024) -> Iterator[bytes]:
+    """Jinja2 yields thousands of small strings and Starlette hops to a thread for each one: send ~256 KB at
+    a time, and the page head before a big grid so that the browser paints it while the grid arrives."""
+    buf: list[str] = []
+    n = 0
+    for piece in pieces:
+        if len(piece) >= size:  # a grid: what came before it goes first, on its own
+            if buf:
+                yield "".join(buf).encode()
+                buf, n = [], 0
+            yield piece.encode()
+            continue
+        buf.append(piece)
+        n += len(piece)
+        if n >= size:
+            yield "".join(buf).encode()
+            buf, n = [], 0
+    if buf:
+        yield "".join(buf).encode()
 
 
 def _arg(request: Request, name: str) -> str:
