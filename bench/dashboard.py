@@ -109,6 +109,31 @@ def time_get(url: str, repeat: int) -> dict:
             "bytes": size}
 
 
+def server_cpu(store: Store, run_id: str, repeat: int) -> dict:
+    """CPU time of the server's part, in-process (wall time on a shared, loaded machine says little):
+    building the page data cold (store read, classification, grid) and from the cache, and writing the HTML."""
+    from monitor.web import views
+    from monitor.web.dashboard import _chunks, environment
+
+    env = environment()
+    cold, warm, html = [], [], []
+    for _ in range(repeat):
+        cache: dict = {}
+        c0 = time.process_time()
+        d = views.run_view(store, run_id, cache=cache)
+        c1 = time.process_time()
+        d = views.run_view(store, run_id, cache=cache)
+        c2 = time.process_time()
+        for _chunk in _chunks(env.get_template("run.html").generate(d=d, path="/", query={})):
+            pass
+        c3 = time.process_time()
+        cold.append((c1 - c0) * 1000)
+        warm.append((c2 - c1) * 1000)
+        html.append((c3 - c2) * 1000)
+    return {"cold_ms": statistics.median(cold), "warm_ms": statistics.median(warm),
+            "html_ms": statistics.median(html)}
+
+
 def paint(url: str, repeat: int) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -147,11 +172,15 @@ def main(argv: list[str]) -> int:
             page = time_get(url, args.repeat)
             api = time_get(f"{base}/api/runs/{run_id}", args.repeat)
             browser = paint(url, max(3, args.repeat // 2))
+        cpu = server_cpu(store, run_id, max(3, args.repeat // 2))
         store.close()
     n = args.identities
+    print(f"load average {os.getloadavg()[0]:.1f}")
     print(f"run page, {n} x {n} identities ({len(run.results)} flows): GET median {page['median_ms']:.0f} ms "
           f"(max {page['max_ms']:.0f}, first {page['first_ms']:.0f}), {page['bytes'] / 1e6:.1f} MB HTML; "
           f"API median {api['median_ms']:.0f} ms ({api['bytes'] / 1e6:.1f} MB)")
+    print(f"run page server CPU (medians): page data cold {cpu['cold_ms']:.0f} ms (store read + classify + "
+          f"grid), from the cache {cpu['warm_ms']:.0f} ms; HTML {cpu['html_ms']:.0f} ms")
     print(f"run page in headless Chromium: first paint {browser['first_paint_ms']:.0f} ms, first contentful "
           f"paint {browser['fcp_ms']:.0f} ms, load event {browser['load_ms']:.0f} ms (medians)")
     if args.year_db:

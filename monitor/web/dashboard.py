@@ -225,7 +225,7 @@ def _chunks(pieces: Iterator[str], size: int = 256 * 1024) -> Iterator[bytes]:
     """Jinja2 yields thousands of small strings and Starlette hops to a thread for each one: send ~256 KB at
     a time, and the page head before a big grid so that the browser paints it while the grid arrives."""
     buf: list[str] = []
-    n = 0
+    n, limit = 0, 1024  # the first chunk small: the page head goes out before any grid is even built
     for piece in pieces:
         if len(piece) >= size:  # a grid: what came before it goes first, on its own
             if buf:
@@ -235,9 +235,9 @@ def _chunks(pieces: Iterator[str], size: int = 256 * 1024) -> Iterator[bytes]:
             continue
         buf.append(piece)
         n += len(piece)
-        if n >= size:
+        if n >= limit:
             yield "".join(buf).encode()
-            buf, n = [], 0
+            buf, n, limit = [], 0, size
     if buf:
         yield "".join(buf).encode()
 
