@@ -3,6 +3,8 @@ buckets aggregated in SQL, the run grid, the cache of built result sets. The bro
 
 from __future__ import annotations
 
+import pytest
+
 from monitor.store import Store
 from monitor.web import views
 from tests.dashboard_seed import CASE_WITH_MARKUP, seed
@@ -44,3 +46,41 @@ def test_run_view_grid_and_cache(tmp_path):
         # The known-good run has other results (another result set): built on its own.
         views.run_view(store, ids["good"], cache=cache)
         assert len(cache) == 2
+
+
+def test_serve_dashboard_waits_for_the_database_the_leader_creates(tmp_path):
+    """`serve` opens its own Store on the first page view: before the first run has created the database the
+    pages answer 503 with the store's one-line reason, afterwards they work without a restart."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from monitor.web import WebServer, create_app
+    from monitor.web.dashboard import dashboard_routes
+    from tests.dashboard_seed import free_port
+
+    url = f"sqlite:///{tmp_path}/later.db"
+
+    class Health:
+        def alive(self) -> bool:
+            return True
+
+        def readiness(self) -> list:
+            return []
+
+    web = WebServer(create_app(Health(), None, dashboard_routes(lambda: Store.open(url))),
+                    f"127.0.0.1:{free_port()}")
+    web.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"http://127.0.0.1:{web.port}/api/clusters")
+        with e.value:
+            assert e.value.code == 503
+            assert json.loads(e.value.read()) == {
+                "error": f"no database at {tmp_path}/later.db (create it with `netpol-drift db upgrade`)"}
+        with Store.open(url, migrate=True) as store:
+            seed(store)
+        with urllib.request.urlopen(f"http://127.0.0.1:{web.port}/api/clusters") as r:
+            assert [c["name"] for c in json.loads(r.read())["clusters"]] == ["prod", "staging"]
+    finally:
+        web.stop()
