@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "a database, as `serve` does, without probing a cluster. Access as configured "
                                    "by web.trusted_proxy_header and NETPOL_DRIFT_WEB_TOKEN.")
     p.add_argument("--db", metavar="URL", help="database URL (default: the store.url setting)")
-    p.add_argument("--listen", metavar="ADDR", help="HOST:PORT (default: the web.listen setting)")
+    p.add_argument("--listen", metavar="ADDR", default="127.0.0.1:8080",
+                   help="HOST:PORT (default 127.0.0.1:8080: a laptop's dashboard is not for the network unless asked)")
     p.set_defaults(func=dashboard_command)
 
 
@@ -48,7 +49,7 @@ def dashboard_command(args: argparse.Namespace) -> int:
     from monitor.web.dashboard import dashboard_access, dashboard_routes
 
     settings = load_settings(getattr(args, "config", None))
-    listen = args.listen or settings.web.listen
+    listen = args.listen
     parse_listen(listen, "--listen")
     url = args.db or settings.store.url
     store = Store.open(url, password=settings.secrets.database_password)  # fails fast: exit 2, one line
