@@ -15,6 +15,7 @@ BENCHMARKS = {
     "store-year": "bench.store_year",  # a year of 5-minute runs in SQLite: bytes per run, size, query times
     "serve-latency": "bench.serve_latency",  # needs root and the lab: policy apply -> stored drift run
     "serve-memory": "bench.serve_memory",  # needs root and the lab: RSS of serve over 100 runs of 1,000 cases
+    "dashboard": "bench.dashboard",  # run page of 200 x 200 identities (server + Chromium), history of a year
 }
 # Run when no name is given: the ones that need nothing but this checkout.
 DEFAULT = ["matrix"]

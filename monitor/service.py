@@ -580,13 +580,22 @@ def serve(config_path: str | None) -> int:
 
         service.after_run.append(PolicyReportPublisher(ClusterAdapter.connect(settings.cluster),
                                                        settings.report.name, lambda: service.suite.name))
-    web = WebServer(create_app(service, metrics.asgi_app()), settings.web.listen)
+    routes = []
+    if settings.web.dashboard:
+        from monitor.store import Store
+        from monitor.web.dashboard import dashboard_access, dashboard_routes
+
+        # Its own read-only Store, opened on the first page view: the leader creates the database on its first run.
+        routes = dashboard_routes(lambda: Store.open(settings.store.url, password=settings.secrets.database_password),
+                                  dashboard_access(settings))
+    web = WebServer(create_app(service, metrics.asgi_app(), routes), settings.web.listen)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())
     web.start()
     service.start()
-    log.info("serving /metrics, /healthz, /readyz on %s as %s", settings.web.listen, service.identity)
+    log.info("serving /metrics, /healthz, /readyz%s on %s as %s", " and the dashboard" if routes else "",
+             settings.web.listen, service.identity)
     while not stop.wait(1.0):
         pass
     log.info("SIGTERM: stopping")

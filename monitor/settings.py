@@ -17,11 +17,13 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from monitor.errors import InputError, syntax_error
 from monitor.models import DEFAULT_POD_CIDRS
@@ -108,6 +110,8 @@ class AlertSettings:
 class WebSettings:
     listen: str = "0.0.0.0:8080"
     external_url: str | None = None  # how people reach the dashboard; alerts link to runs under it
+    dashboard: bool = True  # `serve` also serves the dashboard pages and /api/ on web.listen
+    trusted_proxy_header: str | None = None  # a request carrying this header (set by an auth proxy) may read
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,7 @@ class Secrets:
     slack_token: str | None = field(default=None, repr=False)
     slack_webhook_url: str | None = field(default=None, repr=False)
     database_password: str | None = field(default=None, repr=False)
+    web_token: str | None = field(default=None, repr=False)  # the dashboard's bearer token
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,7 @@ _SECRET_ENV = {
     "slack_token": "SLACK_TOKEN",
     "slack_webhook_url": "SLACK_WEBHOOK_URL",
     "database_password": "DATABASE_PASSWORD",
+    "web_token": "WEB_TOKEN",
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
                tuple: "a list of CIDRs"}
@@ -194,6 +200,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         if key in raw:
             raise InputError("secrets are read only from the environment (NETPOL_DRIFT_*)", file=source,
                              field=key)
+    if isinstance(raw.get("web"), dict) and {"auth_token", "token"} & raw["web"].keys():
+        raise InputError("secrets are read only from the environment (NETPOL_DRIFT_WEB_TOKEN)", file=source,
+                         field="web.auth_token" if "auth_token" in raw["web"] else "web.token")
     values = _build(Settings, raw, source, prefix="")
     values = _apply_env(values, env)
     _check_relations(values, source)
@@ -263,6 +272,11 @@ def _coerce(value, hint, source: str, key: str):
         raise InputError(f"must be more than 0, got {value!r}", file=source, field=key)
     if (section, name) == ("web", "listen"):
         parse_listen(value, source)
+    if (section, name) == ("web", "external_url"):
+        _check_external_url(value, source)
+    if (section, name) == ("web", "trusted_proxy_header") and not _HEADER_NAME.fullmatch(value):
+        raise InputError(f"must be an HTTP header name (letters, digits, '-'), got {value!r}", file=source,
+                         field=key)
     return value
 
 
@@ -280,6 +294,17 @@ def parse_cidrs(value, source: str, key: str) -> tuple[str, ...]:
         except ValueError:
             raise InputError(f"invalid CIDR {item!r}", file=source, field=key) from None
     return tuple(cidrs)
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+def _check_external_url(value: str, source: str) -> None:
+    """Alerts link to `<external_url>/runs/<id>`: it must be an absolute http(s) URL with no query."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise InputError(f"must be an http:// or https:// URL without query or fragment, got {value!r}",
+                         file=source, field="web.external_url")
 
 
 def parse_listen(value: str, source: str = "<settings>") -> tuple[str, int]:

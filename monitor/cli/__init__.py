@@ -14,7 +14,7 @@ from monitor.errors import NetpolDriftError
 
 
 def build_parser(prog: str = "netpol-drift") -> argparse.ArgumentParser:
-    from monitor.cli import history, live, offline, serve
+    from monitor.cli import dashboard, history, live, offline, serve
 
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -22,7 +22,7 @@ def build_parser(prog: str = "netpol-drift") -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"netpol-drift {__version__}")
     parser.add_argument("--config", metavar="FILE", help="settings file (YAML); NETPOL_DRIFT_* env overrides it")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (offline, live, history, serve):
+    for module in (offline, live, history, serve, dashboard):
         module.register(sub)
     return parser
 

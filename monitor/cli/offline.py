@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifests", required=True, metavar="DIR", help="directory of .yaml/.yml/.json manifests")
     p.add_argument("--port", action="append", default=[], metavar="PORT/PROTOCOL",
                    help="port to evaluate (repeatable; default: every port some pod declares)")
-    p.add_argument("--format", choices=("table", "json", "tsv"), default="table")
+    p.add_argument("--format", choices=("table", "json", "tsv", "html"), default="table",
+                   help="html: one self-contained page with the dashboard's coloured grid (CI artifacts, reviews)")
     add_pod_cidr(p)
     p.set_defaults(func=matrix_command)
 
@@ -124,6 +125,11 @@ def matrix_command(args: argparse.Namespace) -> int:
     ports = ports or analyze.declared_ports(snapshot)
     flows = list(analyze.matrix_flows(snapshot, ports, cidrs))
     pods = [p.ref for p in snapshot.pods]
+    if args.format == "html":
+        from monitor.web.matrix_page import render_matrix_html  # local: jinja2 only for this format
+
+        out.write(render_matrix_html(snapshot, flows, source=str(args.manifests)))
+        return 0
     if args.format == "json":
         json.dump({"pods": pods, "flows": [
             {"from": f.source, "to": f.destination, "port": f.port, "protocol": f.protocol,

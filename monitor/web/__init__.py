@@ -2,8 +2,9 @@
 
 Job: /healthz (the process is alive), /readyz (every readiness check of the service passes: 200, else 503,
 with the checks as JSON), /metrics (prometheus_client's ASGI app, handed in by monitor.metrics). The dashboard
-adds its pages to the same app through `create_app(..., routes=[...])`. `WebServer` runs uvicorn in a thread
-so that the service's main loop keeps the signals.
+adds its pages to the same app through `create_app(..., routes=[...])` (monitor/web/dashboard.py, with
+views.py building what each page shows); `netpol-drift dashboard` passes no metrics app. `WebServer` runs
+uvicorn in a thread so that the service's main loop keeps the signals.
 This module must not import prometheus_client (monitor/metrics.py owns it), kubernetes or the store, nor
 decide readiness itself: the service says what is ready.
 """
@@ -43,7 +44,7 @@ class _Asgi:
         await self.app(scope, receive, send)
 
 
-def create_app(health: Health, metrics_app: Any, routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(health: Health, metrics_app: Any | None, routes: Sequence[BaseRoute] = ()) -> Starlette:
     def healthz(request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok\n") if health.alive() else PlainTextResponse("stopping\n", status_code=503)
 
@@ -54,8 +55,8 @@ def create_app(health: Health, metrics_app: Any, routes: Sequence[BaseRoute] = (
         return JSONResponse({"ready": ready, "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}},
                             status_code=200 if ready else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz),
-                             Route("/metrics", _Asgi(metrics_app)), *routes])
+    metrics = [Route("/metrics", _Asgi(metrics_app))] if metrics_app is not None else []
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), *metrics, *routes])
 
 
 class WebServer:
