@@ -9,8 +9,13 @@ import sys
 
 BENCHMARKS = {
     "matrix": "bench.matrix_vs_nca",  # matrix --format tsv vs network-config-analyzer; 10k-pod class matrix
+    "npa": "bench.matrix_vs_npa",  # matrix --format tsv vs netpol-analyzer (binary from $NETPOL_ANALYZER)
     "probe-fanout": "bench.probe_fanout",  # needs root and the lab
+    "scale": "bench.scale",  # matrix/check/diff at 10,000 pods, live snapshot, 100,000 pods
     "store-year": "bench.store_year",  # a year of 5-minute runs in SQLite: bytes per run, size, query times
+    "serve-latency": "bench.serve_latency",  # needs root and the lab: policy apply -> stored drift run
+    "serve-memory": "bench.serve_memory",  # needs root and the lab: RSS of serve over 100 runs of 1,000 cases
+    "dashboard": "bench.dashboard",  # run page of 200 x 200 identities (server + Chromium), history of a year
 }
 # Run when no name is given: the ones that need nothing but this checkout.
 DEFAULT = ["matrix"]

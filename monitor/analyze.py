@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from monitor.engine import ConnSet, Engine
 from monitor.engine.evaluate import fill_template
-from monitor.engine.matrix import bits_of, class_matrix
+from monitor.engine.matrix import bits_of, class_matrix, comparable_matrices, pod_classes
 from monitor.engine.selectors import block_coverage, primary_cidrs
 from monitor.models import DEFAULT_POD_CIDRS, FlowResult, Outcome, Pod, Snapshot, Verdict
 from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
-from monitor.suite import Suite, expand_case
+from monitor.suite import Suite, expand_case, pods_by_namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +65,31 @@ def connection_lines(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_
     """The streamed tsv: `ns/src<TAB>ns/dst<TAB>CONNS` for each pod pair with any allowed connection."""
     matrix = class_matrix(snapshot, pod_cidrs)
     refs = [[p.ref for p in m] for m in matrix.members]
+    # The pods of each class as one newline-joined text: a group of destination classes is then one join of
+    # a few texts, and each source's lines one str.replace of its newlines (pod names hold no newline).
+    joined = ["\n".join(r) for r in refs]
+    text: dict[ConnSet, str] = {}
     for s, srcs in enumerate(refs):
-        groups = [(str(conns), sorted(bits_of(part))) for conns, part in matrix.row_groups(s) if conns]
-        for a in srcs:
+        groups = []
+        for conns, part in matrix.row_groups(s):
+            if not conns:
+                continue
+            tail = text.get(conns) or text.setdefault(conns, "\t" + str(conns) + "\n")
+            if part >> s & 1:  # the source's own class: each of its pods is left out of its own lines
+                groups.append((tail, _join(joined, part & ((1 << s) - 1)), _join(joined, part >> (s + 1) << (s + 1))))
+            else:
+                groups.append((tail, _join(joined, part), None))
+        for k, a in enumerate(srcs):
             # Lines for one source come out grouped by connection set; consumers key on the pair, not the order.
-            for text, dsts in groups:
-                tail = "\t" + text + "\n"
-                yield "".join(f"{a}\t{b}{tail}" for d in dsts for b in refs[d] if b != a)
+            for tail, dsts, above in groups:
+                if above is not None:
+                    dsts = "\n".join(t for t in (dsts, *srcs[:k], *srcs[k + 1:], above) if t)
+                if dsts:
+                    yield f"{a}\t{dsts.replace(chr(10), tail + a + chr(9))}{tail}"
+
+
+def _join(joined: list[str], classes: int) -> str:
+    return "\n".join(map(joined.__getitem__, bits_of(classes)))
 
 
 def address_warnings(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS) -> list[str]:
@@ -131,10 +149,11 @@ def check_suite(snapshot: Snapshot, suite: Suite, pod_cidrs: Sequence[str] = DEF
     An answer that depends on an IP the manifests do not give is `unknown`, never a pass."""
     engine = Engine(snapshot, pod_cidrs)
     ns_labels = {n.name: dict(n.labels) for n in snapshot.namespaces}
+    by_namespace = pods_by_namespace(snapshot)
     checks = []
     for case in suite.cases:
         flows = []
-        for f in expand_case(snapshot, case, ns_labels):
+        for f in expand_case(snapshot, case, ns_labels, by_namespace):
             src = f.source_identity if f.source is None else f.source.ref
             dst = (f.destination.ref if isinstance(f.destination, Pod) else f.destination) or f.destination_identity
             if f.skip_reason:
@@ -190,42 +209,74 @@ def reachability_diff(before: Snapshot, after: Snapshot, pod_cidrs: Sequence[str
     A change explains a pair when applying it alone to `before` moves that pair's connection set (the same
     single-change attribution as drift causes); when none does alone, the pair needs them together and all are
     listed.
+
+    Both class matrices are built over one partition of the common pods (pods alike in both snapshots), so a
+    row of one compares with the same row of the other group by group: only rows that moved are expanded to
+    pod pairs, and a change's effect is evaluated once per pair of classes of the snapshot it makes.
     """
     diff = diff_snapshots(before, after)
     policy_changes = PolicyChanges(
         tuple(sorted(diff.policies_added + diff.admin_policies_added)),
         tuple(sorted(diff.policies_removed + diff.admin_policies_removed)),
         tuple(sorted(diff.policies_changed + diff.admin_policies_changed)))
-    old_m, new_m = class_matrix(before, pod_cidrs), class_matrix(after, pod_cidrs)
-    old_cls, new_cls = old_m.class_of(), new_m.class_of()
-    new_refs = {p.ref for p in after.pods}
-    common = [p.ref for p in before.pods if p.ref in new_refs]
-    variants = None  # built on the first changed pair: one engine per single change
+    after_by_ref = {p.ref: p for p in after.pods}
+    common = [p for p in before.pods if p.ref in after_by_ref]
+    old_cls, new_cls = _class_index(before), _class_index(after)
+    joint: dict[tuple[int, int], int] = {}
+    old_members: list[list[Pod]] = []
+    new_members: list[list[Pod]] = []
+    for p in common:
+        j = joint.setdefault((old_cls[p.ref], new_cls[p.ref]), len(joint))
+        if j == len(old_members):
+            old_members.append([])
+            new_members.append([])
+        old_members[j].append(p)
+        new_members[j].append(after_by_ref[p.ref])
+    old_m, new_m, same_atoms = comparable_matrices(before, after, pod_cidrs, (old_members, new_members))
+    order = {p.ref: i for i, p in enumerate(common)}
+    causes_of = _SingleChangeCauses(before, diff, pod_cidrs)
+    texts: dict[tuple[ConnSet, ConnSet], tuple[str, str, str, str]] = {}
     changes = []
-    for a in common:
-        for b in common:
-            if a == b:
-                continue
-            c_old = old_m.cell(old_cls[a], old_cls[b])
-            c_new = new_m.cell(new_cls[a], new_cls[b])
-            if c_old == c_new:
-                continue
-            if variants is None:
-                variants = []
-                for change in diff.changes:
-                    variant = apply_change(before, change)
-                    variants.append((change, Engine(variant, pod_cidrs), {p.ref: p for p in variant.pods}))
-            causes = [c.describe() for c, engine, pods in variants
-                      if a in pods and b in pods and engine.connections(pods[a], pods[b]) != c_old]
-            if not causes:
-                causes = [c.describe() + " (with the others)" for c in diff.changes]
-            changes.append(FlowChange(a, b, str(c_old), str(c_new), _fmt(c_new - c_old), _fmt(c_old - c_new),
-                                      tuple(causes)))
-    for c in one_sided_pods(diff, before, after):
-        if c.action == "added":
-            changes += _one_sided_flows(after, new_m, new_cls, c.new, c.describe(), "added", pod_cidrs)
-        else:
-            changes += _one_sided_flows(before, old_m, old_cls, c.old, c.describe(), "removed", pod_cidrs)
+    moved_rows: dict[int, list[tuple[int, str, ConnSet, ConnSet, tuple[str, str, str, str]]]] = {}
+    for s in range(len(old_members)):
+        if same_atoms and old_m.row_of(s) == new_m.row_of(s):
+            continue
+        old_row = _by_conns(old_m.row_groups(s))
+        new_row = _by_conns(new_m.row_groups(s))
+        changed = 0
+        for c in old_row.keys() | new_row.keys():
+            changed |= old_row.get(c, 0) ^ new_row.get(c, 0)
+        if not changed:
+            continue
+        moved = []  # every destination pod of the class's moved pairs, in snapshot order
+        for c_old, bits in old_row.items():
+            if bits & changed:
+                for c_new, bits_new in new_row.items():
+                    if c_new != c_old and bits & changed & bits_new:
+                        text = texts.get((c_old, c_new))
+                        if text is None:
+                            text = texts[(c_old, c_new)] = (str(c_old), str(c_new), _fmt(c_new - c_old),
+                                                            _fmt(c_old - c_new))
+                        moved += [(order[b.ref], b.ref, c_old, c_new, text)
+                                  for d in bits_of(bits & changed & bits_new) for b in old_members[d]]
+        moved.sort(key=lambda m: m[0])
+        moved_rows[s] = moved
+    for j, pods in enumerate(old_members):
+        for a in pods:
+            for _, b, c_old, _, text in moved_rows.get(j, ()):
+                if b != a.ref:
+                    changes.append(FlowChange(a.ref, b, *text, causes_of(a.ref, b, c_old)))
+    changes.sort(key=lambda c: order[c.source])  # stable: destinations stay in snapshot order
+    one_sided = one_sided_pods(diff, before, after)
+    if one_sided:  # matrices over every pod of each side, made only when a pod exists on one side
+        full_old, full_new = class_matrix(before, pod_cidrs), class_matrix(after, pod_cidrs)
+        for c in one_sided:
+            if c.action == "added":
+                changes += _one_sided_flows(after, full_new, full_new.class_of(), c.new, c.describe(), "added",
+                                            pod_cidrs)
+            else:
+                changes += _one_sided_flows(before, full_old, full_old.class_of(), c.old, c.describe(), "removed",
+                                            pod_cidrs)
     return changes, policy_changes
 
 
@@ -256,6 +307,65 @@ def _one_sided_flows(snapshot: Snapshot, matrix, class_of: dict[str, int], pod: 
             out.append(FlowChange(src.ref, dst.ref, before, after, text if change == "added" else "",
                                   text if change == "removed" else "", (cause,), change, reason))
     return out
+
+
+def _class_index(snapshot: Snapshot) -> dict[str, int]:
+    return {p.ref: i for i, pods in enumerate(pod_classes(snapshot)[1]) for p in pods}
+
+
+def _by_conns(groups: list[tuple[ConnSet, int]]) -> dict[ConnSet, int]:
+    out: dict[ConnSet, int] = {}
+    for conns, bits in groups:
+        out[conns] = out.get(conns, 0) | bits
+    return out
+
+
+class _SingleChangeCauses:
+    """The changes that alone move a pair's connection set: `before` with one change applied, evaluated once
+    per pair of pod classes of that one-change snapshot (pods of one class get the same answer there)."""
+
+    def __init__(self, before: Snapshot, diff: SnapshotDiff, pod_cidrs: Sequence[str]) -> None:
+        self.before, self.diff, self.pod_cidrs = before, diff, pod_cidrs
+        self.variants: list[tuple[Change, Engine, dict[str, Pod], dict[str, int]]] | None = None
+        self.descriptions: list[str] = []
+        self.together: tuple[str, ...] = ()
+        self.by_classes: dict[tuple, tuple[str, ...]] = {}
+        self.pod_classes: dict[str, tuple[int, ...]] = {}
+
+    def __call__(self, a: str, b: str, c_old: ConnSet) -> tuple[str, ...]:
+        if self.variants is None:  # built on the first changed pair: one engine per single change
+            self.variants = []
+            for change in self.diff.changes:
+                variant = apply_change(self.before, change)
+                self.variants.append((change, Engine(variant, self.pod_cidrs), {p.ref: p for p in variant.pods},
+                                      _class_index(variant)))
+            self.descriptions = [c.describe() for c in self.diff.changes]
+            self.together = tuple(d + " (with the others)" for d in self.descriptions)
+        # A pod's classes in every one-change snapshot: pairs with the same ones have the same causes.
+        key = (self._classes(a), self._classes(b), c_old)
+        causes = self.by_classes.get(key)
+        if causes is None:
+            causes = self.by_classes[key] = tuple(
+                self.descriptions[i] for i, (change, engine, pods, _) in enumerate(self.variants)
+                if a in pods and b in pods and _may_move(change, pods[a], pods[b])
+                and engine.connections(pods[a], pods[b]) != c_old) or self.together
+        return causes
+
+    def _classes(self, ref: str) -> tuple[int, ...]:
+        out = self.pod_classes.get(ref)
+        if out is None:
+            out = self.pod_classes[ref] = tuple(cls.get(ref, -1) for _, _, _, cls in self.variants or ())
+        return out
+
+
+def _may_move(change: Change, a: Pod, b: Pod) -> bool:
+    """False when the change cannot touch the pair: a NetworkPolicy selects pods of its own namespace only,
+    a pod's labels matter only to its own pairs, and Services are not policy."""
+    if change.kind == "policy":
+        return (change.old or change.new).namespace in (a.namespace, b.namespace)
+    if change.kind == "pod":
+        return bool({a.ref, b.ref} & {p.ref for p in (change.old, change.new) if p is not None})
+    return change.kind != "service"
 
 
 def _fmt(c: ConnSet) -> str:

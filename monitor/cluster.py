@@ -14,11 +14,13 @@ passes ClusterSettings in.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -58,6 +60,10 @@ _WATCHABLE = {
     "NetworkPolicy": ("networking", "list_network_policy_for_all_namespaces"),
     "EndpointSlice": ("discovery", "list_endpoint_slice_for_all_namespaces"),
 }
+
+
+# Where PolicyReports live (wgpolicyk8s.io's v1alpha2, the version policy dashboards read).
+POLICY_REPORT_API = ("wgpolicyk8s.io", "v1alpha2")
 
 
 # ------------------------------------------------------------------------------------------------- errors
@@ -138,9 +144,35 @@ class ClusterEvent:
     namespace: str | None
     name: str
     resource_version: str | None
+    # A digest of only what a snapshot reads of the object (pod labels/IPs/running, namespace labels, policy
+    # spec): a pod's status heartbeat changes its resourceVersion, not its fingerprint.
+    fingerprint: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.namespace or "", self.name
 
 
 # ------------------------------------------------------------------------------------------------ adapter
+def _as_kubectl_would(kubeconfig: str | None, context: str | None) -> tuple[str | None, str | None]:
+    """The kubeconfig file(s) and context kubectl would use. An explicit file is used alone; else every file
+    listed in $KUBECONFIG (os.pathsep-separated, missing ones skipped) is merged, and kubectl lets the FIRST
+    file that sets a value win, the current context too (the client's loader lets the last one win, so the
+    current context is picked here); else ~/.kube/config."""
+    listed = os.environ.get("KUBECONFIG", "")
+    if kubeconfig or not listed:
+        return kubeconfig, context
+    if context is None:
+        for path in (os.path.expanduser(p) for p in listed.split(os.pathsep) if p):
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    doc = yaml.safe_load(f)
+                if isinstance(doc, dict) and doc.get("current-context"):
+                    context = str(doc["current-context"])
+                    break
+    return listed, context
+
+
 class ClusterAdapter:
     def __init__(self, api: client.ApiClient, settings: ClusterSettings) -> None:
         self._api = api
@@ -151,6 +183,10 @@ class ClusterAdapter:
         self._custom = client.CustomObjectsApi(api)
         self._coordination = client.CoordinationV1Api(api)
         self.server = api.configuration.host
+        # Told of every failed call, by verb (the service counts them in a metric; this module imports none).
+        self.on_api_error: Callable[[str], None] = lambda verb: None
+        # Probe pods this adapter created and has not deleted: what the probe_pods_running metric shows.
+        self._probe_pods: set[tuple[str, str]] = set()
 
     @classmethod
     def connect(cls, settings: ClusterSettings, kubeconfig: str | None = None,
@@ -161,9 +197,11 @@ class ClusterAdapter:
         context = context or settings.context
         cfg = client.Configuration()
         try:
-            if not kubeconfig and not context and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            if not kubeconfig and not context and not os.environ.get("KUBECONFIG") \
+                    and os.environ.get("KUBERNETES_SERVICE_HOST"):
                 config.load_incluster_config(client_configuration=cfg)
             else:
+                kubeconfig, context = _as_kubectl_would(kubeconfig, context)
                 config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
                                         persist_config=False)
         except (ConfigException, OSError, TypeError, ValueError, yaml.YAMLError, AttributeError, LookupError) as e:
@@ -182,20 +220,22 @@ class ClusterAdapter:
         self._api.close()
 
     # -------------------------------------------------------------------------------------- call plumbing
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, _attempts: int | None = None, **kwargs: Any) -> T:
         """fn(*args, **kwargs) with a timeout, retried with exponential backoff while the failure is
         transient; any failure becomes one of our ClusterError subclasses, raised from the original."""
         kwargs.setdefault("_request_timeout", self._settings.request_timeout_seconds)
-        attempts = self._settings.retries + 1
+        attempts = _attempts or self._settings.retries + 1
         for attempt in range(attempts):
             try:
                 return fn(*args, **kwargs)
             except ApiException as e:
+                self.on_api_error(_verb(what))
                 if e.status in _TRANSIENT_STATUS and attempt + 1 < attempts:
                     self._backoff(what, attempt, f"HTTP {e.status}")
                     continue
                 raise _api_error(what, e) from e
             except (urllib3.exceptions.HTTPError, OSError) as e:
+                self.on_api_error(_verb(what))
                 if attempt + 1 < attempts:
                     self._backoff(what, attempt, type(e).__name__)
                     continue
@@ -330,24 +370,37 @@ class ClusterAdapter:
     def watch_changes(self, kind: str, timeout_seconds: int,
                       resource_version: str | None = None) -> Iterator[ClusterEvent]:
         """Events of one kind for at most timeout_seconds (the server closes the watch then); the caller
-        re-watches from the last resource_version. Admin-policy kinds are watched when served."""
-        if kind in _WATCHABLE:
-            api_name, method = _WATCHABLE[kind]
-            fn = getattr({"core": self._core, "networking": self._networking,
-                          "discovery": self._discovery}[api_name], method)
-            args: tuple = ()
-        else:
-            api = next((a for a in ADMIN_POLICY_APIS if a[0] == kind), None)
-            if api is None:
-                raise InputError(f"cannot watch kind {kind!r}")
-            fn, args = self._custom.list_cluster_custom_object, (ADMIN_POLICY_GROUP, api[1], api[2])
+        re-watches from the last resource_version, and re-lists (list_fingerprints) on ClusterConflictError
+        (410 Gone: that version is too old). Admin-policy kinds are watched when served (else
+        ClusterNotFoundError). Pods exclude our own probe pods."""
+        fn, args, selector = self._watch_target(kind)
         for event_type, obj in self._stream(f"watch {kind}", fn, *args, timeout_seconds=timeout_seconds,
-                                            resource_version=resource_version):
+                                            resource_version=resource_version, label_selector=selector):
             if event_type == "BOOKMARK":
                 continue
             meta = obj.get("metadata") or {}
             yield ClusterEvent(event_type, kind, meta.get("namespace"), meta.get("name", ""),
-                               meta.get("resourceVersion"))
+                               meta.get("resourceVersion"), _fingerprint(kind, obj))
+
+    def list_fingerprints(self, kind: str) -> tuple[dict[tuple[str, str], str], str]:
+        """({(namespace, name): fingerprint}, the list's resourceVersion to watch from) of one watchable kind."""
+        fn, args, selector = self._watch_target(kind)
+        kwargs = {"label_selector": selector} if selector else {}
+        resp = self._list(f"list {kind}", fn, *args, **kwargs)
+        items = {((i.get("metadata") or {}).get("namespace") or "", (i.get("metadata") or {}).get("name", "")):
+                 _fingerprint(kind, i) for i in resp.get("items") or []}
+        return items, (resp.get("metadata") or {}).get("resourceVersion") or ""
+
+    def _watch_target(self, kind: str) -> tuple[Callable, tuple, str | None]:
+        if kind in _WATCHABLE:
+            api_name, method = _WATCHABLE[kind]
+            fn = getattr({"core": self._core, "networking": self._networking,
+                          "discovery": self._discovery}[api_name], method)
+            return fn, (), f"!{PROBE_LABEL}" if kind == "Pod" else None
+        api = next((a for a in ADMIN_POLICY_APIS if a[0] == kind), None)
+        if api is None:
+            raise InputError(f"cannot watch kind {kind!r}")
+        return self._custom.list_cluster_custom_object, (ADMIN_POLICY_GROUP, api[1], api[2]), None
 
     def _stream(self, what: str, fn: Callable, *args: Any, timeout_seconds: float,
                 resource_version: str | None = None,
@@ -373,8 +426,10 @@ class ClusterAdapter:
                     raise ClusterRejectedError(f"{what}: watch error {code}: {obj.get('message')}")
                 yield event["type"], obj
         except ApiException as e:
+            self.on_api_error("watch")
             raise _api_error(what, e) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
+            self.on_api_error("watch")
             raise ClusterUnavailableError(f"{what}: API server {self.server}: {e}") from e
         finally:
             w.stop()
@@ -389,6 +444,8 @@ class ClusterAdapter:
         run-unique names it means a retried create had already succeeded, which the caller may accept."""
         ns = manifest["metadata"]["namespace"]
         name = manifest["metadata"]["name"]
+        if (manifest["metadata"].get("labels") or {}).get(PROBE_LABEL) == "true":
+            self._probe_pods.add((ns, name))  # before the call: a create cut by a timeout may still have worked
         resp = self._call(f"create pod {ns}/{name}", self._core.create_namespaced_pod, ns, manifest,
                           _preload_content=False)
         return _probe_state(json.loads(resp.data))
@@ -399,8 +456,71 @@ class ClusterAdapter:
             self._call(f"delete pod {namespace}/{name}", self._core.delete_namespaced_pod, name, namespace,
                        grace_period_seconds=0, propagation_policy="Background", _preload_content=False)
         except ClusterNotFoundError:
+            self._probe_pods.discard((namespace, name))
             return False
+        self._probe_pods.discard((namespace, name))
         return True
+
+    # ------------------------------------------------------------------------------------- PolicyReports
+    def publish_policy_reports(self, namespaced: Sequence[dict], cluster_report: dict,
+                               labels: Mapping[str, str]) -> int:
+        """Creates or replaces each wgpolicyk8s.io/v1alpha2 PolicyReport and the ClusterPolicyReport (one object
+        per name, updated in place) and deletes our PolicyReport of that name (found by `labels`) in namespaces
+        that are no longer probed. Returns how many namespaces have one."""
+        for obj in namespaced:
+            self._put_report("policyreports", obj)
+        self._put_report("clusterpolicyreports", cluster_report)
+        name = cluster_report["metadata"]["name"]
+        keep = {o["metadata"]["namespace"] for o in namespaced}
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        items = self._list("list policyreports", self._custom.list_cluster_custom_object, *POLICY_REPORT_API,
+                           "policyreports", label_selector=selector)["items"]
+        for item in items:
+            meta = _obj(item.get("metadata"))
+            ns = meta.get("namespace")
+            if meta.get("name") == name and isinstance(ns, str) and ns not in keep:
+                with contextlib.suppress(ClusterNotFoundError):
+                    self._call(f"delete policyreport {ns}/{name}", self._custom.delete_namespaced_custom_object,
+                               *POLICY_REPORT_API, ns, "policyreports", name, _preload_content=False)
+        return len(namespaced)
+
+    def _put_report(self, plural: str, obj: dict) -> None:
+        meta = obj["metadata"]
+        ns, name = meta.get("namespace"), meta["name"]
+        what = f"{plural} {ns}/{name}" if ns else f"{plural} {name}"
+        where = (ns, plural) if ns else (plural,)
+        suffix = "namespaced" if ns else "cluster"
+        get = getattr(self._custom, f"get_{suffix}_custom_object")
+        try:
+            current = self._call(f"read {what}", get, *POLICY_REPORT_API, *where, name)
+        except ClusterNotFoundError:
+            create = getattr(self._custom, f"create_{suffix}_custom_object")
+            try:
+                self._call(f"create {what}", create, *POLICY_REPORT_API, *where, obj, _preload_content=False)
+            except ClusterNotFoundError as e:
+                raise ClusterNotFoundError(f"{e} (is the {'/'.join(POLICY_REPORT_API)} PolicyReport CRD "
+                                           "installed?)") from e
+            return
+        version = _obj(_obj(current).get("metadata")).get("resourceVersion")
+        body = {**obj, "metadata": {**meta, "resourceVersion": version}}
+        replace = getattr(self._custom, f"replace_{suffix}_custom_object")
+        self._call(f"replace {what}", replace, *POLICY_REPORT_API, *where, name, body, _preload_content=False)
+
+    def probe_pods_alive(self) -> int:
+        """Probe pods this adapter created and has not deleted yet."""
+        return len(self._probe_pods)
+
+    def ping(self) -> str:
+        """The API server's version (readiness: is the API reachable with our credentials)."""
+        # No retries: a readiness probe wants the answer now, and the kubelet asks again anyway.
+        try:
+            info = client.VersionApi(self._api).get_code(
+                _request_timeout=min(5.0, self._settings.request_timeout_seconds))
+        except ApiException as e:
+            raise _api_error("get version", e) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise ClusterUnavailableError(f"get version: API server {self.server} unreachable: {e}") from e
+        return info.git_version
 
     def list_probe_pods(self, label_selector: str) -> tuple[tuple[ProbePodState, ...], str]:
         """The pods matching the selector in every namespace, and the list's resourceVersion to watch from."""
@@ -471,6 +591,37 @@ class ClusterAdapter:
         return tuple(out)
 
 
+    # -------------------------------------------------------------------------------------------- leases
+    def read_lease(self, namespace: str, name: str) -> LeaseRecord | None:
+        """The Lease as a LeaseRecord, None when it does not exist."""
+        try:
+            resp = self._call(f"get lease {namespace}/{name}", self._coordination.read_namespaced_lease, name,
+                              namespace, _attempts=1, _preload_content=False)
+        except ClusterNotFoundError:
+            return None
+        return _lease_record(json.loads(resp.data))
+
+    def write_lease(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
+        """Creates the Lease (record.resource_version None) or replaces it only if nobody changed it since
+        record.resource_version was read: ClusterConflictError when another replica got there first."""
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"holderIdentity": record.holder or None, "leaseDurationSeconds": record.lease_seconds,
+                         "acquireTime": _unix_micro_time(record.acquired_at),
+                         "renewTime": _unix_micro_time(record.renewed_at),
+                         "leaseTransitions": record.transitions}}
+        # One attempt each: a retried create or update would turn our own success into a conflict, and the
+        # election loop tries again every retry period anyway.
+        if record.resource_version is None:
+            resp = self._call(f"create lease {namespace}/{name}", self._coordination.create_namespaced_lease,
+                              namespace, body, _attempts=1, _preload_content=False)
+        else:
+            body["metadata"]["resourceVersion"] = record.resource_version
+            resp = self._call(f"update lease {namespace}/{name}", self._coordination.replace_namespaced_lease,
+                              name, namespace, body, _attempts=1, _preload_content=False)
+        return _lease_record(json.loads(resp.data))
+
+
 def run_lease_name(run: str) -> str:
     return f"netpol-drift-run-{run}"
 
@@ -479,7 +630,166 @@ def _micro_time(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """The part of a coordination.k8s.io/v1 Lease that leader election reads and writes."""
+
+    holder: str  # "" when released
+    lease_seconds: int
+    acquired_at: float | None  # unix seconds
+    renewed_at: float | None
+    transitions: int = 0
+    resource_version: str | None = None  # None: not created yet
+
+
+class LeaderElector:
+    """Leader election on a Lease, client-go's algorithm, in a thread of its own.
+
+    Not the client's LeaseLock/LeaderElector: those use the global default client (not this adapter's
+    credentials and timeouts), block the caller, cannot release the lease and call sys.exit on bad settings.
+    Here: every `retry_seconds` the leader renews and the others try to acquire; another holder's lease counts
+    as expired `lease_seconds` after this replica last SAW it change (its own clock only, so clock skew between
+    nodes cannot elect two leaders); a leader that could not renew for `renew_deadline_seconds` (shorter than
+    the lease) steps down, and one that sees another holder steps down at once. `stop()` releases the Lease
+    (empty holder) so a successor takes over without waiting for it to expire.
+    """
+
+    def __init__(self, adapter: ClusterAdapter, namespace: str, name: str, identity: str, *,
+                 lease_seconds: float, renew_deadline_seconds: float, retry_seconds: float,
+                 on_change: Callable[[bool], None], clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.adapter, self.namespace, self.name, self.identity = adapter, namespace, name, identity
+        self.lease_seconds, self.renew_deadline, self.retry = lease_seconds, renew_deadline_seconds, retry_seconds
+        self.on_change, self.clock, self.wall = on_change, clock, wall
+        self.leading = False
+        self._observed: LeaseRecord | None = None
+        self._observed_at = 0.0
+        self._renewed_at = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lease", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stops trying, steps down and releases the Lease if this replica holds it."""
+        self._stop.set()
+        self._thread.join(timeout=self.retry + self.adapter._settings.request_timeout_seconds)
+        if self.leading:
+            self._set_leading(False)
+            self.release()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                held = self.try_acquire_or_renew()
+            except ClusterError as e:
+                log.warning("leader election: %s", e)
+                held = False
+            now = self.clock()
+            if held:
+                self._renewed_at = now
+                if not self.leading:
+                    self._set_leading(True)
+            elif self.leading and (self._lost_to_another() or now - self._renewed_at >= self.renew_deadline):
+                self._set_leading(False)
+            self._stop.wait(self.retry)
+
+    def _set_leading(self, leading: bool) -> None:
+        self.leading = leading
+        log.info("%s the leader (Lease %s/%s, identity %s)", "became" if leading else "stopped being",
+                 self.namespace, self.name, self.identity)
+        self.on_change(leading)
+
+    def _lost_to_another(self) -> bool:
+        o = self._observed
+        return o is not None and bool(o.holder) and o.holder != self.identity
+
+    def try_acquire_or_renew(self) -> bool:
+        now_wall, now = self.wall(), self.clock()
+        current = self.adapter.read_lease(self.namespace, self.name)
+        mine = LeaseRecord(self.identity, round(self.lease_seconds), now_wall, now_wall)
+        if current is None:
+            try:
+                self._observe(self.adapter.write_lease(self.namespace, self.name, mine), now)
+            except ClusterConflictError:
+                return False
+            return True
+        if self._observed is None or (current.holder, current.renewed_at) != (self._observed.holder,
+                                                                             self._observed.renewed_at):
+            self._observe(current, now)
+        other = current.holder and current.holder != self.identity
+        if other and self._observed_at + current.lease_seconds > now:
+            return False  # held by another replica whose lease has not run out (as seen from here)
+        record = replace(mine, resource_version=current.resource_version,
+                         acquired_at=current.acquired_at if not other and current.holder else now_wall,
+                         transitions=current.transitions + (1 if current.holder != self.identity else 0))
+        try:
+            self._observe(self.adapter.write_lease(self.namespace, self.name, record), now)
+        except ClusterConflictError:
+            return False
+        return True
+
+    def _observe(self, record: LeaseRecord, now: float) -> None:
+        self._observed, self._observed_at = record, now
+
+    def release(self) -> None:
+        """Empty holder and a 1-second lease: the next replica to look takes over (client-go's release)."""
+        try:
+            current = self.adapter.read_lease(self.namespace, self.name)
+            if current is None or current.holder != self.identity:
+                return
+            now_wall = self.wall()
+            self.adapter.write_lease(self.namespace, self.name, replace(
+                current, holder="", lease_seconds=1, renewed_at=now_wall))
+            log.info("released Lease %s/%s", self.namespace, self.name)
+        except ClusterError as e:  # it then simply expires
+            log.warning("could not release Lease %s/%s: %s", self.namespace, self.name, e)
+
+
 # --------------------------------------------------------------------------------------------------- helpers
+def _verb(what: str) -> str:
+    """The verb of a call's description ("list pods" -> list), for the api_errors metric's few label values."""
+    verb = what.split(" ", 1)[0]
+    return {"read": "get", "replace": "update"}.get(verb, verb)
+
+
+def _fingerprint(kind: str, obj: dict) -> str:
+    """What a snapshot reads of the object, digested (see ClusterEvent.fingerprint)."""
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    if kind == "Pod":
+        ips = [a.get("ip") for a in status.get("podIPs") or []] or [status.get("podIP")]
+        ports = [(c.get("name"), p.get("name"), p.get("containerPort"), p.get("protocol"))
+                 for c in (obj.get("spec") or {}).get("containers") or [] for p in c.get("ports") or []]
+        seen = [meta.get("labels") or {}, ips, status.get("phase") == "Running", bool(meta.get("deletionTimestamp")),
+                ports]
+    elif kind in ("Namespace", "Service"):
+        seen = [meta.get("labels") or {}, obj.get("spec") if kind == "Service" else None]
+    else:
+        seen = [obj.get("spec") or {}]
+    return hashlib.sha256(json.dumps(seen, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _unix_micro_time(unix: float | None) -> str | None:
+    return None if unix is None else _micro_time(datetime.fromtimestamp(unix, UTC))
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _lease_record(lease: dict) -> LeaseRecord:
+    spec, meta = lease.get("spec") or {}, lease.get("metadata") or {}
+    return LeaseRecord(spec.get("holderIdentity") or "", int(spec.get("leaseDurationSeconds") or 0),
+                       _parse_time(spec.get("acquireTime")), _parse_time(spec.get("renewTime")),
+                       int(spec.get("leaseTransitions") or 0), meta.get("resourceVersion"))
+
+
 def _api_error(what: str, e: ApiException) -> ClusterError:
     detail = (e.reason or "").strip()
     body = e.body if isinstance(e.body, str) else ""

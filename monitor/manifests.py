@@ -8,6 +8,9 @@ file, the object (Kind ns/name) and the field path. This module must not evaluat
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import ipaddress
 import json
 import re
@@ -83,13 +86,108 @@ def iter_documents(path: Path) -> Iterator[dict]:
         if path.suffix.lower() == ".json":
             docs = [json.loads(text)]
         else:
-            docs = list(yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+            docs = _json_document(text)  # `kubectl get -o json > dump.yaml`: JSON is YAML, and 20x faster
+            if docs is None:
+                docs = list(_load_yaml(text))
     except json.JSONDecodeError as e:
         raise syntax_error(e, "JSON", file=str(path)) from e
     except yaml.YAMLError as e:
         raise syntax_error(e, "YAML", file=str(path)) from e
     for doc in docs:
         yield from _flatten(doc, str(path))
+
+
+def _json_document(text: str) -> list | None:
+    """The document of a YAML file that is one JSON object, or None to read it as YAML."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        return [json.loads(text)]
+    except ValueError:
+        return None  # a YAML flow mapping, or broken: the YAML reader parses it or says where it is broken
+
+
+def _load_yaml(text: str) -> Iterator[Any]:
+    """yaml.safe_load_all with libyaml, and plain values built without PyYAML's generic constructor.
+
+    libyaml parses in C, but PyYAML then builds every value through Python generators and resolves every
+    plain scalar with regular expressions: ~4 s for 10,000 objects. Here a plain scalar's tag is resolved once
+    per distinct text, and documents of mappings, sequences and str/int scalars are built directly. Any
+    other tag (merge keys, timestamps, sets...) or a document that fails is built by PyYAML itself, so values
+    and error messages stay PyYAML's.
+    """
+
+    loader = _fast_loader()(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            try:
+                yield _build(node, {})
+            except _Generic:
+                yield loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+class _Generic(Exception):
+    """A node the direct builder leaves to PyYAML's constructor."""
+
+
+_STR, _INT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int"
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_NULL, _BOOL = "tag:yaml.org,2002:null", "tag:yaml.org,2002:bool"
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+
+
+def _build(node: Any, seen: dict[int, Any]) -> Any:
+    tag = node.tag
+    if tag == _STR:
+        return node.value
+    if tag == _MAP:
+        if id(node) in seen:  # an alias: the same object, as PyYAML gives
+            return seen[id(node)]
+        out = seen[id(node)] = {}
+        for k, v in node.value:
+            if k.tag != _STR:
+                raise _Generic  # merge keys, non-string keys: PyYAML's rules and errors
+            out[k.value] = v.value if v.tag == _STR else _build(v, seen)
+        return out
+    if tag == _SEQ:
+        if id(node) in seen:
+            return seen[id(node)]
+        items = seen[id(node)] = []
+        items.extend(v.value if v.tag == _STR else _build(v, seen) for v in node.value)
+        return items
+    if tag == _INT and node.value.isdigit() and (node.value == "0" or node.value[0] != "0"):
+        return int(node.value)  # decimal only: 0o17, 0x1f, 1_000 and sexagesimal go to PyYAML
+    if tag == _NULL:
+        return None
+    if tag == _BOOL and node.value in _BOOLS:
+        return _BOOLS[node.value]
+    raise _Generic
+
+
+@functools.cache
+def _fast_loader() -> type:
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class FastLoader(base):  # type: ignore[misc, valid-type]
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self._plain: dict[str, str] = {}
+
+        def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+            # A plain scalar's tag depends on its text alone (SafeLoader has no path resolvers).
+            if kind is yaml.ScalarNode and implicit[0]:
+                tag = self._plain.get(value)
+                if tag is None:
+                    tag = self._plain[value] = super().resolve(kind, value, implicit)
+                return tag
+            return super().resolve(kind, value, implicit)
+
+    return FastLoader
 
 
 def _flatten(doc: Any, source: str) -> Iterator[dict]:
@@ -119,16 +217,17 @@ def load_manifests(directory: str | Path) -> Snapshot:
     namespaces, pods, services, policies, admin = [], [], [], [], []
     owners: dict[str, str] = {}  # ns/Kind/name of a workload object -> ns/Kind/name of its controller
     representatives: set[int] = set()  # id() of the pods that stand for a workload object
-    for path in iter_manifest_files(directory):
-        for obj in iter_documents(path):
-            if obj.get("kind") == "Pod" and _finished(obj):
-                continue
-            for parsed in parse_object(obj, str(path)):
-                {Namespace: namespaces, Pod: pods, Service: services, NetworkPolicy: policies,
-                 AdminPolicy: admin}[type(parsed)].append(parsed)
-                if obj.get("kind") in WORKLOAD_KINDS:
-                    representatives.add(id(parsed))
-                    _record_owner(obj, owners)
+    with _no_cycle_collection():
+        for path in iter_manifest_files(directory):
+            for obj in iter_documents(path):
+                if obj.get("kind") == "Pod" and _finished(obj):
+                    continue
+                for parsed in parse_object(obj, str(path)):
+                    {Namespace: namespaces, Pod: pods, Service: services, NetworkPolicy: policies,
+                     AdminPolicy: admin}[type(parsed)].append(parsed)
+                    if obj.get("kind") in WORKLOAD_KINDS:
+                        representatives.add(id(parsed))
+                        _record_owner(obj, owners)
     pods = _one_per_workload(pods, representatives, owners)
     _reject_duplicates(pods, "Pod", str(directory))
     _reject_duplicates(policies, "NetworkPolicy", str(directory))
@@ -186,6 +285,19 @@ def _one_per_workload(pods: list[Pod], representative: set[int], owners: dict[st
             chains.add(chain)
         kept.append(pod)
     return kept
+
+
+@contextlib.contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Parsing makes millions of small acyclic objects: the cycle collector would rescan them again and
+    again for nothing (~20% of reading 10,000 objects). Reference counting still frees them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _reject_duplicates(objects: list, kind: str, source: str) -> None:

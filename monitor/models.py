@@ -294,6 +294,7 @@ class Run:
     status: str = "ok"  # ok, partial, failed
     error: str | None = None
     id: str | None = None
+    trigger_detail: str | None = None  # what triggered it in words, e.g. the changed objects of a `change` run
 
 
 # Case statuses that say "not verified": nothing contradicted the expectation, but not every flow was judged.

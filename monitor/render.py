@@ -1,7 +1,10 @@
 """Text rendering for people: aligned, optionally coloured tables. JSON output does not come through here.
 
 Colour follows the usual conventions: on when writing to a terminal, off with NO_COLOR, forced with
-FORCE_COLOR. This module must not decide what to show, only how.
+FORCE_COLOR. On a terminal, tables are Rich tables (the only module importing rich): numbers right-aligned,
+long cells folded to the terminal's width instead of wrapping the whole line; piped, they stay plain
+two-space-separated columns that scripts and tests can rely on byte for byte.
+This module must not decide what to show, only how.
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ def visible_len(text: str) -> int:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], paint: Painter) -> str:
-    """Left-aligned columns separated by two spaces; header in bold. Cells may already be painted."""
+    """Left-aligned columns separated by two spaces; header in bold. Cells may already be painted.
+    With colour on (a terminal), a Rich table fitted to the terminal's width."""
     rows = [[str(c) for c in r] for r in rows]
+    if paint.enabled:
+        return _rich_table(headers, rows)
     widths = [len(h) for h in headers]
     for r in rows:
         for i, cell in enumerate(r):
@@ -55,3 +61,28 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], paint: Painter)
 
 def stdout_painter() -> Painter:
     return Painter(use_colour(sys.stdout))
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?( ms| s)?")
+
+
+def _rich_table(headers: Sequence[str], rows: list[list[str]]) -> str:
+    import io
+    import shutil
+
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    width = shutil.get_terminal_size((120, 24)).columns
+    console = Console(file=io.StringIO(), force_terminal=True, color_system="standard", width=width,
+                      highlight=False, emoji=False, markup=False)
+    t = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    for i, h in enumerate(headers):
+        numeric = bool(rows) and all(_NUMBER.fullmatch(_ANSI.sub("", r[i])) or not r[i] for r in rows)
+        t.add_column(h, justify="right" if numeric else "left", overflow="fold")
+    for r in rows:
+        t.add_row(*(Text.from_ansi(c) for c in r))
+    console.print(t)
+    return console.file.getvalue().rstrip("\n")

@@ -100,7 +100,7 @@ def outcome_verdict(outcome: Outcome, protocol: str, refused_means: str | Mappin
 
 def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: datetime, run_id: str,
              trigger: str = "manual", via_cluster_ip: bool = False, sweep: bool = True,
-             clock: Callable[[], float] = time.monotonic) -> LiveRun:
+             clock: Callable[[], float] = time.monotonic, trigger_detail: str | None = None) -> LiveRun:
     """Raises our own errors (InputError for a suite that does not fit the cluster, ClusterError...)."""
     began = clock()
     if sweep:
@@ -126,7 +126,7 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
     run = Run(cluster=settings.cluster.name, started_at=now.isoformat(), finished_at=finished.isoformat(),
               trigger=trigger, snapshot_digest=snapshot_digest(snapshot), suite_digest=suite.digest,
               results=tuple(results), status="ok" if all(r.outcome not in NOT_PROBED for r in results)
-              else "partial", id=run_id)
+              else "partial", id=run_id, trigger_detail=trigger_detail)
     warnings = tuple(t.describe() for t in Engine(snapshot).ties())
     return LiveRun(run, tuple(cases), snapshot, pods, probe_seconds, plan, warnings)
 

@@ -17,11 +17,13 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from monitor.errors import InputError, syntax_error
 from monitor.models import DEFAULT_POD_CIDRS
@@ -72,7 +74,21 @@ class DriftSettings:
 @dataclass(frozen=True)
 class ScheduleSettings:
     interval_seconds: int = 300
-    debounce_seconds: float = 10.0
+    jitter_seconds: int = 30  # each scheduled run starts up to this much later: replicas of many clusters spread
+    debounce_seconds: float = 3.0  # a change triggers a run after this quiet period...
+    debounce_max_seconds: float = 30.0  # ...or this long after the first change, however busy the cluster is
+    shutdown_grace_seconds: float = 20.0  # SIGTERM: a run may finish within this, else it is aborted
+    reload_check_seconds: float = 5.0  # how often the config and suite files are checked for a change
+    watch_timeout_seconds: int = 300  # one watch request lasts this long, then resumes from its resourceVersion
+
+
+@dataclass(frozen=True)
+class LeaderSettings:
+    enabled: bool = True  # false: this replica probes without a Lease (one replica only!)
+    lease_name: str = "netpol-drift"  # a coordination.k8s.io/v1 Lease in probe.namespace
+    lease_seconds: float = 15.0  # client-go's defaults: lease duration, renew deadline, retry period
+    renew_deadline_seconds: float = 10.0
+    retry_seconds: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,14 @@ class AlertSettings:
 class WebSettings:
     listen: str = "0.0.0.0:8080"
     external_url: str | None = None  # how people reach the dashboard; alerts link to runs under it
+    dashboard: bool = True  # `serve` also serves the dashboard pages and /api/ on web.listen
+    trusted_proxy_header: str | None = None  # a request carrying this header (set by an auth proxy) may read
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    policy_reports: bool = False  # serve: publish each run as wgpolicyk8s.io/v1alpha2 PolicyReports
+    name: str = "netpol-drift"  # the name of every PolicyReport and of the ClusterPolicyReport
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,7 @@ class Secrets:
     slack_token: str | None = field(default=None, repr=False)
     slack_webhook_url: str | None = field(default=None, repr=False)
     database_password: str | None = field(default=None, repr=False)
+    web_token: str | None = field(default=None, repr=False)  # the dashboard's bearer token
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,8 @@ class Settings:
     slack: SlackSettings = SlackSettings()
     alert: AlertSettings = AlertSettings()
     web: WebSettings = WebSettings()
+    leader: LeaderSettings = LeaderSettings()
+    report: ReportSettings = ReportSettings()
     suite: str | None = None  # path of the suite file
     log_level: str = "INFO"
     secrets: Secrets = Secrets()
@@ -138,12 +165,17 @@ _SECRET_ENV = {
     "slack_token": "SLACK_TOKEN",
     "slack_webhook_url": "SLACK_WEBHOOK_URL",
     "database_password": "DATABASE_PASSWORD",
+    "web_token": "WEB_TOKEN",
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
                tuple: "a list of CIDRs"}
 _CHOICES = {("probe", "refused_means"): ("allow", "deny", "unknown"),
             ("probe", "udp_refused_means"): ("allow", "deny", "unknown"),
             (None, "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR")}
+# Zero would mean "never" or "busy loop" here, neither of which anyone wants.
+_POSITIVE = {("schedule", "interval_seconds"), ("schedule", "reload_check_seconds"),
+             ("schedule", "watch_timeout_seconds"), ("leader", "lease_seconds"),
+             ("leader", "renew_deadline_seconds"), ("leader", "retry_seconds"), ("probe", "run_deadline_seconds")}
 
 
 def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
@@ -168,8 +200,12 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         if key in raw:
             raise InputError("secrets are read only from the environment (NETPOL_DRIFT_*)", file=source,
                              field=key)
+    if isinstance(raw.get("web"), dict) and {"auth_token", "token"} & raw["web"].keys():
+        raise InputError("secrets are read only from the environment (NETPOL_DRIFT_WEB_TOKEN)", file=source,
+                         field="web.auth_token" if "auth_token" in raw["web"] else "web.token")
     values = _build(Settings, raw, source, prefix="")
     values = _apply_env(values, env)
+    _check_relations(values, source)
     secrets = Secrets(**{k: env.get(ENV_PREFIX + v) or None for k, v in _SECRET_ENV.items()})
     return dataclasses.replace(values, secrets=secrets)
 
@@ -232,6 +268,15 @@ def _coerce(value, hint, source: str, key: str):
         raise InputError(f"must be one of {', '.join(choices)}, got {value!r}", file=source, field=key)
     if base in (int, float) and value < 0:
         raise InputError(f"must not be negative, got {value!r}", file=source, field=key)
+    if (section, name) in _POSITIVE and value <= 0:
+        raise InputError(f"must be more than 0, got {value!r}", file=source, field=key)
+    if (section, name) == ("web", "listen"):
+        parse_listen(value, source)
+    if (section, name) == ("web", "external_url"):
+        _check_external_url(value, source)
+    if (section, name) == ("web", "trusted_proxy_header") and not _HEADER_NAME.fullmatch(value):
+        raise InputError(f"must be an HTTP header name (letters, digits, '-'), got {value!r}", file=source,
+                         field=key)
     return value
 
 
@@ -249,6 +294,39 @@ def parse_cidrs(value, source: str, key: str) -> tuple[str, ...]:
         except ValueError:
             raise InputError(f"invalid CIDR {item!r}", file=source, field=key) from None
     return tuple(cidrs)
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+
+
+def _check_external_url(value: str, source: str) -> None:
+    """Alerts link to `<external_url>/runs/<id>`: it must be an absolute http(s) URL with no query."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise InputError(f"must be an http:// or https:// URL without query or fragment, got {value!r}",
+                         file=source, field="web.external_url")
+
+
+def parse_listen(value: str, source: str = "<settings>") -> tuple[str, int]:
+    """web.listen as (host, port): `HOST:PORT`, `:PORT` (every address) or `[IPv6]:PORT`."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"must be HOST:PORT with a port from 1 to 65535, got {value!r}", file=source,
+                         field="web.listen")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _check_relations(settings: Settings, source: str) -> None:
+    """Rules between two settings (one value alone cannot break them)."""
+    lead, sched = settings.leader, settings.schedule
+    if not lead.retry_seconds < lead.renew_deadline_seconds < lead.lease_seconds:
+        # A leader must give up (renew deadline) before the others may take over (lease), and retry in between.
+        raise InputError(f"must be less than leader.lease_seconds ({lead.lease_seconds:g}) and more than "
+                         f"leader.retry_seconds ({lead.retry_seconds:g}), got {lead.renew_deadline_seconds:g}",
+                         file=source, field="leader.renew_deadline_seconds")
+    if sched.debounce_max_seconds < sched.debounce_seconds:
+        raise InputError(f"must not be less than schedule.debounce_seconds ({sched.debounce_seconds:g}), "
+                         f"got {sched.debounce_max_seconds:g}", file=source, field="schedule.debounce_max_seconds")
 
 
 def _apply_env(settings: Settings, env: Mapping[str, str]) -> Settings:

@@ -202,3 +202,42 @@ def test_atoms_partition_the_connection_space():
             if masks[c] >> i & 1:
                 rebuilt = rebuilt | a
         assert rebuilt == c
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_reachability_diff_equals_the_pairwise_reference(seed):
+    """diff compares class rows; the answer must be the pair-by-pair one, causes included."""
+    from dataclasses import replace
+
+    from monitor.analyze import reachability_diff
+    from monitor.snapshot import apply_change, diff_snapshots
+
+    before = random_snapshot(seed, admin=seed % 10 == 0)
+    other = random_snapshot(seed + 1000)
+    rnd = random.Random(seed)
+    pods = list(before.pods)
+    if pods:  # one pod relabelled, one gone: pod changes and policy changes together
+        i = rnd.randrange(len(pods))
+        pods[i] = replace(pods[i], labels=labels_of({"app": rnd.choice(APPS), "tier": "b"}))
+        if len(pods) > 2:
+            pods.pop(rnd.randrange(len(pods)))
+    after = Snapshot.build(before.namespaces, pods, (), other.policies[:2] + before.policies[2:],
+                           before.admin_policies)
+    # Pods on one side only (`added`/`removed` flows) have their own tests; here the pairs present on both.
+    got = {(c.source, c.destination): c for c in reachability_diff(before, after)[0] if c.change == "changed"}
+    old_e, new_e = Engine(before), Engine(after)
+    new_pods = {p.ref: p for p in after.pods}
+    variants = [(c, Engine(v), {p.ref: p for p in v.pods})
+                for c in diff_snapshots(before, after).changes for v in [apply_change(before, c)]]
+    expected = {}
+    for a in before.pods:
+        for b in before.pods:
+            if a is b or a.ref not in new_pods or b.ref not in new_pods:
+                continue
+            c_old, c_new = old_e.connections(a, b), new_e.connections(new_pods[a.ref], new_pods[b.ref])
+            if c_old != c_new:
+                causes = [c.describe() for c, e, vp in variants
+                          if a.ref in vp and b.ref in vp and e.connections(vp[a.ref], vp[b.ref]) != c_old]
+                expected[(a.ref, b.ref)] = (str(c_old), str(c_new), tuple(causes) or tuple(
+                    c.describe() + " (with the others)" for c, _, _ in variants))
+    assert {k: (c.before, c.after, c.causes) for k, c in got.items()} == expected

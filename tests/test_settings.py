@@ -40,8 +40,8 @@ def test_settings_are_frozen():
 
 
 BAD = [
-    ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: alert, cluster, drift, log_level, probe, "
-                                         "schedule, slack, store, suite, web)"),
+    ("unknown section", "colour: red\n", "{f}: colour: unknown key (known: alert, cluster, drift, leader, "
+                                         "log_level, probe, report, schedule, slack, store, suite, web)"),
     ("unknown key", "probe: {timeout: 3}\n", "{f}: probe.timeout: unknown key (known: concurrency, image, "
                                             "lease_seconds, namespace, per_node, refused_means, "
                                             "run_deadline_seconds, settle_seconds, timeout_seconds, "
@@ -60,6 +60,36 @@ BAD = [
     ("secret in file", "secrets: {slack_token: x}\n",
      "{f}: secrets: secrets are read only from the environment (NETPOL_DRIFT_*)"),
     ("section not a mapping", "store: sqlite\n", "{f}: store: must be a mapping"),
+    ("unknown schedule key", "schedule: {interval: 60}\n",
+     "{f}: schedule.interval: unknown key (known: debounce_max_seconds, debounce_seconds, interval_seconds, "
+     "jitter_seconds, reload_check_seconds, shutdown_grace_seconds, watch_timeout_seconds)"),
+    ("zero interval", "schedule: {interval_seconds: 0}\n",
+     "{f}: schedule.interval_seconds: must be more than 0, got 0"),
+    ("listen without port", "web: {listen: localhost}\n",
+     "{f}: web.listen: must be HOST:PORT with a port from 1 to 65535, got 'localhost'"),
+    ("listen port out of range", "web: {listen: ':70000'}\n",
+     "{f}: web.listen: must be HOST:PORT with a port from 1 to 65535, got ':70000'"),
+    ("renew deadline not below lease", "leader: {lease_seconds: 10, renew_deadline_seconds: 10}\n",
+     "{f}: leader.renew_deadline_seconds: must be less than leader.lease_seconds (10) and more than "
+     "leader.retry_seconds (2), got 10"),
+    ("debounce cap below debounce", "schedule: {debounce_seconds: 5, debounce_max_seconds: 2}\n",
+     "{f}: schedule.debounce_max_seconds: must not be less than schedule.debounce_seconds (5), got 2"),
+    ("leader flag not a bool", "leader: {enabled: sometimes}\n",
+     "{f}: leader.enabled: must be true or false, got 'sometimes'"),
+    ("external URL not absolute", "web: {external_url: netpol.example.com}\n",
+     "{f}: web.external_url: must be an http:// or https:// URL without query or fragment, "
+     "got 'netpol.example.com'"),
+    ("external URL with a query", "web: {external_url: 'https://n.example.com/?x=1'}\n",
+     "{f}: web.external_url: must be an http:// or https:// URL without query or fragment, "
+     "got 'https://n.example.com/?x=1'"),
+    ("proxy header not a header name", "web: {trusted_proxy_header: 'X User'}\n",
+     "{f}: web.trusted_proxy_header: must be an HTTP header name (letters, digits, '-'), got 'X User'"),
+    ("dashboard flag not a bool", "web: {dashboard: maybe}\n",
+     "{f}: web.dashboard: must be true or false, got 'maybe'"),
+    ("web token in file", "web: {auth_token: abc}\n",
+     "{f}: web.auth_token: secrets are read only from the environment (NETPOL_DRIFT_WEB_TOKEN)"),
+    ("unknown web key", "web: {port: 80}\n",
+     "{f}: web.port: unknown key (known: dashboard, external_url, listen, trusted_proxy_header)"),
     ("not YAML", "store: [\n",
      "{f}: not valid YAML: expected the node content, but found '<stream end>' (line 2, column 1)"),
 ]
@@ -145,3 +175,18 @@ def test_test_only_variables_do_not_use_the_product_prefix(caplog):
         if caplog.messages:  # ignored: not a name of ours
             not_settings.append(f"{where}: {name}")
     assert not_settings == []
+
+
+def test_dashboard_token_only_from_the_environment_and_never_shown():
+    s = load_settings(None, env={"NETPOL_DRIFT_WEB_TOKEN": "t0p-secret",
+                                 "NETPOL_DRIFT_WEB_TRUSTED_PROXY_HEADER": "X-Forwarded-User",
+                                 "NETPOL_DRIFT_WEB_EXTERNAL_URL": "https://netpol.example.com/drift"})
+    assert s.secrets.web_token == "t0p-secret"
+    assert s.web.trusted_proxy_header == "X-Forwarded-User"
+    assert s.web.external_url == "https://netpol.example.com/drift"
+    assert "t0p-secret" not in repr(s) and "t0p-secret" not in "\n".join(s.describe())
+    assert "secrets.web_token = <set>" in s.describe()
+    with pytest.raises(InputError) as e:
+        load_settings(None, env={"NETPOL_DRIFT_WEB_EXTERNAL_URL": "ftp://x"})
+    assert str(e.value) == ("environment: web.external_url: must be an http:// or https:// URL without query or "
+                            "fragment, got 'ftp://x'")

@@ -2,9 +2,9 @@
 # `make demo`: the example shop end to end.
 # Part 1 (offline, no cluster needed): 1. the reachability matrix, 2. the baseline suite checked against the
 # policies, 3. what a policy edit changes.
-# Part 2 (live, needs root for the lab): the shop deployed in the lab, `run --once` with real probe pods into
-# a temporary SQLite history, the same policy edit applied, a second run that reports the drift and its cause,
-# then `history`. The lab is left as found: brought up only if it was down (and then taken down again), and
+# Part 2 (live, needs root for the lab): the shop deployed in the lab, `serve` started on it (a first run with
+# real probe pods into a temporary SQLite history), the same policy edit applied, the run serve triggers by
+# itself that reports the drift and its cause, `show` and `history`, its metrics, then SIGTERM. The lab is left as found: brought up only if it was down (and then taken down again), and
 # the shop's namespaces are deleted either way. Usage: demo.sh [VENV_BIN]
 set -uo pipefail
 BIN=${1:-.venv/bin}
@@ -66,32 +66,71 @@ step "Deploy the shop: namespaces, its Deployments and StatefulSet (real control
 
 # The monitor's own ServiceAccount (the RBAC of deploy/), never the lab's admin identity.
 KC=$("$PYBIN" -m tests.lab kubeconfig --monitor) || exit 1
+PORT=$("$PYBIN" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$WORK/netpol-drift.yaml" <<YAML
 cluster: {name: lab, kubeconfig: $KC}
+suite: $REPO/config/examples/shop/suite.yaml
 probe: {timeout_seconds: 1.0, run_deadline_seconds: 60}
 store: {url: "sqlite:///$WORK/history.db"}
-log_level: WARNING
+schedule: {interval_seconds: 3600, jitter_seconds: 0}
+web: {listen: "127.0.0.1:$PORT"}
 YAML
-RUN=("$ND" --config "$WORK/netpol-drift.yaml" run --once --suite "$EX/shop/suite.yaml")
+HIST=("$ND" --config "$WORK/netpol-drift.yaml" history)
+# runs_total: the sum of netpol_drift_runs_total over its labels, from serve's own /metrics.
+runs_total() {
+  "$PYBIN" - "$PORT" <<'PY'
+import sys, urllib.request
+try:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+except OSError:
+    text = ""
+print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("netpol_drift_runs_total{"))))
+PY
+}
+wait_runs() {  # wait_runs N TIMEOUT: until serve has finished N runs
+  local end=$((SECONDS + $2))
+  while (( $(runs_total) < $1 )); do
+    (( SECONDS < end )) || { echo "demo: serve did not finish run $1 within $2 s; its log:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+    kill -0 "$SERVE" 2>/dev/null || { echo "demo: serve exited; its log:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+    sleep 0.5
+  done
+}
+stop_serve() { [[ -n ${SERVE:-} ]] && kill -TERM "$SERVE" 2>/dev/null && wait "$SERVE"; SERVE=; }
+trap 'stop_serve; cleanup' EXIT
 
-step "First live run: real probe pods, stored; with no known-good run yet, it becomes the baseline" \
-  netpol-drift run --once --suite "$EX/shop/suite.yaml" --db "sqlite:///\$TMP/history.db"
-"${RUN[@]}"
-rc=$?
-[[ $rc -eq 0 ]] || { echo "expected exit 0 from the first live run, got $rc" >&2; exit 1; }
+step "Start the service: a run now, then every hour and a few seconds after any policy or label change" \
+  netpol-drift serve --config netpol-drift.yaml "&"
+"$ND" serve --config "$WORK/netpol-drift.yaml" >"$WORK/serve.log" 2>&1 &
+SERVE=$!
+wait_runs 1 90
+grep -E "serve:|run .* (starting|ok|partial|failed)" "$WORK/serve.log" | cut -c1-220
+"${HIST[@]}" || exit 1
 
 step "Break a policy: apply shop-changed/policies.yaml (the 8443 -> 8444 typo in api-egress)" \
   python -m tests.lab.demo_app break
+edited=$SECONDS
 "$PYBIN" -m tests.lab.demo_app break || exit 1
 
-step "Second live run (exit 1): the changed flow is re-probed, confirmed, and blamed on the policy" \
-  netpol-drift run --once --suite "$EX/shop/suite.yaml" --db "sqlite:///\$TMP/history.db"
-"${RUN[@]}"
-rc=$?
-[[ $rc -eq 1 ]] || { echo "expected exit 1 from the run after the policy edit, got $rc" >&2; exit 1; }
+step "The watch saw it: serve runs again by itself, re-probes the changed flow and stores the drift" \
+  "(serve's log)"
+wait_runs 2 90
+echo "(the triggered run was stored $((SECONDS - edited)) s after the edit)"
+grep -E "run .* (starting|ok|partial|failed)" "$WORK/serve.log" | tail -n 2 | cut -c1-220
+LAST=$("${HIST[@]}" --format json | "$PYBIN" -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["id"])') || exit 1
+step "The triggered run: the drift, its cause, and the event it opened" netpol-drift show "$LAST"
+"$ND" --config "$WORK/netpol-drift.yaml" show "$LAST" || exit 1
 
-step "The history of this cluster" netpol-drift history --db "sqlite:///\$TMP/history.db"
-"$ND" --config "$WORK/netpol-drift.yaml" history || exit 1
+step "The history of this cluster (trigger: startup, then change)" netpol-drift history
+"${HIST[@]}" || exit 1
+
+step "What Prometheus scrapes" "curl http://127.0.0.1:$PORT/metrics | grep netpol_drift_"
+"$PYBIN" -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$PORT/metrics').read().decode())" \
+  | grep -E '^netpol_drift_(runs_total|cases|drift_open|leader|policies)' || exit 1
+
+step "SIGTERM: serve finishes, releases its Lease and leaves no probe pod" kill -TERM serve
+stop_serve
+tail -n 3 "$WORK/serve.log" | cut -c1-220
 
 printf '\n\033[1mdemo finished\033[0m: offline, the typo is caught by check and explained by diff; live, the same\n'
-printf 'typo is seen by real packets, stored as drift from the known-good run, and blamed on shop/api-egress.\n'
+printf 'typo is seen by real packets within seconds of the edit (serve watches policies), stored as drift from\n'
+printf 'the known-good run, and blamed on shop/api-egress.\n'

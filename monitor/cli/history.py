@@ -61,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--map-namespace", action="append", default=[], metavar="A_NS=B_NS",
                    help="namespace A_NS of the first cluster is B_NS in the second (repeatable)")
     p.add_argument("--all", action="store_true", help="list equal flows too")
-    common(p)
+    common(p, formats=False)
+    p.add_argument("--format", choices=(*FORMATS, "markdown"), default="table")
     p.set_defaults(func=compare_command)
 
     p = sub.add_parser("export", help="runs as a JSON bundle on stdout (for clusters sharing no database)")
@@ -166,7 +167,8 @@ def show_command(args: argparse.Namespace) -> int:
                "events": [to_jsonable(e) for e in events]})
         return 0
     paint = stdout_painter()
-    print(f"run {run.id} of {run.cluster}: {run.started_at} .. {run.finished_at or '?'}, {run.trigger}, "
+    trigger = f"{run.trigger} ({run.trigger_detail})" if run.trigger_detail else run.trigger
+    print(f"run {run.id} of {run.cluster}: {run.started_at} .. {run.finished_at or '?'}, {trigger}, "
           f"{run.status}{' (' + run.error + ')' if run.error else ''}")
     print(f"snapshot {run.snapshot_digest}  suite {run.suite_digest}  known-good: {_mark(summary) or 'no'}")
     print(table(["CASE", "SOURCE", "DESTINATION", "PORT", "EXPECTED", "INTENT", "OUTCOME", "VERDICT",
@@ -235,6 +237,13 @@ def run_diff_command(args: argparse.Namespace, run_a: str, run_b: str) -> int:
         _dump({"a": a.id, "b": b.id, "snapshot_changes": changes.describe() if changes else [],
                "flows": [{k: v for k, v in r.items() if k != "cause_text"} for r in rows]})
         return 1 if rows else 0
+    if fmt == "markdown":
+        from monitor.report.markdown import run_diff_markdown
+
+        sys.stdout.write(run_diff_markdown(a.id, b.id, changes.describe() if changes else [],
+                                           [(r["key"], _side(r["a"]), _side(r["b"]), r["cause_text"])
+                                            for r in rows]))
+        return 1 if rows else 0
     paint = stdout_painter()
     print(f"run {a.id} ({a.cluster}, {a.started_at}) -> run {b.id} ({b.cluster}, {b.started_at})")
     if changes:
@@ -287,15 +296,23 @@ def compare_command(args: argparse.Namespace) -> int:
                "namespace_map": mapping, "same": len(rows) - len(differing) - len(only_a) - len(only_b),
                "flows": rows if args.all else [r for r in rows if not r["same"]]})
         return 1 if differing else 0
+    shown = rows if args.all else [r for r in rows if not r["same"]]
+    counts = (f"{len(rows) - len(differing) - len(only_a) - len(only_b)} flows agree, "
+              f"{len(differing)} differ, {len(only_a)} only in {name_a}, {len(only_b)} only in {name_b}")
+    if args.format == "markdown":
+        from monitor.report.markdown import compare_markdown
+
+        sys.stdout.write(compare_markdown(name_a, a.id, name_b, b.id,
+                                          [(r["key"], _side(r["a"]), _side(r["b"])) for r in shown], counts,
+                                          ok=not differing))
+        return 1 if differing else 0
     paint = stdout_painter()
     print(f"{name_a}: run {a.id} ({a.started_at})   {name_b}: run {b.id} ({b.started_at})")
-    shown = rows if args.all else [r for r in rows if not r["same"]]
     if shown:
         print(table(["FLOW", name_a, name_b], [[r["key"], _side(r["a"]), paint(_side(r["b"]), None if r["same"]
                                                                                  else "yellow")]
                                               for r in shown], paint))
-    print(f"{len(rows) - len(differing) - len(only_a) - len(only_b)} flows agree, "
-          f"{len(differing)} differ, {len(only_a)} only in {name_a}, {len(only_b)} only in {name_b}")
+    print(counts)
     return 1 if differing else 0
 
 

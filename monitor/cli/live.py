@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one run, then exit (the scheduled service is `netpol-drift serve`)")
     p.add_argument("--suite", metavar="FILE", help="suite file (default: the `suite` setting)")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    _add_junit_flag(p)
     _cluster_flags(p)
     p.add_argument("--per-node", action="store_true", default=None,
                    help="one probe pod per source per node (default: the probe.per_node setting)")
@@ -62,9 +63,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=generate_command)
 
 
+def _add_junit_flag(p: argparse.ArgumentParser) -> None:
+    from monitor.cli.outputs import add_junit_flag
+
+    add_junit_flag(p)
+
+
 def _cluster_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: cluster.kubeconfig setting, "
-                                                        "in-cluster config, $KUBECONFIG, ~/.kube/config)")
+                                                        "$KUBECONFIG merged as kubectl does, in-cluster config, "
+                                                        "~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: cluster.context setting or current)")
 
 
@@ -151,6 +159,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     for text in live.warnings:
         warn(f"cluster {live.run.cluster}: {text}")
+    _write_junit(args, live, suite)
     code = live.exit_code(args.allow_skipped)
     if args.format == "json":
         _print_json(live, suite, recorded, code)
@@ -160,6 +169,20 @@ def run_command(args: argparse.Namespace) -> int:
 
         print_unverified([c.status for c in live.cases], args.allow_skipped)
     return code
+
+
+def _write_junit(args: argparse.Namespace, live, suite) -> None:
+    from datetime import datetime
+
+    from monitor.cli.outputs import write_junit
+    from monitor.report import from_live
+
+    run = live.run
+    write_junit(args.junit, suite.name, [from_live(c) for c in live.cases],
+                started_at=datetime.fromisoformat(run.started_at), finished_at=datetime.fromisoformat(run.finished_at),
+                hostname=run.cluster, properties={"cluster": run.cluster, "run": run.id,
+                                                  "snapshot_digest": run.snapshot_digest,
+                                                  "suite_digest": run.suite_digest})
 
 
 def _drift_rows(live, recorded) -> list[dict]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 
-from monitor import analyze
-from monitor.cli import warn
+from monitor import analyze, report
+from monitor.cli import outputs, warn
 from monitor.errors import InputError
 from monitor.manifests import load_manifests
 from monitor.models import PROTOCOLS, UNVERIFIED_STATUSES, Snapshot, Verdict, suite_exit_code, to_jsonable
 from monitor.render import Painter, stdout_painter, table
+from monitor.report import markdown
 from monitor.suite import load_suite, validate_suite
 
 
@@ -25,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifests", required=True, metavar="DIR", help="directory of .yaml/.yml/.json manifests")
     p.add_argument("--port", action="append", default=[], metavar="PORT/PROTOCOL",
                    help="port to evaluate (repeatable; default: every port some pod declares)")
-    p.add_argument("--format", choices=("table", "json", "tsv"), default="table")
+    p.add_argument("--format", choices=("table", "json", "tsv", "html"), default="table",
+                   help="html: one self-contained page with the dashboard's coloured grid (CI artifacts, reviews)")
     add_pod_cidr(p)
     p.set_defaults(func=matrix_command)
 
@@ -34,9 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "do not or could not be evaluated (skipped, unknown), 2 on bad input.")
     p.add_argument("--manifests", required=True, metavar="DIR")
     p.add_argument("--suite", required=True, metavar="FILE")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     add_allow_skipped(p)
     add_pod_cidr(p)
+    outputs.add_junit_flag(p)
     p.set_defaults(func=check_command)
 
     p = sub.add_parser("diff", help="flows whose verdict differs between two manifest sets (or two stored runs)",
@@ -45,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--before", metavar="DIR")
     p.add_argument("--after", metavar="DIR")
     p.add_argument("--db", metavar="URL", help="database URL for a run diff (default: store.url setting)")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--format", choices=("table", "json", "markdown"), default="table")
     add_pod_cidr(p)
     p.set_defaults(func=diff_command)
 
@@ -121,6 +125,11 @@ def matrix_command(args: argparse.Namespace) -> int:
     ports = ports or analyze.declared_ports(snapshot)
     flows = list(analyze.matrix_flows(snapshot, ports, cidrs))
     pods = [p.ref for p in snapshot.pods]
+    if args.format == "html":
+        from monitor.web.matrix_page import render_matrix_html  # local: jinja2 only for this format
+
+        out.write(render_matrix_html(snapshot, flows, source=str(args.manifests)))
+        return 0
     if args.format == "json":
         json.dump({"pods": pods, "flows": [
             {"from": f.source, "to": f.destination, "port": f.port, "protocol": f.protocol,
@@ -159,12 +168,19 @@ def render_matrix_table(pods: list[str], ports: list[tuple[int, str]], flows: li
 
 # ------------------------------------------------------------------------------------------------- check
 def check_command(args: argparse.Namespace) -> int:
+    started = datetime.now(UTC)
     snapshot = snapshot_of(args.manifests)
     suite = load_suite(args.suite)
     validate_suite(suite, snapshot)
     checks = analyze.check_suite(snapshot, suite, pod_cidrs(args, (snapshot,)))
     code = suite_exit_code([c.status for c in checks], args.allow_skipped)
-    if args.format == "json":
+    outputs.write_junit(args.junit, suite.name, [report.from_check(c) for c in checks], started_at=started,
+                        finished_at=datetime.now(UTC), hostname=None,
+                        properties={"manifests": args.manifests, "suite_digest": suite.digest})
+    if args.format == "markdown":
+        sys.stdout.write(markdown.check_markdown(suite.name, [report.from_check(c) for c in checks],
+                                                 f"manifests {args.manifests}"))
+    elif args.format == "json":
         json.dump({"suite": suite.name, "ok": code == 0,
                    "verified": all(c.status == "pass" for c in checks), "cases": [
             {"name": c.name, "from": c.source, "to": c.destination, "ports": c.ports, "protocol": c.protocol,
@@ -205,6 +221,12 @@ def diff_command(args: argparse.Namespace) -> int:
     before, after = snapshot_of(args.before), snapshot_of(args.after)
     changes, policies = analyze.reachability_diff(before, after, pod_cidrs(args, (before, after)))
     pods = analyze.one_sided_pods(analyze.diff_snapshots(before, after), before, after)
+    if args.format == "markdown":
+        lines = [f"policy {label}: {ref}" for label, refs in (("added", policies.added), ("removed",
+                 policies.removed), ("changed", policies.changed)) for ref in refs]
+        lines += [f"pod {c.action}: {(c.new or c.old).ref}" for c in pods]
+        sys.stdout.write(markdown.flow_diff_markdown(args.before, args.after, changes, lines))
+        return 0
     if args.format == "json":
         json.dump({"policy_changes": to_jsonable(policies),
                    "pods_added": sorted(c.new.ref for c in pods if c.action == "added"),

@@ -21,25 +21,33 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from monitor.engine.connset import ALL, EMPTY, ConnSet
 from monitor.engine.evaluate import Engine, np_rule_conns
 from monitor.engine.selectors import block_coverage, ip_block_matches, ip_in, primary_cidrs, selector_matches
 from monitor.models import DEFAULT_POD_CIDRS, PROTOCOLS, LabelSelector, NetworkPolicy, Pod, PolicyPeer, Snapshot
 
+# Rows kept at once per kind (egress profile, ingress peer set, combined): bounds memory on any shape.
+_ROW_CACHE = 256
+Row = tuple[int, dict[int, int]]  # (classes reached on every connection, {atom: classes reached on it only})
+
 
 @dataclass(frozen=True)
 class ClassMatrix:
     """The class-level matrix. Source class s reaches destination class d on every connection when bit d of
-    full[s] is set, and else on atom a when bit d of partial[s][a] is set."""
+    row(s)[0] is set, and else on atom a when bit d of row(s)[1][a] is set.
+
+    Rows are computed on demand (`row_of`) and not kept: a 10,000-class matrix with 178 atoms would otherwise
+    hold 10,000 x 178 bitsets of 10,000 bits (2.2 GB). Listing every row costs about what building them did.
+    """
 
     classes: tuple[Pod, ...]  # one representative pod per class
     members: tuple[tuple[Pod, ...], ...]  # the pods of each class, same order
     atoms: tuple[ConnSet, ...]
-    full: tuple[int, ...]
-    partial: tuple[dict[int, int], ...]
+    row_of: Callable[[int], Row] = field(compare=False, repr=False)
     _by_mask: dict[int, ConnSet] = field(default_factory=dict, compare=False, repr=False)
 
     def class_of(self) -> dict[str, int]:
@@ -55,27 +63,40 @@ class ClassMatrix:
         return c
 
     def cell(self, s: int, d: int) -> ConnSet:
-        if self.full[s] >> d & 1:
+        full, partial = self.row_of(s)
+        if full >> d & 1:
             return ALL
         mask = 0
-        for a, bits in self.partial[s].items():
+        for a, bits in partial.items():
             if bits >> d & 1:
                 mask |= 1 << a
         return self.conns(mask)
 
     def row_groups(self, s: int) -> list[tuple[ConnSet, int]]:
         """The destinations of source class s grouped by connection set: [(conns, bitset of classes)]."""
-        full = self.full[s]
+        full, partial = self.row_of(s)
         groups = [(ALL, full)] if full else []
-        parts = [(0, ((1 << len(self.classes)) - 1) & ~full)]
-        for a, bits in self.partial[s].items():
+        rest = ((1 << len(self.classes)) - 1) & ~full
+        # Atoms that reach the same destinations split nothing apart from each other: merge them first.
+        by_bits: dict[int, int] = {}
+        for a, bits in partial.items():
+            by_bits[bits] = by_bits.get(bits, 0) | 1 << a
+        parts = [(0, rest)]
+        for bits, amask in by_bits.items():
             nxt = []
-            for mask, part in parts:
-                inside, outside = part & bits, part & ~bits
-                if inside:
-                    nxt.append((mask | 1 << a, inside))
-                if outside:
-                    nxt.append((mask, outside))
+            left = bits  # classes of `bits` not yet found in a part: the parts are disjoint, stop when none
+            for k, (mask, part) in enumerate(parts):
+                inside = part & left
+                if not inside:
+                    nxt.append((mask, part))
+                    continue
+                nxt.append((mask | amask, inside))
+                if inside != part:
+                    nxt.append((mask, part ^ inside))
+                left ^= inside
+                if not left:
+                    nxt += parts[k + 1:]
+                    break
             parts = nxt
         return groups + [(self.conns(mask), part) for mask, part in parts]
 
@@ -154,13 +175,33 @@ def _ip_matchers(snapshot: Snapshot) -> list:
     return list(matchers.values())
 
 
-def class_matrix(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS) -> ClassMatrix:
+def class_matrix(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS,
+                 members: list[list[Pod]] | None = None) -> ClassMatrix:
     """Pods without an IP follow the address model of Engine (evaluate.py): inside an ipBlock that holds
-    all or part of the pod CIDRs of the primary family, outside one that holds none."""
-    reps, members = pod_classes(snapshot)
+    all or part of the pod CIDRs of the primary family, outside one that holds none.
+
+    The matrix is over the snapshot's pod classes, or over `members`: groups of pods that are alike in this
+    snapshot (a finer grouping than pod_classes, such as pods alike in two snapshots at once)."""
+    if members is None:
+        reps, members = pod_classes(snapshot)
+    else:
+        reps = [m[0] for m in members]
     if snapshot.admin_policies:
         return _reference_matrix(snapshot, reps, members, pod_cidrs)
     return _NetworkPolicyMatrix(snapshot, reps, pod_cidrs).build(members)
+
+
+def comparable_matrices(before: Snapshot, after: Snapshot, pod_cidrs: Sequence[str],
+                        members: tuple[list[list[Pod]], list[list[Pod]]]) -> tuple[ClassMatrix, ClassMatrix, bool]:
+    """Two matrices over the same classes (members[0][i] in before are members[1][i] in after). With
+    NetworkPolicy only, both are cut into the same atoms, so equal rows (row_of) mean equal answers and a
+    diff compares rows without grouping them; the flag says whether that holds."""
+    if before.admin_policies or after.admin_policies:
+        return (class_matrix(before, pod_cidrs, members[0]), class_matrix(after, pod_cidrs, members[1]), False)
+    old = _NetworkPolicyMatrix(before, [m[0] for m in members[0]], pod_cidrs)
+    new = _NetworkPolicyMatrix(after, [m[0] for m in members[1]], pod_cidrs)
+    cut = old.connsets() + new.connsets()
+    return old.build(members[0], cut), new.build(members[1], cut), True
 
 
 # -------------------------------------------------------------------------------------------------- atoms
@@ -210,7 +251,8 @@ class _NetworkPolicyMatrix:
             if not p.host_network:
                 self.by_ns[p.namespace] |= 1 << i
         self.port_key = [tuple(cp for cp in p.ports if cp.name) for p in reps]  # what named ports resolve on
-        self._resolved: dict[tuple[int, tuple], ConnSet] = {}
+        self._named: dict[tuple[str, str], dict[int, int]] | None = None
+        self._connsets: list[ConnSet] | None = None
         self._ns_sel: dict[LabelSelector, int] = {}
         self._pod_sel: dict[LabelSelector, int] = {}
         self._ip_block: dict[object, int] = {}
@@ -265,11 +307,22 @@ class _NetworkPolicyMatrix:
             cand = self.ns_bits(peer.namespace_selector)
         return cand if peer.pod_selector is None else self.filter_pods(peer.pod_selector, cand)
 
+    def named_port_bits(self, protocol: str, name: str) -> dict[int, int]:
+        """{port number: classes whose container port `name` is that number} for one (protocol, name)."""
+        if self._named is None:
+            self._named = defaultdict(lambda: defaultdict(int))
+            for i, key in enumerate(self.port_key):
+                for cp in key:
+                    self._named[(cp.protocol, cp.name)][cp.port] |= 1 << i
+        return self._named.get((protocol, name), {})
+
     def rule_pieces(self, policy: NetworkPolicy, direction: str, over: int) -> list[tuple[int, int, ConnSet]]:
         """(peer classes, destination classes, connections) per rule.
 
-        The destination classes are those a rule's named ports resolve on: for egress the peers themselves,
-        for ingress the policy's own pods (`over`). A rule without named ports is one piece.
+        The destination classes are those a rule's connections apply to: for egress the peers themselves,
+        for ingress the policy's own pods (`over`). A named port resolves per destination, so it becomes one
+        piece per port number that name has anywhere (destinations with that number only): a handful of
+        ANDs per rule, however many distinct port layouts the pods have.
         """
         out = []
         for rule in policy.ingress if direction == "ingress" else policy.egress:
@@ -279,25 +332,33 @@ class _NetworkPolicyMatrix:
             if not peers:
                 continue
             dsts = over if direction == "ingress" else peers
-            if not any(isinstance(p.port, str) for p in rule.ports):
-                out.append((peers, dsts, np_rule_conns(rule, None)))
-                continue
-            # Named ports resolve per destination: group the destinations by what the rule resolves to on them.
-            # Only the destination's ports of the names the rule uses matter, so most keys are shared.
-            names = {p.port for p in rule.ports if isinstance(p.port, str)}
-            by_conns: dict[ConnSet, int] = defaultdict(int)
-            for d in bits_of(dsts):
-                key = (id(rule), tuple(cp for cp in self.port_key[d] if cp.name in names))
-                conns = self._resolved.get(key)
-                if conns is None:
-                    conns = self._resolved[key] = np_rule_conns(rule, self.reps[d])
-                by_conns[conns] |= 1 << d
-            for conns, sub in by_conns.items():
-                if conns:
-                    out.append((peers if direction == "ingress" else sub, sub, conns))
+            numeric = np_rule_conns(rule, None)
+            if numeric:
+                out.append((peers, dsts, numeric))
+            for port in rule.ports:
+                if not isinstance(port.port, str):
+                    continue
+                for number, carriers in self.named_port_bits(port.protocol, port.port).items():
+                    sub = dsts & carriers
+                    if sub:
+                        out.append((peers if direction == "ingress" else sub, sub, ConnSet.ports(port.protocol,
+                                                                                                 number)))
         return out
 
-    def build(self, members: list[list[Pod]]) -> ClassMatrix:
+    def connsets(self) -> list[ConnSet]:
+        """The connection sets of every piece of every rule that applies to some class."""
+        if self._connsets is None:
+            self._connsets = []
+            for policy in self.snapshot.policies:
+                sel = self.filter_pods(policy.pod_selector, self.by_ns.get(policy.namespace, 0))
+                for direction in ("ingress", "egress"):
+                    if sel and direction.capitalize() in policy.policy_types:
+                        self._connsets += [c for _, _, c in self.rule_pieces(policy, direction, sel)]
+        return self._connsets
+
+    def build(self, members: list[list[Pod]], cut: list[ConnSet] | None = None) -> ClassMatrix:
+        """The matrix; its atoms are cut by this snapshot's rules, or by `cut` (which must hold them: see
+        comparable_matrices)."""
         n, everyone = self.n, self.everyone
         policies = self.snapshot.policies
         selected_in = [0] * len(policies)
@@ -322,10 +383,7 @@ class _NetworkPolicyMatrix:
             for j in prof:
                 if j not in egress_pieces:
                     egress_pieces[j] = self.rule_pieces(policies[j], "egress", 0)
-        all_conns = [c for _, _, c in ingress_pieces]
-        for pieces in egress_pieces.values():
-            all_conns += [c for _, _, c in pieces]
-        atoms, masks = atoms_of(all_conns)
+        atoms, masks = atoms_of(self.connsets() if cut is None else cut)
         full_mask = (1 << len(atoms)) - 1
 
         # A row is (classes reached on every connection, {atom: classes reached on that atom only}): rules
@@ -338,52 +396,69 @@ class _NetworkPolicyMatrix:
                 row[a] = row.get(a, 0) | bits
             return row_full
 
-        # Egress rows, shared between classes with the same egress policies.
-        egress_by_profile: dict[tuple[int, ...], tuple[int, dict[int, int]]] = {(): (everyone, {})}
-        egress: list[tuple[int, dict[int, int]]] = []
-        for prof in out_profile:
-            key = tuple(prof)
-            row = egress_by_profile.get(key)
-            if row is None:
-                row_full, sparse = 0, {}
-                for j in prof:
-                    for _, dsts, conns in egress_pieces[j]:
-                        row_full = add(row_full, sparse, dsts, conns)
-                row = egress_by_profile[key] = (row_full, sparse)
-            egress.append(row)
+        # Egress: one row per distinct set of egress policies (profile), made when a row needs it.
+        profile_ids: dict[tuple[int, ...], int] = {}
+        profile_of = [profile_ids.setdefault(tuple(prof), len(profile_ids)) for prof in out_profile]
+        profiles = list(profile_ids)
 
-        # Ingress, transposed to rows by source: accumulate per distinct peer bitset, then spread to its sources.
+        @lru_cache(maxsize=_ROW_CACHE)
+        def egress_row(pid: int) -> Row:
+            if not profiles[pid]:
+                return everyone, {}
+            row_full, sparse = 0, {}
+            for j in profiles[pid]:
+                for _, dsts, conns in egress_pieces[j]:
+                    row_full = add(row_full, sparse, dsts, conns)
+            return row_full, sparse
+
+        # Ingress, transposed to rows by source: accumulate per distinct peer bitset (group); a source's row
+        # is the union of the groups it belongs to, made once per distinct set of groups (its peer set).
         by_peers: dict[int, list] = {}
         for peers, dsts, conns in ingress_pieces:
             acc = by_peers.get(peers)
             if acc is None:
                 acc = by_peers[peers] = [0, {}]
             acc[0] = add(acc[0], acc[1], dsts, conns)
-        not_isolated = everyone & ~iso_in
-        in_full = [not_isolated] * n
-        in_sparse: list[dict[int, int]] = [{} for _ in range(n)]
-        for peers, (acc_full, acc_sparse) in by_peers.items():
-            for s in range(n) if peers == everyone else bits_of(peers):
-                in_full[s] |= acc_full
-                row = in_sparse[s]
-                for a, bits in acc_sparse.items():
-                    row[a] = row.get(a, 0) | bits
+        base_full, base_sparse = everyone & ~iso_in, {}
+        if everyone in by_peers:  # rules open to every source: part of every row
+            acc_full, base_sparse = by_peers.pop(everyone)
+            base_full |= acc_full
+        groups = list(by_peers.values())
+        member_of: list[list[int]] = [[] for _ in range(n)]
+        for g, peers in enumerate(by_peers):
+            for s in bits_of(peers):
+                member_of[s].append(g)
+        peer_set_ids: dict[tuple[int, ...], int] = {}
+        peer_set_of = [peer_set_ids.setdefault(tuple(gs), len(peer_set_ids)) for gs in member_of]
+        peer_sets = list(peer_set_ids)
+        del member_of
 
-        full: list[int] = []
-        partial: list[dict[int, int]] = []
-        for s in range(n):
-            e_full, e_sparse = egress[s]
-            i_full, i_sparse = in_full[s], in_sparse[s]
+        @lru_cache(maxsize=_ROW_CACHE)
+        def ingress_row(sid: int) -> Row:
+            row_full, sparse = base_full, dict(base_sparse)
+            for g in peer_sets[sid]:
+                acc_full, acc_sparse = groups[g]
+                row_full |= acc_full
+                for a, bits in acc_sparse.items():
+                    sparse[a] = sparse.get(a, 0) | bits
+            return row_full, sparse
+
+        @lru_cache(maxsize=_ROW_CACHE)
+        def combined_row(pid: int, sid: int) -> Row:
+            e_full, e_sparse = egress_row(pid)
+            i_full, i_sparse = ingress_row(sid)
             both = e_full & i_full
             cells = {}
             for a in e_sparse.keys() | i_sparse.keys():
                 bits = (e_full | e_sparse.get(a, 0)) & (i_full | i_sparse.get(a, 0)) & ~both
                 if bits:
                     cells[a] = bits
-            full.append(both)
-            partial.append(cells)
-        return ClassMatrix(tuple(self.reps), tuple(tuple(m) for m in members), tuple(atoms), tuple(full),
-                           tuple(partial))
+            return both, cells
+
+        def row_of(s: int) -> Row:
+            return combined_row(profile_of[s], peer_set_of[s])
+
+        return ClassMatrix(tuple(self.reps), tuple(tuple(m) for m in members), tuple(atoms), row_of)
 
 
 # ---------------------------------------------------------------------------------------- reference path
@@ -405,4 +480,5 @@ def _reference_matrix(snapshot: Snapshot, reps: list[Pod], members: list[list[Po
                     sparse[a] = sparse.get(a, 0) | 1 << d
         full.append(row_full)
         partial.append(sparse)
-    return ClassMatrix(tuple(reps), tuple(tuple(m) for m in members), tuple(atoms), tuple(full), tuple(partial))
+    rows = list(zip(full, partial, strict=True))
+    return ClassMatrix(tuple(reps), tuple(tuple(m) for m in members), tuple(atoms), rows.__getitem__)

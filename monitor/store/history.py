@@ -1,13 +1,15 @@
 """History queries: what `history`, `show`, `compare` and the dashboard read, newest first.
 
 It owns listing runs (by cluster, before a time), one run in detail with the events it opened or resolved,
-the latest run of a cluster, stored snapshots and suite texts, clusters and row counts.
+the latest run of a cluster, stored snapshots and suite texts, clusters and row counts, and the dashboard's
+history chart aggregated per time bucket.
 It must not write (runs.py does) nor compare runs (compare.py does).
 """
 
 from __future__ import annotations
 
 import zlib
+from datetime import UTC
 
 from sqlalchemy import func, select
 
@@ -17,6 +19,8 @@ from monitor.snapshot import snapshot_from_json
 from monitor.store.encoding import _dt
 from monitor.store.runs import Runs, RunSummary
 from monitor.store.schema import ClusterRow, DriftEventRow, RunRow, SnapshotRow, SuiteRow, metadata
+
+_ID_SPAN = 10**9  # run ids stay below this: worst-run key = (violations + skipped) * _ID_SPAN + id fits 64 bits
 
 
 class History(Runs):
@@ -32,12 +36,23 @@ class History(Runs):
         resolved."""
         with self._guard("read run"), self._tx() as s:
             row = self._run_row(s, run_id)
-            summary = self._summaries(s, [row.id])[0]
-            q = (select(DriftEventRow).where((DriftEventRow.opened_run_id == row.id)
-                                             | (DriftEventRow.resolved_run_id == row.id))
-                 .order_by(DriftEventRow.id))
-            events = [self._event(e, summary.cluster) for e in s.scalars(q)]
+            summary, events = self._head(s, row)
             return summary, self._run(s, row), events
+
+    def run_head(self, run_id: str) -> tuple[RunSummary, str | None, list[DriftEvent]]:
+        """run_detail without the results (summary, error, events): the dashboard reads the results only
+        when it has not built that result set's page before."""
+        with self._guard("read run"), self._tx() as s:
+            row = self._run_row(s, run_id)
+            summary, events = self._head(s, row)
+            return summary, row.error, events
+
+    def _head(self, s, row) -> tuple[RunSummary, list[DriftEvent]]:
+        summary = self._summaries(s, [row.id])[0]
+        q = (select(DriftEventRow).where((DriftEventRow.opened_run_id == row.id)
+                                         | (DriftEventRow.resolved_run_id == row.id))
+             .order_by(DriftEventRow.id))
+        return summary, [self._event(e, summary.cluster) for e in s.scalars(q)]
 
     def summary(self, run_id: str) -> RunSummary:
         with self._guard("read run"), self._tx() as s:
@@ -55,6 +70,45 @@ class History(Runs):
             if before is not None:
                 q = q.where(RunRow.started_at <= _dt(before))
             return self._summaries(s, list(s.scalars(q)))
+
+    def run_buckets(self, cluster: str, since: str, bucket_seconds: int) -> list[tuple]:
+        """The dashboard's history chart, aggregated in the database (a year of 5-minute runs is 105,000
+        rows): per time bucket since `since`, oldest first, (bucket index, runs, worst run id, its violations,
+        max gaps, its skipped, its ok, longest duration in seconds). The worst run has the most violations
+        plus skipped cases, the latest of equals; its id rides along in the same max() so that one GROUP BY
+        works on SQLite and PostgreSQL alike."""
+        with self._guard("read history"), self._tx() as s:
+            cid = s.scalar(select(ClusterRow.id).where(ClusterRow.name == cluster))
+            if cid is None:
+                return []
+            start = _dt(since)
+            if self.engine.dialect.name == "sqlite":
+                def epoch(col):
+                    return func.julianday(col) * 86400.0
+                offset = 2440587.5 * 86400.0  # julianday() of the Unix epoch, in seconds
+            else:
+                def epoch(col):
+                    return func.extract("epoch", col)
+                offset = 0.0
+            origin = start.replace(tzinfo=UTC).timestamp() + offset  # a constant, not one more call per row
+            bucket = func.floor((epoch(RunRow.started_at) - origin) / bucket_seconds)
+            worst_key = (RunRow.n_violations + RunRow.n_skipped) * _ID_SPAN + RunRow.id
+            q = (select(bucket.label("b"), func.count(), func.max(worst_key),
+                        func.max(RunRow.n_gaps),
+                        func.max(epoch(RunRow.finished_at) - epoch(RunRow.started_at)))
+                 .where(RunRow.cluster_id == cid, RunRow.started_at >= start)
+                 .group_by("b").order_by("b"))
+            rows = s.execute(q).all()
+            worst_ids = [int(w % _ID_SPAN) for _, _, w, _, _ in rows]
+            counts = {i: (n, v, sk) for i, n, v, sk in s.execute(
+                select(RunRow.id, RunRow.n_results, RunRow.n_violations, RunRow.n_skipped)
+                .where(RunRow.id.in_(worst_ids)))} if rows else {}
+            out = []
+            for (b, n, _, gaps, duration), rid in zip(rows, worst_ids, strict=True):
+                results, violations, skipped = counts[rid]
+                out.append((int(b), n, str(rid), violations, gaps, skipped, max(0, results - violations - skipped),
+                            None if duration is None else round(float(duration), 3)))
+            return out
 
     def latest_run(self, cluster: str, at: str | None = None) -> Run | None:
         runs = self.history(cluster, limit=1, before=at)

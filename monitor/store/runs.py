@@ -40,6 +40,7 @@ from monitor.store.encoding import (
 )
 from monitor.store.outbox import _alert_payload
 from monitor.store.schema import (
+    TRIGGER_DETAIL_LENGTH,
     AlertRow,
     ClusterRow,
     DriftEventRow,
@@ -70,6 +71,7 @@ class RunSummary:
     gaps: int
     skipped: int
     result_set: str  # digest: equal digests, equal results
+    trigger_detail: str | None = None
 
 
 # Plain columns rather than ORM entities: `show` and `compare` read 500 of them per run.
@@ -108,7 +110,8 @@ class Runs(StoreBase):
                 raise InputError(f"snapshot {run.snapshot_digest} is not stored; pass it with the run")
         set_id = self._result_set_id(s, run.results, now)
         row = RunRow(cluster_id=cluster_id, suite_id=suite_id, snapshot_id=snapshot_id, result_set_id=set_id,
-                     trigger=run.trigger, status=run.status, error=run.error, started_at=_dt(run.started_at),
+                     trigger=run.trigger, trigger_detail=(run.trigger_detail or "")[:TRIGGER_DETAIL_LENGTH] or None,
+                     status=run.status, error=run.error, started_at=_dt(run.started_at),
                      finished_at=_dt(run.finished_at), known_good=known_good, accepted_by=accepted_by,
                      accepted_at=now if accepted_by else None, n_results=len(run.results),
                      n_violations=sum(r.violation for r in run.results),
@@ -254,7 +257,7 @@ class Runs(StoreBase):
             select(SuiteRow.digest).where(SuiteRow.id == row.suite_id).scalar_subquery())).one()
         results = _apply_volatile(self._results(s, row.result_set_id), row.volatile)
         return Run(cluster, _iso(row.started_at), _iso(row.finished_at), row.trigger, snap, suite,
-                   tuple(results), row.status, row.error, str(row.id))
+                   tuple(results), row.status, row.error, str(row.id), row.trigger_detail)
 
     def _summaries(self, s: Session, ids: list[int]) -> list[RunSummary]:
         if not ids:
@@ -269,7 +272,8 @@ class Runs(StoreBase):
         for row, cluster, snap, suite, rset in s.execute(q):
             by_id[row.id] = RunSummary(str(row.id), cluster, _iso(row.started_at), _iso(row.finished_at),
                                        row.trigger, row.status, row.known_good, row.accepted_by, snap, suite,
-                                       row.n_results, row.n_violations, row.n_gaps, row.n_skipped, rset)
+                                       row.n_results, row.n_violations, row.n_gaps, row.n_skipped, rset,
+                                       row.trigger_detail)
         return [by_id[i] for i in ids if i in by_id]
 
     def _event(self, row: DriftEventRow, cluster: str) -> DriftEvent:

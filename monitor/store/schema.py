@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Named constraints so that migrations can drop them by name on every backend (SQLite batch mode too).
+# A change run's trigger in words ("NetworkPolicy shop/api modified, ... (+N more)"), cut to fit.
+TRIGGER_DETAIL_LENGTH = 300
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -106,6 +108,7 @@ class RunRow(Base):
     snapshot_id: Mapped[int] = mapped_column(ForeignKey("snapshots.id"))
     result_set_id: Mapped[int] = mapped_column(ForeignKey("result_sets.id"))
     trigger: Mapped[str] = mapped_column(String(16))
+    trigger_detail: Mapped[str | None] = mapped_column(String(TRIGGER_DETAIL_LENGTH), nullable=True)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime)

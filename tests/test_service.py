@@ -1,0 +1,320 @@
+"""`serve` without a cluster: metrics, the HTTP app on a real socket, debounce, reload and readiness.
+
+The service here talks to a real ClusterAdapter pointed at a closed local port (so every run fails fast as
+`failed`, which is what the scheduling tests need: they count runs and read their triggers through the
+after-run hook), a real SQLite store, a real uvicorn. What needs an API server (probing, watches, the Lease,
+SIGTERM mid-run) is in tests/test_service_lab.py.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.metrics import Metrics
+from monitor.service import Check, RunClock, RunOutcome, Service
+from monitor.settings import load_settings
+from monitor.suite import parse_suite, suite_namespaces
+from monitor.web import WebServer, create_app
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE = REPO / "config" / "examples" / "shop" / "suite.yaml"
+
+ISSUE_METRICS = {
+    "netpol_drift_runs_total", "netpol_drift_run_duration_seconds", "netpol_drift_last_run_timestamp_seconds",
+    "netpol_drift_cases", "netpol_drift_drift_open", "netpol_drift_probe_outcomes_total",
+    "netpol_drift_probe_pods_running", "netpol_drift_policies", "netpol_drift_api_errors_total",
+    "netpol_drift_leader", "netpol_drift_config_reload_errors_total",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read().decode()
+
+
+def families(text: str) -> set[str]:
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    key = f"{name}{{{want}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(key + " "):
+            return float(line.split()[-1])
+    return None
+
+
+# -------------------------------------------------------------------------------------------------- metrics
+def test_metrics_have_exactly_the_issue_names_and_each_service_its_own_registry():
+    a, b = Metrics(), Metrics()
+    text = a.render()
+    exported = {f + "_total" if f"{f}_total" in text and not f.endswith("_total") else f for f in families(text)}
+    assert exported == ISSUE_METRICS
+    a.run_finished("change", "ok", 4.2, 1_700_000_000.0)
+    a.api_error("watch")
+    assert sample(a.render(), "netpol_drift_runs_total", trigger="change", status="ok") == 1.0
+    assert sample(a.render(), "netpol_drift_api_errors_total", verb="watch") == 1.0
+    assert sample(b.render(), "netpol_drift_runs_total", trigger="change", status="ok") is None
+    # Case states exist at 0 before any run: an absent series must never read as "all fine".
+    assert sample(b.render(), "netpol_drift_cases", state="fail") == 0.0
+
+
+# ------------------------------------------------------------------------------------------------------ web
+class FixedHealth:
+    def __init__(self) -> None:
+        self.checks = [Check("scheduler", True), Check("store", True, "schema 0001"), Check("api", True, "v1.33")]
+
+    def alive(self) -> bool:
+        return True
+
+    def readiness(self) -> list[Check]:
+        return self.checks
+
+
+def test_web_serves_healthz_readyz_and_metrics_on_one_port():
+    health, metrics = FixedHealth(), Metrics()
+    metrics.set_leader(True)
+    web = WebServer(create_app(health, metrics.asgi_app()), f"127.0.0.1:{free_port()}")
+    web.start()
+    try:
+        base = f"http://127.0.0.1:{web.port}"
+        assert get(base + "/healthz")[::2] == (200, "ok\n")
+        status, _, body = get(base + "/readyz")
+        assert status == 200 and json.loads(body)["checks"]["store"] == {"ok": True, "detail": "schema 0001"}
+        health.checks[1] = Check("store", False, "cannot reach database")
+        status, _, body = get(base + "/readyz")
+        assert status == 503 and json.loads(body)["ready"] is False
+        status, ctype, body = get(base + "/metrics")  # no redirect to /metrics/
+        assert status == 200 and ctype.startswith("text/plain") and sample(body, "netpol_drift_leader") == 1.0
+    finally:
+        web.stop()
+
+
+# ---------------------------------------------------------------------------------------------- the service
+def write_config(tmp_path: Path, server: str | None = None, probe: dict | None = None,
+                 cluster: dict | None = None, **schedule: float) -> Path:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": server or f"http://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE.read_text())
+    cfg = tmp_path / "netpol-drift.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "cluster": {"name": "unit", "kubeconfig": str(kubeconfig), "retries": 0, "request_timeout_seconds": 1,
+                    **(cluster or {})},
+        "probe": probe or {},
+        "suite": str(suite), "store": {"url": f"sqlite:///{tmp_path / 'h.db'}"}, "leader": {"enabled": False},
+        "schedule": {"interval_seconds": 3600, "jitter_seconds": 0, "reload_check_seconds": 0.2, **schedule}}))
+    return cfg
+
+
+class Runs:
+    """Collects RunOutcomes from the after-run hook."""
+
+    def __init__(self) -> None:
+        self.items: list[RunOutcome] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, outcome: RunOutcome) -> None:
+        with self.cond:
+            self.items.append(outcome)
+            self.cond.notify_all()
+
+    def wait(self, n: int, timeout: float = 20.0) -> list[RunOutcome]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.items) >= n, timeout), self.items
+            return list(self.items)
+
+
+@pytest.fixture
+def service_of(tmp_path):
+    from monitor.cluster import ClusterAdapter
+
+    started: list[Service] = []
+
+    def make(cfg: Path) -> tuple[Service, Runs]:
+        settings = load_settings(cfg, env={})
+        svc = Service(settings, config_path=str(cfg), metrics=Metrics(),
+                      connect=lambda: ClusterAdapter.connect(settings.cluster))
+        runs = Runs()
+        svc.after_run.append(runs)
+        svc.start()
+        started.append(svc)
+        return svc, runs
+
+    yield make
+    for svc in started:
+        svc.stop()
+
+
+def test_a_burst_of_changes_gives_one_run_that_names_the_change(tmp_path, service_of):
+    svc, runs = service_of(write_config(tmp_path, debounce_seconds=0.5, debounce_max_seconds=10))
+    [first] = runs.wait(1)
+    assert first.trigger == "startup"
+    for i in range(20):  # 20 edits in 2 s, each inside the quiet period of the one before
+        svc.changed(f"NetworkPolicy shop/p{i} modified")
+        time.sleep(0.1)
+    second = runs.wait(2)[1]
+    time.sleep(1.5)  # no further run trails it
+    assert len(runs.items) == 2
+    assert second.trigger == "change" and second.cause.startswith("NetworkPolicy shop/p0 modified, ")
+    assert second.cause.endswith("(+17 more)")
+    # The run itself failed (no API server here) and says so, in the log line and the metric.
+    assert second.status == "failed" and "unreachable" in second.error
+    assert sample(svc.metrics.render(), "netpol_drift_runs_total", trigger="change", status="failed") == 1.0
+
+
+def test_constant_churn_cannot_starve_the_run(tmp_path, service_of):
+    svc, runs = service_of(write_config(tmp_path, debounce_seconds=1.0, debounce_max_seconds=1.5))
+    runs.wait(1)
+    began = time.monotonic()
+    while len(runs.items) < 2 and time.monotonic() - began < 6:
+        svc.changed("Pod shop/api-1 modified")  # never a quiet second
+        time.sleep(0.2)
+    assert len(runs.items) == 2 and runs.items[1].trigger == "change"
+    assert time.monotonic() - began < 4.0  # the cap (1.5 s) plus one failing run, not "when the churn stops"
+
+
+def test_an_invalid_suite_is_rejected_and_the_old_one_keeps_running(tmp_path, service_of):
+    svc, runs = service_of(write_config(tmp_path))
+    runs.wait(1)
+    old = svc.suite
+    (tmp_path / "suite.yaml").write_text("name: broken\ncases:\n  - name: x\n    from: {namespace: a}\n")
+    deadline = time.monotonic() + 5
+    while sample(svc.metrics.render(), "netpol_drift_config_reload_errors_total") != 1.0:
+        assert time.monotonic() < deadline, "the bad suite was not noticed"
+        time.sleep(0.1)
+    assert svc.suite is old
+    time.sleep(0.6)  # rejected once, not on every check
+    assert sample(svc.metrics.render(), "netpol_drift_config_reload_errors_total") == 1.0
+
+    good = yaml.safe_load(SUITE.read_text())
+    good["name"] = "shop-v2"
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(good))
+    deadline = time.monotonic() + 5
+    while svc.suite.name != "shop-v2":
+        assert time.monotonic() < deadline, "the fixed suite was not taken"
+        time.sleep(0.1)
+
+
+def test_a_configmap_symlink_swap_is_reloaded(tmp_path, service_of):
+    # How the kubelet updates a mounted ConfigMap: files point through `..data`, a symlink swapped atomically.
+    mount = tmp_path / "mount"
+    (mount / "v1").mkdir(parents=True)
+    (mount / "v1" / "suite.yaml").write_text(SUITE.read_text())
+    (mount / "..data").symlink_to("v1")
+    (mount / "suite.yaml").symlink_to("..data/suite.yaml")
+    cfg = write_config(tmp_path)
+    data = yaml.safe_load(cfg.read_text())
+    data["suite"] = str(mount / "suite.yaml")
+    cfg.write_text(yaml.safe_dump(data))
+    svc, runs = service_of(cfg)
+    runs.wait(1)
+    changed = yaml.safe_load(SUITE.read_text())
+    changed["cases"] = changed["cases"][:2]
+    (mount / "v2").mkdir()
+    (mount / "v2" / "suite.yaml").write_text(yaml.safe_dump(changed))
+    (mount / "..data_tmp").symlink_to("v2")
+    (mount / "..data_tmp").replace(mount / "..data")
+    deadline = time.monotonic() + 5
+    while len(svc.suite.cases) != 2:
+        assert time.monotonic() < deadline, "the swapped ConfigMap was not reloaded"
+        time.sleep(0.1)
+
+
+def test_restart_only_settings_are_kept_on_reload(tmp_path, service_of, caplog):
+    cfg = write_config(tmp_path)
+    svc, runs = service_of(cfg)
+    runs.wait(1)
+    data = yaml.safe_load(cfg.read_text())
+    data["web"] = {"listen": "127.0.0.1:9999"}
+    data["drift"] = {"confirmations": 3}
+    cfg.write_text(yaml.safe_dump(data))
+    deadline = time.monotonic() + 5
+    while svc.settings.drift.confirmations != 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert svc.settings.web.listen == "0.0.0.0:8080"
+    assert "web changed but take effect only after a restart" in caplog.text
+
+
+def test_readiness_names_what_is_not_ready(tmp_path, service_of):
+    svc, runs = service_of(write_config(tmp_path))
+    runs.wait(1)  # the leader's first run created the SQLite store
+    checks = {c.name: c for c in svc.readiness()}
+    assert checks["scheduler"].ok and checks["store"].ok
+    assert not checks["api"].ok and "unreachable" in checks["api"].detail
+    svc.stop()
+    assert not {c.name: c for c in svc.readiness()}["scheduler"].ok
+
+
+@pytest.fixture
+def black_hole():
+    """An API server that accepts connections and never answers: a run that hangs in its first call."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_a_hung_run_is_cut_at_the_deadline_and_the_next_one_runs(tmp_path, service_of, black_hole):
+    cfg = write_config(tmp_path, server=black_hole, probe={"run_deadline_seconds": 1},
+                       cluster={"request_timeout_seconds": 30}, debounce_seconds=0.1)
+    svc, runs = service_of(cfg)
+    # Cut at 1 s; the abort then tries to delete its probe pods on the same hung API for at most 10 s.
+    [first] = runs.wait(1, timeout=20)
+    assert first.status == "timeout" and 1.0 <= first.seconds < 1 + 10 + 1
+    svc.changed("NetworkPolicy a/b modified")
+    second = runs.wait(2, timeout=20)[1]  # not blocked by the hung first run
+    assert second.trigger == "change" and second.status == "timeout"
+    assert sample(svc.metrics.render(), "netpol_drift_runs_total", trigger="startup", status="timeout") == 1.0
+
+
+def test_stop_lets_a_run_finish_within_the_grace_then_aborts_it(tmp_path, service_of, black_hole):
+    cfg = write_config(tmp_path, server=black_hole, probe={"run_deadline_seconds": 300},
+                       cluster={"request_timeout_seconds": 60}, shutdown_grace_seconds=1)
+    svc, runs = service_of(cfg)
+    time.sleep(0.5)  # the first run is now hanging in its first API call
+    began = time.monotonic()
+    svc.stop()
+    [outcome] = runs.wait(1, timeout=15)
+    assert outcome.status == "aborted"
+    assert time.monotonic() - began < 1 + 10 + 2  # grace, then at most the abort's wait for the worker
+
+
+def test_aborted_run_clock_has_passed_every_deadline():
+    clock = RunClock(lambda: 100.0)
+    deadline = clock() + 300
+    clock.abort()
+    assert clock() >= deadline and clock() >= clock() + 300  # also a deadline computed after the abort
+
+
+def test_suite_namespaces_are_those_its_cases_name():
+    suite = parse_suite(yaml.safe_load(SUITE.read_text()))
+    assert suite_namespaces(suite) == frozenset({"shop", "monitoring", "payments"})
+    wide = parse_suite({"name": "w", "cases": [{"name": "c", "from": {"namespaceSelector": {}},
+                                                "to": {"namespace": "a", "workload": "x"}, "port": 80,
+                                                "expect": "allow"}]})
+    assert suite_namespaces(wide) is None
