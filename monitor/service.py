@@ -61,6 +61,7 @@ WATCHED_KINDS = ("NetworkPolicy", *(kind for kind, _, _ in ADMIN_POLICY_APIS), "
 # Settings a running process cannot take over: they shape connections, the Lease or the listening socket.
 RESTART_ONLY = ("cluster", "store", "web", "leader", "report", "log_level")
 _CRD_RECHECK_SECONDS = 300.0
+ALERT_RETRY_SECONDS = 15.0  # how often queued alerts are looked at (their own backoff decides when they go)
 # How long an aborted run's worker and probe-pod deletion may take before the service goes on without them.
 _ABORT_WAIT_SECONDS = 10.0
 
@@ -564,6 +565,7 @@ def _describe_changes(changes: list[str]) -> str:
 
 def serve(config_path: str | None) -> int:
     """The main loop: settings, start-up line, service and web server, wait for SIGTERM, stop."""
+    from monitor.alert import AlertDelivery, make_target
     from monitor.web import WebServer, create_app
 
     settings = load_settings(config_path)
@@ -575,6 +577,16 @@ def serve(config_path: str | None) -> int:
     metrics = Metrics()
     service = Service(settings, config_path=config_path, metrics=metrics,
                       connect=lambda: ClusterAdapter.connect(settings.cluster))
+    # Alerts: after every run, and on a timer for retries (leader only, both). A target that cannot work
+    # (a token without a channel) is a config error now, not after the first drift.
+    make_target(settings)
+    alerts = AlertDelivery(service.open_store, lambda: service.settings, metrics)
+
+    def send_alerts(_outcome: RunOutcome | None = None) -> None:
+        alerts.deliver(datetime.now(UTC))
+
+    service.after_run.append(send_alerts)
+    service.add_periodic("alerts", send_alerts, ALERT_RETRY_SECONDS)
     if settings.report.policy_reports:
         from monitor.report.policyreport import PolicyReportPublisher
 

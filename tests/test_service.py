@@ -33,6 +33,8 @@ ISSUE_METRICS = {
     "netpol_drift_cases", "netpol_drift_drift_open", "netpol_drift_probe_outcomes_total",
     "netpol_drift_probe_pods_running", "netpol_drift_policies", "netpol_drift_api_errors_total",
     "netpol_drift_leader", "netpol_drift_config_reload_errors_total",
+    # issue 12 (Slack alerts)
+    "netpol_drift_alerts_total", "netpol_drift_alert_queue_depth", "netpol_drift_alert_oldest_queued_seconds",
 }
 
 

@@ -39,7 +39,7 @@ class Serve:
     """One `serve` process: its config, log, HTTP port; stopped (SIGTERM) at the end of the test."""
 
     def __init__(self, lab: Lab, tmp_path: Path, ns: str, name: str = "serve", suite: dict | None = None,
-                 schedule: dict | None = None, **extra: Any) -> None:
+                 schedule: dict | None = None, env: dict[str, str] | None = None, **extra: Any) -> None:
         self.tmp, self.port = tmp_path, free_port()
         config = write_config(lab, tmp_path)
         data = yaml.safe_load(config.read_text())
@@ -54,7 +54,8 @@ class Serve:
         self.log_path = tmp_path / f"{name}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(self.config)],
-                                     cwd=REPO, env=_env(), stdout=self._log, stderr=subprocess.STDOUT)
+                                     cwd=REPO, env=_env() | (env or {}), stdout=self._log,
+                                     stderr=subprocess.STDOUT)
 
     @property
     def log(self) -> str:
