@@ -412,9 +412,13 @@ class Service:
         leader left goes within probe.lease_seconds, not at the next leadership change."""
         report = sweep_probe_pods(self._runs, self.settings.probe, now)
         lapses = [at for run, at in report.kept if own_run is None or run.split("-")[0] != own_run]
-        if lapses and not self._stopping.is_set():
+        if lapses:
             due = min(lapses) + timedelta(seconds=1)
             log.info("probe pods of %d other run(s) kept; swept again at %s", len(lapses), due.isoformat())
+            self._sweep_at(due)
+
+    def _sweep_at(self, due: datetime) -> None:
+        if not self._stopping.is_set():
             self._scheduler.add_job(self._sweep_job, DateTrigger(run_date=due), id="sweep", name="sweep",
                                     replace_existing=True)
 
@@ -425,10 +429,9 @@ class Service:
             own = self._running.run_id if self._running is not None else None
         try:
             self._sweep(datetime.now(UTC), own)
-        except ClusterError as e:  # the next leadership change or a later run start sweeps again
-            log.warning("sweep of probe pods failed: %s", e)
-            with self._lock:
-                self._sweep_next = True
+        except ClusterError as e:
+            log.warning("sweep of probe pods failed: %s; again in %ds", e, self.settings.probe.lease_seconds)
+            self._sweep_at(datetime.now(UTC) + timedelta(seconds=self.settings.probe.lease_seconds))
 
     def open_store(self) -> Store:
         """Opened by the leader only, which also brings the schema up to date (followers never migrate)."""
@@ -606,12 +609,12 @@ def serve(config_path: str | None) -> int:
     for noisy in ("apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
     log.info("netpol-drift %s serve: %s", __version__, "; ".join(settings.describe()))
+    # A Slack target that cannot work (a token without a channel) is a config error now, not after the first drift.
+    make_target(settings)
     metrics = Metrics()
     service = Service(settings, config_path=config_path, metrics=metrics,
                       connect=lambda: ClusterAdapter.connect(settings.cluster))
-    # Alerts: after every run, and on a timer for retries (leader only, both). A target that cannot work
-    # (a token without a channel) is a config error now, not after the first drift.
-    make_target(settings)
+    # Alerts: after every run, and on a timer for retries (leader only, both).
     alerts = AlertDelivery(service.open_store, lambda: service.settings, metrics)
 
     def send_alerts(_outcome: RunOutcome | None = None) -> None:

@@ -9,7 +9,10 @@ SIGTERM mid-run) is in tests/test_service_lab.py.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -320,3 +323,17 @@ def test_suite_namespaces_are_those_its_cases_name():
                                                 "to": {"namespace": "a", "workload": "x"}, "port": 80,
                                                 "expect": "allow"}]})
     assert suite_namespaces(wide) is None
+
+
+def test_serve_refuses_a_slack_token_without_a_channel_before_it_connects(tmp_path):
+    """A target that cannot work is a config error at start-up (one line, exit 2), not after the first drift;
+    the cluster in the config is never contacted (it does not exist) and the token is never printed."""
+    config = tmp_path / "netpol-drift.yaml"
+    config.write_text(yaml.safe_dump({"suite": str(SUITE), "cluster": {"kubeconfig": str(tmp_path / "none")}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_DRIFT_")}
+    proc = subprocess.run([sys.executable, "-m", "monitor", "serve", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60, env=env | {"NETPOL_DRIFT_SLACK_TOKEN": "xoxb-never-shown"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1] == ("netpol-drift: error: NETPOL_DRIFT_SLACK_TOKEN is set but "
+                                            "slack.channel is not: set the channel to post to")
+    assert "xoxb-never-shown" not in proc.stdout + proc.stderr
