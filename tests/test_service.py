@@ -78,6 +78,12 @@ def test_metrics_have_exactly_the_issue_names_and_each_service_its_own_registry(
     a.api_error("watch")
     assert sample(a.render(), "netpol_drift_runs_total", trigger="change", status="ok") == 1.0
     assert sample(a.render(), "netpol_drift_api_errors_total", verb="watch") == 1.0
+    # What the alert sender reports through monitor.alert.AlertMetrics.
+    a.alert_result("slack", "sent")
+    a.alert_queue(3, 42.0)
+    assert sample(a.render(), "netpol_drift_alerts_total", channel="slack", result="sent") == 1.0
+    assert sample(a.render(), "netpol_drift_alert_queue_depth") == 3.0
+    assert sample(a.render(), "netpol_drift_alert_oldest_queued_seconds") == 42.0
     assert sample(b.render(), "netpol_drift_runs_total", trigger="change", status="ok") is None
     # Case states exist at 0 before any run: an absent series must never read as "all fine".
     assert sample(b.render(), "netpol_drift_cases", state="fail") == 0.0
