@@ -16,6 +16,7 @@ BENCHMARKS = {
     "serve-latency": "bench.serve_latency",  # needs root and the lab: policy apply -> stored drift run
     "serve-memory": "bench.serve_memory",  # needs root and the lab: RSS of serve over 100 runs of 1,000 cases
     "dashboard": "bench.dashboard",  # run page of 200 x 200 identities (server + Chromium), history of a year
+    "alert-latency": "bench.alert_latency",  # needs root and the lab: policy apply -> Slack message
 }
 # Run when no name is given: the ones that need nothing but this checkout.
 DEFAULT = ["matrix"]

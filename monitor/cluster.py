@@ -124,15 +124,20 @@ class ProbePodState:
 
 @dataclass(frozen=True, slots=True)
 class RunLease:
-    """A run's heartbeat: while it is fresh, the run's probe pods are in use and no start-up sweep takes them."""
+    """A run's heartbeat: while it is fresh, the run's probe pods are in use and no sweep takes them."""
 
     run: str
     holder: str
     renewed_at: datetime | None
     duration_seconds: int
 
+    @property
+    def lapses_at(self) -> datetime | None:
+        """When the run counts as gone unless renewed before (None: it never was renewed, gone already)."""
+        return None if self.renewed_at is None else self.renewed_at + timedelta(seconds=self.duration_seconds)
+
     def alive(self, now: datetime) -> bool:
-        return self.renewed_at is not None and now < self.renewed_at + timedelta(seconds=self.duration_seconds)
+        return self.lapses_at is not None and now < self.lapses_at
 
 
 @dataclass(frozen=True, slots=True)

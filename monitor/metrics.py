@@ -58,6 +58,14 @@ class Metrics:
                             registry=r)
         self.config_reload_errors = Counter("netpol_drift_config_reload_errors", "Changed config or suite files "
                                             "that were rejected (the previous ones keep running)", registry=r)
+        self.alerts = Counter("netpol_drift_alerts", "Alert deliveries by target (slack, webhook, log) and result: "
+                              "sent, suppressed (history only: refused <-> timeout, flapping), error (queued for "
+                              "a retry), config_error (halted until the Slack settings are fixed)",
+                              ["channel", "result"], registry=r)
+        self.alert_queue_depth = Gauge("netpol_drift_alert_queue_depth", "Alerts in the outbox not delivered yet",
+                                       registry=r)
+        self.alert_oldest_queued = Gauge("netpol_drift_alert_oldest_queued_seconds", "Age of the oldest undelivered "
+                                         "alert (0 when none waits)", registry=r)
         for state in CASE_STATES:
             self.cases.labels(state)  # exported as 0 before the first run, so absent never means "fine"
 
@@ -81,6 +89,15 @@ class Metrics:
 
     def api_error(self, verb: str) -> None:
         self.api_errors.labels(verb).inc()
+
+    def alert_result(self, channel: str, result: str) -> None:
+        """monitor.alert.AlertMetrics: one delivery attempt's result."""
+        self.alerts.labels(channel, result).inc()
+
+    def alert_queue(self, depth: int, oldest_seconds: float) -> None:
+        """monitor.alert.AlertMetrics: the outbox after a delivery pass."""
+        self.alert_queue_depth.set(depth)
+        self.alert_oldest_queued.set(oldest_seconds)
 
     def set_leader(self, leading: bool) -> None:
         self.leader.set(1 if leading else 0)

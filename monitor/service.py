@@ -4,7 +4,8 @@ Job: keep proving the cluster's policies for as long as the process lives. An AP
 the suite every `schedule.interval_seconds` (with jitter; one run at a time, coalesced, memory job store);
 watches on policies, namespaces and the suite's pods move that job's next start to a short quiet period after a
 change (debounced, capped); only the holder of the Lease probes; each run is cut at `probe.run_deadline_seconds`;
-the config and suite files are re-read when they change (a ConfigMap update); retention is applied daily.
+the config and suite files are re-read when they change (a ConfigMap update); retention is applied daily; a
+new leader sweeps the probe pods a dead one left, again when their run Lease lapses if it was still fresh.
 After each run, `_after_run` is the one place for follow-up work (metrics, then every `after_run` hook, e.g.
 the alerts); `add_periodic` schedules other leader-only work (e.g. the alert outbox sender).
 This module must not probe, compare or store by itself (monitor.run does, the store is handed in), print, or
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor import __version__
@@ -47,6 +49,7 @@ from monitor.cluster import (
 )
 from monitor.errors import ClusterError, InputError, NetpolDriftError
 from monitor.metrics import Metrics
+from monitor.probe.runner import sweep_probe_pods
 from monitor.run import LiveRun, Recorded, record_run, reprobe, run_once
 from monitor.settings import Settings, load_settings
 from monitor.suite import Suite, load_suite, suite_namespaces
@@ -61,6 +64,7 @@ WATCHED_KINDS = ("NetworkPolicy", *(kind for kind, _, _ in ADMIN_POLICY_APIS), "
 # Settings a running process cannot take over: they shape connections, the Lease or the listening socket.
 RESTART_ONLY = ("cluster", "store", "web", "leader", "report", "log_level")
 _CRD_RECHECK_SECONDS = 300.0
+ALERT_RETRY_SECONDS = 15.0  # how often queued alerts are looked at (their own backoff decides when they go)
 # How long an aborted run's worker and probe-pod deletion may take before the service goes on without them.
 _ABORT_WAIT_SECONDS = 10.0
 
@@ -315,9 +319,12 @@ class Service:
             self._changes.append(what)
             if self._first_change is None:
                 self._first_change = now
-            if self._running is not None:
-                return  # _run_job schedules the next run when this one ends
+            running = self._running.run_id if self._running is not None else None
             due = min(now + sched.debounce_seconds, self._first_change + sched.debounce_max_seconds)
+        if running is not None:
+            # Every change is logged (the run's start line names three): _run_job runs again after this one.
+            log.debug("change: %s; run after run %s", what, running)
+            return
         log.debug("change: %s; run in %.1fs", what, due - now)
         self._scheduler.modify_job("run", next_run_time=datetime.now(UTC) + timedelta(seconds=max(0.0, due - now)))
 
@@ -386,7 +393,9 @@ class Service:
         store = self.open_store()
         clock.check()
         now = datetime.now(UTC)  # the one reading of the wall clock for this run
-        live = run_once(self._runs, loaded.suite, loaded.settings, now, run_id, trigger=trigger, sweep=sweep,
+        if sweep:
+            self._sweep(now, run_id)
+        live = run_once(self._runs, loaded.suite, loaded.settings, now, run_id, trigger=trigger, sweep=False,
                         clock=clock, trigger_detail=cause if trigger == "change" else None)
         clock.check()
 
@@ -396,6 +405,33 @@ class Service:
 
         recorded = record_run(store, live, loaded.settings, now, loaded.suite_text, again)
         return live, recorded
+
+    def _sweep(self, now: datetime, own_run: str | None) -> None:
+        """Deletes the probe pods of runs that are gone (a killed leader's). Pods of another run whose Lease is
+        still fresh stay: a one-shot job sweeps again a second after the first such Lease lapses, so what a dead
+        leader left goes within probe.lease_seconds, not at the next leadership change."""
+        report = sweep_probe_pods(self._runs, self.settings.probe, now)
+        lapses = [at for run, at in report.kept if own_run is None or run.split("-")[0] != own_run]
+        if lapses:
+            due = min(lapses) + timedelta(seconds=1)
+            log.info("probe pods of %d other run(s) kept; swept again at %s", len(lapses), due.isoformat())
+            self._sweep_at(due)
+
+    def _sweep_at(self, due: datetime) -> None:
+        if not self._stopping.is_set():
+            self._scheduler.add_job(self._sweep_job, DateTrigger(run_date=due), id="sweep", name="sweep",
+                                    replace_existing=True)
+
+    def _sweep_job(self) -> None:
+        with self._lock:
+            if not self._leading or self._stopping.is_set():
+                return
+            own = self._running.run_id if self._running is not None else None
+        try:
+            self._sweep(datetime.now(UTC), own)
+        except ClusterError as e:
+            log.warning("sweep of probe pods failed: %s; again in %ds", e, self.settings.probe.lease_seconds)
+            self._sweep_at(datetime.now(UTC) + timedelta(seconds=self.settings.probe.lease_seconds))
 
     def open_store(self) -> Store:
         """Opened by the leader only, which also brings the schema up to date (followers never migrate)."""
@@ -409,7 +445,7 @@ class Service:
     def _abort(self, current: _Current, why: str, status: str = "aborted") -> None:
         """Cuts the run (its clock jumps past every deadline), deletes its probe pods (this run's and its
         re-probe rounds') and gives the worker and the deletion _ABORT_WAIT_SECONDS together: an API server
-        that hangs must not hold up a shutdown (the next leader's start-up sweep deletes what is left)."""
+        that hangs must not hold up a shutdown (the next leader's sweep deletes what is left)."""
         log.warning("aborting run %s: %s", current.run_id, why)
         current.cut = status
         current.clock.abort()
@@ -564,6 +600,7 @@ def _describe_changes(changes: list[str]) -> str:
 
 def serve(config_path: str | None) -> int:
     """The main loop: settings, start-up line, service and web server, wait for SIGTERM, stop."""
+    from monitor.alert import AlertDelivery, make_target
     from monitor.web import WebServer, create_app
 
     settings = load_settings(config_path)
@@ -572,9 +609,19 @@ def serve(config_path: str | None) -> int:
     for noisy in ("apscheduler", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().getEffectiveLevel()))
     log.info("netpol-drift %s serve: %s", __version__, "; ".join(settings.describe()))
+    # A Slack target that cannot work (a token without a channel) is a config error now, not after the first drift.
+    make_target(settings)
     metrics = Metrics()
     service = Service(settings, config_path=config_path, metrics=metrics,
                       connect=lambda: ClusterAdapter.connect(settings.cluster))
+    # Alerts: after every run, and on a timer for retries (leader only, both).
+    alerts = AlertDelivery(service.open_store, lambda: service.settings, metrics)
+
+    def send_alerts(_outcome: RunOutcome | None = None) -> None:
+        alerts.deliver(datetime.now(UTC))
+
+    service.after_run.append(send_alerts)
+    service.add_periodic("alerts", send_alerts, ALERT_RETRY_SECONDS)
     if settings.report.policy_reports:
         from monitor.report.policyreport import PolicyReportPublisher
 

@@ -47,7 +47,10 @@ def test_only_pods_of_runs_without_a_live_lease_are_swept() -> None:
         [RunLease("aaa", "host.1", NOW - timedelta(seconds=10), 60),  # renewed 10 s ago: running
          RunLease("bbb", "host.2", NOW - timedelta(seconds=61), 60),  # lapsed: its run was killed
          RunLease("zzz", "host.3", None, 60)])  # no renewTime at all: dead
-    assert sweep_probe_pods(cluster, ProbeSettings(), NOW) == 3
+    report = sweep_probe_pods(cluster, ProbeSettings(), NOW)
+    assert report.deleted == 3
+    # What it had to leave, and when it may come back for it (serve schedules its next sweep then).
+    assert report.kept == (("aaa", NOW + timedelta(seconds=50)),)
     assert [p.name for p in cluster.pods] == ["a-0"]
     assert [le.run for le in cluster.leases] == ["aaa"]
     # Pods first, then Leases: a run creates its Lease before its first pod, so no live run's pod can be

@@ -9,7 +9,10 @@ SIGTERM mid-run) is in tests/test_service_lab.py.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -33,6 +36,8 @@ ISSUE_METRICS = {
     "netpol_drift_cases", "netpol_drift_drift_open", "netpol_drift_probe_outcomes_total",
     "netpol_drift_probe_pods_running", "netpol_drift_policies", "netpol_drift_api_errors_total",
     "netpol_drift_leader", "netpol_drift_config_reload_errors_total",
+    # issue 12 (Slack alerts)
+    "netpol_drift_alerts_total", "netpol_drift_alert_queue_depth", "netpol_drift_alert_oldest_queued_seconds",
 }
 
 
@@ -73,6 +78,12 @@ def test_metrics_have_exactly_the_issue_names_and_each_service_its_own_registry(
     a.api_error("watch")
     assert sample(a.render(), "netpol_drift_runs_total", trigger="change", status="ok") == 1.0
     assert sample(a.render(), "netpol_drift_api_errors_total", verb="watch") == 1.0
+    # What the alert sender reports through monitor.alert.AlertMetrics.
+    a.alert_result("slack", "sent")
+    a.alert_queue(3, 42.0)
+    assert sample(a.render(), "netpol_drift_alerts_total", channel="slack", result="sent") == 1.0
+    assert sample(a.render(), "netpol_drift_alert_queue_depth") == 3.0
+    assert sample(a.render(), "netpol_drift_alert_oldest_queued_seconds") == 42.0
     assert sample(b.render(), "netpol_drift_runs_total", trigger="change", status="ok") is None
     # Case states exist at 0 before any run: an absent series must never read as "all fine".
     assert sample(b.render(), "netpol_drift_cases", state="fail") == 0.0
@@ -318,3 +329,17 @@ def test_suite_namespaces_are_those_its_cases_name():
                                                 "to": {"namespace": "a", "workload": "x"}, "port": 80,
                                                 "expect": "allow"}]})
     assert suite_namespaces(wide) is None
+
+
+def test_serve_refuses_a_slack_token_without_a_channel_before_it_connects(tmp_path):
+    """A target that cannot work is a config error at start-up (one line, exit 2), not after the first drift;
+    the cluster in the config is never contacted (it does not exist) and the token is never printed."""
+    config = tmp_path / "netpol-drift.yaml"
+    config.write_text(yaml.safe_dump({"suite": str(SUITE), "cluster": {"kubeconfig": str(tmp_path / "none")}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NETPOL_DRIFT_")}
+    proc = subprocess.run([sys.executable, "-m", "monitor", "serve", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60, env=env | {"NETPOL_DRIFT_SLACK_TOKEN": "xoxb-never-shown"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines()[-1] == ("netpol-drift: error: NETPOL_DRIFT_SLACK_TOKEN is set but "
+                                            "slack.channel is not: set the channel to post to")
+    assert "xoxb-never-shown" not in proc.stdout + proc.stderr

@@ -67,13 +67,15 @@ step "Deploy the shop: namespaces, its Deployments and StatefulSet (real control
 # The monitor's own ServiceAccount (the RBAC of deploy/), never the lab's admin identity.
 KC=$("$PYBIN" -m tests.lab kubeconfig --monitor) || exit 1
 PORT=$("$PYBIN" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+SLACK_PORT=$("$PYBIN" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat >"$WORK/netpol-drift.yaml" <<YAML
 cluster: {name: lab, kubeconfig: $KC}
 suite: $REPO/config/examples/shop/suite.yaml
 probe: {timeout_seconds: 1.0, run_deadline_seconds: 60}
 store: {url: "sqlite:///$WORK/history.db"}
 schedule: {interval_seconds: 3600, jitter_seconds: 0}
-web: {listen: "127.0.0.1:$PORT"}
+web: {listen: "127.0.0.1:$PORT", external_url: "http://127.0.0.1:$PORT"}
+slack: {channel: "#netpol-alerts", base_url: "http://127.0.0.1:$SLACK_PORT/api/"}
 YAML
 HIST=("$ND" --config "$WORK/netpol-drift.yaml" history)
 # runs_total: the sum of netpol_drift_runs_total over its labels, from serve's own /metrics.
@@ -96,11 +98,33 @@ wait_runs() {  # wait_runs N TIMEOUT: until serve has finished N runs
   done
 }
 stop_serve() { [[ -n ${SERVE:-} ]] && kill -TERM "$SERVE" 2>/dev/null && wait "$SERVE"; SERVE=; }
-trap 'stop_serve; cleanup' EXIT
+stop_slack() { [[ -n ${SLACK:-} ]] && kill -TERM "$SLACK" 2>/dev/null && wait "$SLACK" 2>/dev/null; SLACK=; }
+trap 'stop_serve; stop_slack; cleanup' EXIT
+wait_slack() {  # wait_slack WHAT N TIMEOUT: until the stand-in printed N lines starting with "[slack] WHAT"
+  local end=$((SECONDS + $3))
+  while (( $(grep -c "^\[slack\] $1" "$WORK/slack.log") < $2 )); do
+    (( SECONDS < end )) || { echo "demo: no Slack $1 within $3 s; serve's log:" >&2; cat "$WORK/serve.log" >&2; exit 1; }
+    sleep 0.5
+  done
+}
+SHOWN=0
+show_slack() {  # what the stand-in received since the last call
+  sleep 1  # the thread reply follows its message
+  tail -n +"$((SHOWN + 1))" "$WORK/slack.log"
+  SHOWN=$(wc -l <"$WORK/slack.log")
+}
+
+step "A local stand-in for Slack's Web API that prints what it receives (real Slack: set NETPOL_DRIFT_SLACK_TOKEN)" \
+  python -m tests.slack_standin --port "$SLACK_PORT" "&"
+"$PYBIN" -m tests.slack_standin --port "$SLACK_PORT" >"$WORK/slack.log" 2>&1 &
+SLACK=$!
+TOKEN=$("$PYBIN" -c 'from tests.slack_standin import TOKEN; print(TOKEN)')
+wait_slack "stand-in listening" 1 20
+show_slack
 
 step "Start the service: a run now, then every hour and a few seconds after any policy or label change" \
   netpol-drift serve --config netpol-drift.yaml "&"
-"$ND" serve --config "$WORK/netpol-drift.yaml" >"$WORK/serve.log" 2>&1 &
+NETPOL_DRIFT_SLACK_TOKEN=$TOKEN "$ND" serve --config "$WORK/netpol-drift.yaml" >"$WORK/serve.log" 2>&1 &
 SERVE=$!
 wait_runs 1 90
 grep -E "serve:|run .* (starting|ok|partial|failed)" "$WORK/serve.log" | cut -c1-220
@@ -120,12 +144,24 @@ LAST=$("${HIST[@]}" --format json | "$PYBIN" -c 'import json, sys; print(json.lo
 step "The triggered run: the drift, its cause, and the event it opened" netpol-drift show "$LAST"
 "$ND" --config "$WORK/netpol-drift.yaml" show "$LAST" || exit 1
 
-step "The history of this cluster (trigger: startup, then change)" netpol-drift history
+step "Slack: one message for the incident, its cause and flows, the details in its thread" "(the stand-in's output)"
+wait_slack "chat.postMessage" 1 30
+show_slack
+
+step "Revert the policy: the shop's own policies.yaml again" python -m tests.lab.demo_app revert
+"$PYBIN" -m tests.lab.demo_app revert || exit 1
+wait_runs 3 90
+
+step "Slack: the same message edited to show it resolved, and one reply in its thread" "(the stand-in's output)"
+wait_slack "chat.update" 1 30
+show_slack
+
+step "The history of this cluster (trigger: startup, change, change)" netpol-drift history
 "${HIST[@]}" || exit 1
 
 step "What Prometheus scrapes" "curl http://127.0.0.1:$PORT/metrics | grep netpol_drift_"
 "$PYBIN" -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$PORT/metrics').read().decode())" \
-  | grep -E '^netpol_drift_(runs_total|cases|drift_open|leader|policies)' || exit 1
+  | grep -E '^netpol_drift_(runs_total|cases|drift_open|leader|policies|alert)' || exit 1
 
 step "SIGTERM: serve finishes, releases its Lease and leaves no probe pod" kill -TERM serve
 stop_serve
@@ -133,4 +169,4 @@ tail -n 3 "$WORK/serve.log" | cut -c1-220
 
 printf '\n\033[1mdemo finished\033[0m: offline, the typo is caught by check and explained by diff; live, the same\n'
 printf 'typo is seen by real packets within seconds of the edit (serve watches policies), stored as drift from\n'
-printf 'the known-good run, and blamed on shop/api-egress.\n'
+printf 'the known-good run, blamed on shop/api-egress in one Slack message, which the revert marks resolved.\n'

@@ -169,18 +169,28 @@ def probe_pod_manifest(task: ProbeTask, name: str, run_id: str, settings: ProbeS
     }
 
 
-def sweep_probe_pods(adapter: ClusterAdapter, settings: ProbeSettings, now: datetime) -> int:
+@dataclass(frozen=True)
+class SweepReport:
+    """What a sweep did, and what it had to leave: (run, when its Lease lapses) of runs whose pods it kept."""
+
+    deleted: int
+    kept: tuple[tuple[str, datetime], ...] = ()
+
+
+def sweep_probe_pods(adapter: ClusterAdapter, settings: ProbeSettings, now: datetime) -> SweepReport:
     """Deletes the probe pods of runs that are gone (no Lease, or one not renewed in time), and their
-    expired Leases; the pods of a run still going are left alone. Pods are listed before Leases: a run
-    creates its Lease before its first pod, so every pod listed has its Lease in the later list unless the
-    run is gone."""
+    expired Leases; the pods of a run still going are left alone (the caller may sweep again when its Lease
+    lapses). Pods are listed before Leases: a run creates its Lease before its first pod, so every pod listed
+    has its Lease in the later list unless the run is gone."""
     pods, _ = adapter.list_probe_pods(probe_selector())
     leases = adapter.list_run_leases(settings.namespace)
-    alive = {lease.run for lease in leases if lease.alive(now)}
+    alive = {lease.run: lease.lapses_at for lease in leases if lease.alive(now)}
     deleted = 0
+    kept: dict[str, datetime] = {}
     for p in pods:
         run = dict(p.labels).get(RUN_LABEL)
         if run in alive:
+            kept[run] = alive[run]
             continue
         if adapter.delete_pod(p.namespace, p.name):
             deleted += 1
@@ -188,11 +198,10 @@ def sweep_probe_pods(adapter: ClusterAdapter, settings: ProbeSettings, now: date
         if lease.run not in alive:
             adapter.delete_run_lease(settings.namespace, lease.run)
     if deleted:
-        log.info("start-up sweep deleted %d probe pod(s) of runs that are gone", deleted)
-    kept = sum(1 for p in pods if dict(p.labels).get(RUN_LABEL) in alive)
+        log.info("sweep deleted %d probe pod(s) of runs that are gone", deleted)
     if kept:
-        log.info("start-up sweep left %d probe pod(s) of %d run(s) still going", kept, len(alive))
-    return deleted
+        log.info("sweep left the probe pods of %d run(s) still going (their Lease is fresh)", len(kept))
+    return SweepReport(deleted, tuple(sorted(kept.items())))
 
 
 def _chunks(tasks: list[ProbeTask]) -> list[tuple[int, int, ProbeTask]]:

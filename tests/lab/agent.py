@@ -95,6 +95,7 @@ spec=$1 ro=$2 user=$3; shift 3
 tab=$(printf '\t')
 while IFS="$tab" read -r src dst mode; do
   [ -n "$src" ] || continue
+  [ -e "$dst" ] || mkdir -p "$dst" || exit 126
   mount --bind "$src" "$dst" || exit 126
   if [ "$mode" = ro ]; then mount -o remount,bind,ro "$dst" || exit 126; fi
 done <"$spec"
@@ -618,6 +619,17 @@ class Agent:
             if not self.mount_point(m["mountPath"], is_dir=src.is_dir()):
                 raise RuntimeError(f"container {c['name']}: cannot create mountPath {m['mountPath']}")
             lines.append(f"{src}\t{m['mountPath']}\t{'ro' if m.get('readOnly') else 'rw'}")
+        # A real container's program lives in its image; here it lives in the checkout (and its venv). A volume
+        # mounted over an ancestor of them (an emptyDir at /tmp over a clone under /tmp) would hide the program:
+        # keep a view of each under the pod's state dir first, and bind it back over the volume afterwards.
+        hidden = [p for p in {C.REPO, C.VENV_BIN.parent}
+                  if any(p == Path(m["mountPath"]) or Path(m["mountPath"]) in p.parents
+                         for m in c.get("volumeMounts") or [])]
+        for i, path in enumerate(sorted(hidden)):
+            keep = rec.dir / f"keep-{i}"
+            keep.mkdir(exist_ok=True)
+            lines.insert(0, f"{path}\t{keep}\trw")
+            lines.append(f"{keep}\t{path}\trw")
         ro = bool(sc.get("readOnlyRootFilesystem"))
         user = ""
         if sc.get("runAsUser") is not None:
