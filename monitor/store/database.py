@@ -73,7 +73,11 @@ def make_engine(url: str, password: str | None = None) -> Engine:
             cur = dbapi_conn.cursor()
             # WAL: readers (dashboard, CLI) never block the writer; NORMAL is durable across crashes of the
             # process and costs no fsync per run; foreign keys are off in SQLite unless asked for.
-            cur.execute("PRAGMA journal_mode=WAL")
+            # A fresh connection does not know the file is already WAL and asks to switch, which takes the write
+            # lock; under load a serve run's store open once failed that way in 0.5 s ("database is locked")
+            # despite the busy timeout. A database is switched once, when created; later connections only read.
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
