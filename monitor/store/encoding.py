@@ -8,6 +8,7 @@ It must not import the ORM or open a session: these are pure functions of their 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import zlib
 from collections.abc import Sequence
@@ -75,7 +76,8 @@ def _encode_ids(ids: Sequence[int]) -> bytes:
     return zlib.compress(bytes(out), 9)
 
 
-def _decode_ids(blob: bytes) -> list[int]:
+def _decode_ids(blob: bytes, limit: int | None = None) -> list[int]:
+    """The ids in order; only the first `limit` when given (a page's first rows of a 40,000-member set)."""
     data = zlib.decompress(blob)
     ids, prev, z, shift = [], 0, 0, 0
     for b in data:
@@ -86,6 +88,8 @@ def _decode_ids(blob: bytes) -> list[int]:
         prev += (z >> 1) ^ -(z & 1)
         ids.append(prev)
         z, shift = 0, 0
+        if len(ids) == limit:
+            break
     return ids
 
 
@@ -111,21 +115,39 @@ def _encode_volatile(results: Sequence[FlowResult]) -> bytes | None:
 _LAT_VALUES = [_lat_value(b) for b in range(256)]
 
 
-def _apply_volatile(fields: Sequence[tuple], blob: bytes | None) -> list[FlowResult]:
-    """Results from their stable fields (9 before latency/attempts, 3 after) and the run's volatile bytes."""
+def _apply_volatile(fields: Sequence[tuple], blob: bytes | None, total: int | None = None) -> list[FlowResult]:
+    """Results from their stable fields (9 before latency/attempts, 3 after) and the run's volatile bytes;
+    `total`: the size of the whole set when `fields` are only its first members."""
     if not blob:
         return [FlowResult(*f[:9], None, 0, *f[9:]) for f in fields]
     raw = zlib.decompress(blob)
-    n = len(fields)
-    if len(raw) != 2 * n:
+    n = len(fields) if total is None else total
+    if len(raw) != 2 * n or len(fields) > n:
         raise StoreError(f"run data is damaged: {len(raw)} volatile bytes for {n} results")
     lat = _LAT_VALUES
     return [FlowResult(*f[:9], lat[raw[i]], raw[n + i], *f[9:]) for i, f in enumerate(fields)]
 
 
+_VERDICTS = {v.value: v for v in Verdict}
+_OUTCOMES = {o.value: o for o in Outcome}
+
+
 def _fields_from_row(row: Any) -> tuple:
-    return (row.case, row.source, row.destination, row.port, row.protocol, Verdict(row.expected),
-            Verdict(row.intent), Outcome(row.outcome), Verdict(row.verdict), row.explanation, row.reason, row.node)
+    # Dictionary lookups, not Verdict(x): the enum call is most of reading a 40,000-result set.
+    v, o = _VERDICTS, _OUTCOMES
+    try:
+        return (row.case, row.source, row.destination, row.port, row.protocol, v[row.expected], v[row.intent],
+                o[row.outcome], v[row.verdict], row.explanation, row.reason, row.node)
+    except KeyError as e:
+        raise StoreError(f"run data is damaged: unknown verdict or outcome {e.args[0]!r}") from e
+
+
+def _encode_grid(grids: list[dict]) -> bytes:
+    return zlib.compress(json.dumps(grids, separators=(",", ":"), ensure_ascii=False).encode(), 6)
+
+
+def _decode_grid(blob: bytes) -> list[dict]:
+    return json.loads(zlib.decompress(blob))
 
 
 def _int_id(text: str, what: str) -> int:

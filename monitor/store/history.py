@@ -14,11 +14,20 @@ from datetime import UTC
 from sqlalchemy import func, select
 
 from monitor.compare import DriftEvent
-from monitor.models import Run, Snapshot
+from monitor.models import FlowResult, Run, Snapshot
 from monitor.snapshot import snapshot_from_json
-from monitor.store.encoding import _dt
-from monitor.store.runs import Runs, RunSummary
-from monitor.store.schema import ClusterRow, DriftEventRow, RunRow, SnapshotRow, SuiteRow, metadata
+from monitor.store.encoding import _apply_volatile, _decode_grid, _decode_ids, _dt, _fields_from_row, _int_id
+from monitor.store.runs import _RESULT_COLUMNS, Runs, RunSummary
+from monitor.store.schema import (
+    ClusterRow,
+    DriftEventRow,
+    FlowResultRow,
+    ResultSetRow,
+    RunRow,
+    SnapshotRow,
+    SuiteRow,
+    metadata,
+)
 
 _ID_SPAN = 10**9  # run ids stay below this: worst-run key = (violations + skipped) * _ID_SPAN + id fits 64 bits
 
@@ -46,6 +55,28 @@ class History(Runs):
             row = self._run_row(s, run_id)
             summary, events = self._head(s, row)
             return summary, row.error, events
+
+    def run_grid(self, run_id: str) -> list[dict] | None:
+        """The grid of the run's result set as written with it (monitor.grid.grid, without drift marks);
+        None for a set written before schema 0005 (the caller builds it from the results)."""
+        with self._guard("read run"), self._tx() as s:
+            blob = s.scalar(select(ResultSetRow.grid).join(RunRow, RunRow.result_set_id == ResultSetRow.id)
+                            .where(RunRow.id == _int_id(run_id, "run")))
+        return _decode_grid(blob) if blob is not None else None
+
+    def run_results(self, run_id: str, limit: int) -> tuple[FlowResult, ...]:
+        """The run's first `limit` results, in order (a page's flows table): reads only those members."""
+        with self._guard("read run"), self._tx() as s:
+            row = self._run_row(s, run_id)
+            if row.result_set_id in self._sets or limit >= row.n_results:
+                return self._run(s, row).results[:limit]
+            ids = _decode_ids(s.scalar(select(ResultSetRow.members).where(ResultSetRow.id == row.result_set_id)),
+                              limit)
+            unique, fields = sorted(set(ids)), {}
+            for i in range(0, len(unique), 900):
+                fields.update((r.id, _fields_from_row(r)) for r in s.execute(
+                    select(*_RESULT_COLUMNS).where(FlowResultRow.id.in_(unique[i:i + 900]))))
+            return tuple(_apply_volatile([fields[i] for i in ids], row.volatile, row.n_results))
 
     def _head(self, s, row) -> tuple[RunSummary, list[DriftEvent]]:
         summary = self._summaries(s, [row.id])[0]

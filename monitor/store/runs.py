@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from monitor.compare import Cause, DriftEvent, Transitions
 from monitor.errors import InputError
+from monitor.grid import grid
 from monitor.models import FlowResult, Outcome, Run, Snapshot, to_jsonable
 from monitor.snapshot import from_jsonable, snapshot_digest, snapshot_to_json
 from monitor.store.database import StoreBase
@@ -29,6 +30,7 @@ from monitor.store.encoding import (
     _apply_volatile,
     _decode_ids,
     _dt,
+    _encode_grid,
     _encode_ids,
     _encode_volatile,
     _fields_from_row,
@@ -166,7 +168,8 @@ class Runs(StoreBase):
             except IntegrityError:
                 ids[d] = s.scalar(select(FlowResultRow.id).where(FlowResultRow.digest == d))
         return self._get_or_create(s, ResultSetRow.digest, set_digest, lambda: {
-            "created_at": now, "size": len(digests), "members": _encode_ids([ids[d] for d in digests])})
+            "created_at": now, "size": len(digests), "members": _encode_ids([ids[d] for d in digests]),
+            "grid": _encode_grid(grid(results))})
 
     def _apply_transitions(self, s: Session, cluster_id: int, cluster: str, run_id: int, t: Transitions,
                            now: datetime) -> None:

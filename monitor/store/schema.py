@@ -93,6 +93,9 @@ class ResultSetRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     size: Mapped[int] = mapped_column(Integer)
     members: Mapped[bytes] = mapped_column(LargeBinary)  # zlib(varints of delta-encoded flow_results ids)
+    # zlib(JSON of monitor.grid.grid(results)), built when the set is written: what a run page shows, so
+    # that its first view reads one row instead of building 40,000 cells. NULL: a set written before 0005.
+    grid: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class RunRow(Base):

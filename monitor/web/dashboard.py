@@ -17,17 +17,19 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from html import escape as _esc
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from monitor.errors import InputError, NetpolDriftError
+from monitor.grid import STATES
 from monitor.web import views
 
 HERE = Path(__file__).parent
@@ -37,7 +39,7 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
                     "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
 MAX_DAYS = 3660
 MAX_FLOWS = 100_000
-RUN_CACHE_ENTRIES = 8  # classified result sets (a 40,000-flow one is ~30 MB): the recent runs people open
+RUN_CACHE_ENTRIES = 8  # grids of result sets (a 40,000-cell one is ~20 MB): the recent runs people open
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,34 @@ def environment() -> Environment:
 def grid_rows(g: dict) -> Markup:
     """The <tr> rows of one grid. Written here rather than as a template loop: a 200 x 200 grid is 40,000
     cells, which Jinja2 renders in seconds and this in tens of milliseconds. Every cluster-sourced string
-    (names, hover text) goes through markupsafe.escape; state and mark come from views' fixed vocabularies."""
+    (names, hover texts) is escaped with html.escape (quotes too: they land in attributes); state and mark
+    are looked up in monitor.grid's fixed vocabularies (the grid comes back from the store's JSON)."""
     out = []
     for source, row in zip(g["sources"], g["cells"], strict=True):
-        cells = [f'<td class="cell {c[0]}{" drift" if c[1] else ""}" title="{escape(c[3])}">{c[2]}</td>' if c
-                 else '<td class="cell none"></td>' for c in row]
-        out.append(f'<tr><th scope="row" class="src">{escape(source)}</th>{"".join(cells)}</tr>')
+        titles = _escape_all([c[3] for c in row if c])
+        cells, k = [], 0
+        for c in row:
+            if c:
+                state = _STATE_CLASS.get(c[0], "unobserved")
+                cells.append(f'<td class="cell {state}{" drift" if c[1] is True else ""}"'
+                             f' title="{titles[k]}">{_CELL_MARK.get(c[2], "?")}</td>')
+                k += 1
+            else:
+                cells.append('<td class="cell none"></td>')
+        out.append(f'<tr><th scope="row" class="src">{_esc(source)}</th>{"".join(cells)}</tr>')
     return Markup("\n".join(out))
+
+
+_STATE_CLASS = {s: s for s in STATES}
+_CELL_MARK = {m: m for m in ("✓", "✗", "?")}
+
+
+def _escape_all(texts: list[str]) -> list[str]:
+    """html.escape of each text, as one call over their join: a 200-cell row is one escape, not 200."""
+    joined = "\0".join(texts)
+    if joined.count("\0") != max(0, len(texts) - 1):  # a text with a NUL of its own: one by one
+        return [_esc(t) for t in texts]
+    return _esc(joined).split("\0")
 
 
 class LazyStore:

@@ -14,37 +14,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from monitor.grid import flow_state, grid, with_drift
 from monitor.models import FlowResult, Snapshot, Verdict, to_jsonable
 
-# A cell of the grid holds every flow of its (source, destination, port); it shows the worst of them.
-STATES = ("violation", "gap", "unobserved", "allow", "deny")  # worst first
 STATE_TEXT = {"violation": "observed contradicts the suite's expectation",
               "gap": "observed contradicts what the policies say (enforcement gap)",
               "unobserved": "not observed (skipped or unknown)", "allow": "reachable, as expected",
               "deny": "blocked, as expected"}
-EXPLANATION_CHARS = 400  # a hover text, not a report: the flows table and the API have it whole
 FLOW_FILTERS = ("all", "violation", "gap", "unobserved", "drift")
 CHART_POINTS = 366  # history chart: at most this many bars, runs bucketed by time beyond it
 
 
 def iso_seconds(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
-_ALLOW, _DENY = Verdict.ALLOW, Verdict.DENY
-
-
-def flow_state(r: FlowResult) -> str:
-    """The grid's colour of one flow (FlowResult.violation / enforcement_gap / observed, spelled out: a
-    200 x 200 run page classifies 40,000 of them)."""
-    v = r.verdict
-    if v is not _ALLOW and v is not _DENY:
-        return "unobserved"
-    if v is not r.expected:
-        return "violation"
-    if (r.intent is _ALLOW or r.intent is _DENY) and v is not r.intent:
-        return "gap"
-    return "allow" if v is _ALLOW else "deny"
 
 
 def flow_row(r: FlowResult, state: str, drift: bool = False) -> dict:
@@ -55,73 +37,6 @@ def flow_row(r: FlowResult, state: str, drift: bool = False) -> dict:
             "state": state, "drift": drift}
 
 
-# ------------------------------------------------------------------------------------------------ grid
-def _flow_line(r: FlowResult, drift: bool, offline: bool) -> str:
-    # Enum members formatted straight (StrEnum): .value is a property call, 200,000 of them on a big run.
-    if offline:
-        line = f"policies say {r.intent}"
-    else:
-        v = r.verdict
-        seen = f"{v} ({r.outcome})" if v is _ALLOW or v is _DENY else f"nothing: not observed ({r.outcome})"
-        line = f"[{r.case}] expected {r.expected}, policies say {r.intent}, observed {seen}"
-        if drift:
-            line += " - DRIFT"
-    text = r.explanation or r.reason
-    if text:
-        line += "\n" + (text if len(text) <= EXPLANATION_CHARS else text[:EXPLANATION_CHARS - 1] + "…")
-    return line
-
-
-_RANK = {s: i for i, s in enumerate(STATES)}
-_MARK = {"allow": "✓", "deny": "✗"}
-
-
-def grid(results: Sequence[FlowResult], states: Sequence[str], drift_keys: frozenset[str] = frozenset(), *,
-         offline: bool = False) -> list[dict]:
-    """One grid per port: sources x destinations; each cell [state, drift, mark, hover text] for the worst of
-    its flows (STATES order), None where no flow was planned. Marks say what was observed (offline: what the
-    policies say): ✓ reachable, ✗ blocked, ? not known."""
-    by_port: dict[tuple[str, int], dict[tuple[str, str], list[int]]] = {}
-    for i, r in enumerate(results):
-        by_port.setdefault((r.protocol, r.port), {}).setdefault((r.source, r.destination), []).append(i)
-    grids = []
-    for proto, port in sorted(by_port):
-        cells = by_port[(proto, port)]
-        sources = sorted({s for s, _ in cells})
-        destinations = sorted({d for _, d in cells})
-        counts = dict.fromkeys(STATES, 0)
-        matrix = []
-        where = f" {port}/{proto}\n"
-        for s in sources:
-            line: list = []
-            head = s + " -> "
-            for d in destinations:
-                idx = cells.get((s, d))
-                if idx is None:
-                    line.append(None)
-                    continue
-                if len(idx) == 1:
-                    worst = idx[0]
-                    r = results[worst]
-                    drift = r.key in drift_keys if drift_keys else False
-                    text = _flow_line(r, drift, offline)
-                else:
-                    worst = min(idx, key=lambda i: _RANK[states[i]])
-                    r = results[worst]
-                    flags = [results[i].key in drift_keys for i in idx]
-                    drift = any(flags)
-                    text = "\n".join(_flow_line(results[i], f, offline) for i, f in zip(idx, flags, strict=True))
-                state = states[worst]
-                counts[state] += 1
-                v = r.verdict
-                shown = v if v is _ALLOW or v is _DENY else r.intent
-                line.append([state, drift, _MARK.get(shown, "?"), head + d + where + text])
-            matrix.append(line)
-        grids.append({"port": f"{port}/{proto}", "sources": sources, "destinations": destinations,
-                      "cells": matrix, "counts": counts})
-    return grids
-
-
 def offline_grid(flows: Iterable[Any]) -> list[dict]:
     """analyze.MatrixFlow rows as a grid: only what the policies say is known offline."""
     results = []
@@ -129,7 +44,7 @@ def offline_grid(flows: Iterable[Any]) -> list[dict]:
         v = Verdict.ALLOW if f.allowed else Verdict.DENY
         results.append(FlowResult("matrix", f.source, f.destination, f.port, f.protocol, v, v,
                                   explanation=f.reason))
-    return grid(results, ["allow" if r.intent is _ALLOW else "deny" for r in results], offline=True)
+    return grid(results, ["allow" if r.intent is Verdict.ALLOW else "deny" for r in results], offline=True)
 
 
 # ---------------------------------------------------------------------------------------------- pages
@@ -193,31 +108,38 @@ def history_view(store: Any, cluster: str, *, days: int, now: str | None = None)
 
 def run_view(store: Any, run_id: str, *, state: str = "all", q: str = "", limit: int = 500,
              cache: Any = None) -> dict:
-    """`cache` (get and item assignment) keeps the classified results and grids by result set and drift keys
-    (both immutable): the
-    runs of a quiet cluster share one result set, so most run pages skip reading and classifying results."""
+    """The run's grid as the store wrote it with its result set, with this run's drift marked, and the flows
+    table: the first `limit` flows read alone when nothing is filtered, else every result classified.
+    `cache` (get and item assignment) keeps grids by result-set digest (immutable): the runs of a quiet
+    cluster share one set."""
     summary, error, events = store.run_head(run_id)
     drift_keys = frozenset(e.flow_key for e in events if e.kind == "drift" and e.opened_run == summary.id)
-    key = (summary.result_set, drift_keys)
-    built = cache.get(key) if cache is not None else None
-    if built is None:
-        results = store.get_run(run_id).results
-        states = [flow_state(r) for r in results]
-        built = (results, states, grid(results, states, drift_keys))
+    grids = cache.get(summary.result_set) if cache is not None else None
+    results = None
+    if grids is None:
+        grids = store.run_grid(run_id)
+        if grids is None:  # a result set written before the store kept grids
+            results = store.get_run(run_id).results
+            grids = grid(results)
         if cache is not None:
-            cache[key] = built
-    results, states, grids = built
-    needle = q.lower()
-    shown, matching = [], 0
-    for r, st in zip(results, states, strict=True):
-        if (state == "all" or (r.key in drift_keys if state == "drift" else st == state)) \
-                and (not needle or needle in f"{r.case} {r.source} {r.destination} {r.port}".lower()):
-            matching += 1
-            if len(shown) < limit:
-                shown.append(flow_row(r, st, r.key in drift_keys))
+            cache[summary.result_set] = grids
+    if state == "all" and not q:
+        shown = [flow_row(r, flow_state(r), r.key in drift_keys)
+                 for r in (results[:limit] if results is not None else store.run_results(run_id, limit))]
+        matching = summary.results
+    else:
+        needle = q.lower()
+        shown, matching = [], 0
+        for r in results if results is not None else store.get_run(run_id).results:
+            st = flow_state(r)
+            if (state == "all" or (r.key in drift_keys if state == "drift" else st == state)) \
+                    and (not needle or needle in f"{r.case} {r.source} {r.destination} {r.port}".lower()):
+                matching += 1
+                if len(shown) < limit:
+                    shown.append(flow_row(r, st, r.key in drift_keys))
     return {"run": summary_row(summary), "error": error, "events": [event_row(e) for e in events],
-            "grids": grids, "filter": {"state": state, "q": q, "limit": limit, "matching": matching},
-            "flows": shown}
+            "grids": with_drift(grids, drift_keys) if drift_keys else grids,
+            "filter": {"state": state, "q": q, "limit": limit, "matching": matching}, "flows": shown}
 
 
 def _aligned(f: Any, cause: Any = None) -> dict:
