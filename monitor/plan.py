@@ -13,6 +13,7 @@ This module must not talk to a cluster, evaluate policies, or read the clock.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from monitor.models import Pod, Snapshot, Verdict
@@ -207,17 +208,20 @@ def _slug(text: str) -> str:
 
 
 def generate_cases(snapshot: Snapshot, namespaces: tuple[str, ...] = (), max_cases: int | None = None,
-                   decide=None) -> list[GeneratedCase]:
+                   decide=None, progress: Callable[[int, int], None] | None = None) -> list[GeneratedCase]:
     """One case per ordered pair of distinct workload identities per port the destination declares, with
     the engine's verdict (`decide(src, dst, port, protocol) -> Decision`) as the expectation. Both allowed
-    and denied pairs are kept; with max_cases, the two kinds are interleaved so that a cut keeps both."""
+    and denied pairs are kept; with max_cases, the two kinds are interleaved so that a cut keeps both.
+    `progress(done, total)` hears of each source identity done."""
     reps: dict[str, Pod] = {}
     for pod in snapshot.pods:
         if pod.host_network or (namespaces and pod.namespace not in namespaces):
             continue
         reps.setdefault(identity(pod), pod)
     allowed, denied = [], []
-    for src_id in sorted(reps):
+    for n, src_id in enumerate(sorted(reps)):
+        if progress is not None:
+            progress(n, len(reps))
         for dst_id in sorted(reps):
             if src_id == dst_id:
                 continue

@@ -19,14 +19,14 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from monitor.cluster import ClusterAdapter
 from monitor.compare import Judgement, assess, changed_outcomes, judge
 from monitor.engine import Engine
 from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict, suite_exit_code
 from monitor.plan import FlowPlan, Plan, SourceGroup, control_group, plan_suite
-from monitor.probe.runner import ProbeReport, ProbeTask, run_probes, sweep_probe_pods
+from monitor.probe.runner import ProbeProgress, ProbeReport, ProbeTask, run_probes, sweep_probe_pods
 from monitor.probe.wire import ProbeTarget, TargetOutcome
 from monitor.settings import ProbeSettings, Settings
 from monitor.snapshot import snapshot_digest, take_snapshot
@@ -98,26 +98,42 @@ def outcome_verdict(outcome: Outcome, protocol: str, refused_means: str | Mappin
     return Verdict.UNKNOWN
 
 
+class RunProgress(Protocol):
+    """Hears where a run is (the CLI shows it on a terminal): a stage in words, then the probe pods' count."""
+
+    def stage(self, text: str) -> None: ...
+
+    def probes(self, progress: ProbeProgress) -> None: ...
+
+
 def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: datetime, run_id: str,
              trigger: str = "manual", via_cluster_ip: bool = False, sweep: bool = True,
-             clock: Callable[[], float] = time.monotonic, trigger_detail: str | None = None) -> LiveRun:
+             clock: Callable[[], float] = time.monotonic, trigger_detail: str | None = None,
+             progress: RunProgress | None = None) -> LiveRun:
     """Raises our own errors (InputError for a suite that does not fit the cluster, ClusterError...)."""
     began = clock()
+    stage = progress.stage if progress is not None else _silent
     if sweep:
+        stage("deleting probe pods that earlier runs left behind")
         sweep_probe_pods(adapter, settings.probe, now)
+    stage("reading the cluster (snapshot)")
     snapshot = take_snapshot(adapter, now)
     validate_suite(suite, snapshot)
     plan = plan_suite(suite, snapshot, per_node=settings.probe.per_node, via_cluster_ip=via_cluster_ip,
                       control_namespace=settings.probe.namespace)
     tasks, target_index = probe_tasks(plan)
     started = clock()
-    reports, pods = run_probes(adapter, tasks, settings.probe, run_id, clock)
+    stage("probing")
+    reports, pods = run_probes(adapter, tasks, settings.probe, run_id, clock,
+                               progress.probes if progress is not None else None)
     results = evaluate(plan, snapshot, reports, target_index, refusal_means(settings.probe))
     unsettled = [r for r in results if r.outcome is Outcome.UNSETTLED]
     if unsettled:
         # One more chance from a fresh pod (a flow flapping on its own stays unsettled: never a verdict).
         log.info("probing %d unsettled flow(s) again from fresh probe pods", len(unsettled))
-        again = {r.key: r for r in _probe_again(adapter, plan, snapshot, unsettled, settings, f"{run_id}-u", clock)}
+        stage(f"probing {len(unsettled)} unsettled flow(s) again")
+        again = {r.key: r for r in _probe_again(adapter, plan, snapshot, unsettled, settings, f"{run_id}-u", clock,
+                                                progress)}
         results = [again.get(r.key, r) for r in results]
     probe_seconds = clock() - started
     cases = summarise(suite, results)
@@ -131,25 +147,33 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
     return LiveRun(run, tuple(cases), snapshot, pods, probe_seconds, plan, warnings)
 
 
+def _silent(text: str) -> None:
+    pass
+
+
 def _plan_key(f: FlowPlan) -> str:
     # The same text as FlowResult.key of the result evaluate() makes of this flow.
     return f"{f.case}|{f.source}|{f.destination}|{f.port or 0}/{f.protocol}"
 
 
 def reprobe(adapter: ClusterAdapter, live: LiveRun, flows: Sequence[FlowResult], settings: Settings,
-            run_id: str, clock: Callable[[], float] = time.monotonic) -> dict[str, Outcome]:
+            run_id: str, clock: Callable[[], float] = time.monotonic,
+            progress: RunProgress | None = None) -> dict[str, Outcome]:
     """Probes only these flows again (same plan, same snapshot, same runner); returns raw outcomes by key.
 
     No new snapshot: a confirmation asks "is the change still there", not "what does the cluster look like".
     """
     if live.plan is None:
         raise ValueError("this run kept no plan to re-probe from")
+    if progress is not None:
+        progress.stage(f"probing {len(flows)} changed flow(s) again to confirm")
     return {r.key: r.outcome for r in _probe_again(adapter, live.plan, live.snapshot, flows, settings, run_id,
-                                                   clock)}
+                                                   clock, progress)}
 
 
 def _probe_again(adapter: ClusterAdapter, plan: Plan, snapshot: Snapshot, flows: Sequence[FlowResult],
-                 settings: Settings, run_id: str, clock: Callable[[], float]) -> list[FlowResult]:
+                 settings: Settings, run_id: str, clock: Callable[[], float],
+                 progress: RunProgress | None = None) -> list[FlowResult]:
     keys = {f.key for f in flows}
     groups = []
     for g in plan.groups:
@@ -164,7 +188,8 @@ def _probe_again(adapter: ClusterAdapter, plan: Plan, snapshot: Snapshot, flows:
         return []
     sub = Plan(tuple(groups), ())
     tasks, index = probe_tasks(sub)
-    reports, _ = run_probes(adapter, tasks, settings.probe, run_id, clock)
+    reports, _ = run_probes(adapter, tasks, settings.probe, run_id, clock,
+                            progress.probes if progress is not None else None)
     return evaluate(sub, snapshot, reports, index, refusal_means(settings.probe))
 
 

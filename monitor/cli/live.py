@@ -143,15 +143,23 @@ def run_command(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)  # the one reading of the wall clock for this run
     run_id = uuid.uuid4().hex[:10]
     recorded = None
+    from monitor.render import progress_on_terminal
+
     try:
-        adapter = _connect(args, settings)
-        try:
-            live = run_once(adapter, suite, settings, now, run_id, via_cluster_ip=args.via_cluster_ip)
-            if store is not None:
-                recorded = record_run(store, live, settings, now, suite_text,
-                                      lambda flows, n: reprobe(adapter, live, flows, settings, f"{run_id}-c{n}"))
-        finally:
-            adapter.close()
+        # On a terminal, stderr shows where the run is (probe pods, flows observed); piped, nothing.
+        with progress_on_terminal() as progress:
+            progress.stage("connecting to the cluster")
+            adapter = _connect(args, settings)
+            try:
+                live = run_once(adapter, suite, settings, now, run_id, via_cluster_ip=args.via_cluster_ip,
+                                progress=progress)
+                if store is not None:
+                    progress.stage("comparing with the known-good run, storing")
+                    recorded = record_run(store, live, settings, now, suite_text,
+                                          lambda flows, n: reprobe(adapter, live, flows, settings,
+                                                                   f"{run_id}-c{n}", progress=progress))
+            finally:
+                adapter.close()
     finally:
         if store is not None:
             store.close()
@@ -302,35 +310,44 @@ def generate_command(args: argparse.Namespace) -> int:
 
     if args.max_cases is not None and args.max_cases < 1:
         raise InputError("--max-cases must be at least 1")
+    from monitor.render import progress_on_terminal
+
     cidrs = None
-    if args.manifests:
-        from monitor.cli.offline import pod_cidrs
-        from monitor.manifests import load_manifests
+    # On a terminal, stderr shows the stage and the source identities done; piped, nothing.
+    with progress_on_terminal() as progress:
+        if args.manifests:
+            from monitor.cli.offline import pod_cidrs
+            from monitor.manifests import load_manifests
 
-        snapshot = load_manifests(args.manifests)
-        source = f"manifests in {args.manifests}"
-        cidrs = pod_cidrs(args, (snapshot,))
-    else:
-        from monitor.snapshot import take_snapshot
+            progress.stage(f"reading manifests in {args.manifests}")
+            snapshot = load_manifests(args.manifests)
+            source = f"manifests in {args.manifests}"
+            cidrs = pod_cidrs(args, (snapshot,))
+        else:
+            from monitor.snapshot import take_snapshot
 
-        settings = _settings(args)
-        adapter = _connect(args, settings)
-        try:
-            snapshot = take_snapshot(adapter, datetime.now(UTC))
-        finally:
-            adapter.close()
-        source = f"cluster {settings.cluster.name} ({adapter.server})"
-    from monitor.analyze import admin_tie_warnings
-    from monitor.cli import warn
+            settings = _settings(args)
+            progress.stage("connecting to the cluster")
+            adapter = _connect(args, settings)
+            try:
+                progress.stage("reading the cluster (snapshot)")
+                snapshot = take_snapshot(adapter, datetime.now(UTC))
+            finally:
+                adapter.close()
+            source = f"cluster {settings.cluster.name} ({adapter.server})"
+        from monitor.analyze import admin_tie_warnings
+        from monitor.cli import warn
 
-    for text in admin_tie_warnings(snapshot):
-        warn(f"{source}: {text}")
-    known = {n.name for n in snapshot.namespaces}
-    for ns in args.namespace:
-        if ns not in known:
-            raise InputError(f"namespace {ns!r} does not exist", field="--namespace")
-    engine = Engine(snapshot, cidrs) if cidrs else Engine(snapshot)
-    cases = generate_cases(snapshot, tuple(args.namespace), args.max_cases, engine.decide)
+        for text in admin_tie_warnings(snapshot):
+            warn(f"{source}: {text}")
+        known = {n.name for n in snapshot.namespaces}
+        for ns in args.namespace:
+            if ns not in known:
+                raise InputError(f"namespace {ns!r} does not exist", field="--namespace")
+        engine = Engine(snapshot, cidrs) if cidrs else Engine(snapshot)
+        progress.stage("generating cases: source identities done")
+        cases = generate_cases(snapshot, tuple(args.namespace), args.max_cases, engine.decide,
+                               progress=progress.steps)
     text = render_suite_yaml(cases, source)
     if args.output:
         try:

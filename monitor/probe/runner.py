@@ -80,6 +80,17 @@ class ProbeReport:
         return self.skipped_reason or "the probe pod did not report this target (termination message cut)"
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeProgress:
+    """Where one round of probing is, for a person watching (`run --once` on a terminal)."""
+
+    pods: int  # probe pods this round needs
+    created: int
+    finished: int  # done: reported, failed, deleted or given up
+    flows: int  # targets to probe
+    observed: int  # targets whose pod reported an outcome
+
+
 @dataclass
 class _Live:
     """Book-keeping of one created pod while the run waits for it."""
@@ -218,8 +229,10 @@ class ProbeRun:
     """One run's probe pods, from creation to deletion. Use `run()`; it always deletes what it created."""
 
     def __init__(self, adapter: ClusterAdapter, settings: ProbeSettings, run_id: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 progress: Callable[[ProbeProgress], None] | None = None) -> None:
         self.adapter = adapter
+        self.progress = progress
         self.settings = settings
         self.run_id = run_id
         self.clock = clock
@@ -242,6 +255,7 @@ class ProbeRun:
         chunks = self._chunk_list = _chunks(tasks)
         results: dict[int, tuple[list[TargetOutcome | None] | None, str, str | None, str | None]] = {}
         self._take_lease()
+        self._report(results)
         try:
             self._drive(chunks, owner_uid, results)
         finally:
@@ -308,6 +322,7 @@ class ProbeRun:
                     continue
                 self.pods_created += 1
                 live[name] = _Live(c, task.namespace, name, now)
+                self._report(results)
 
         fill()
         resource_version: str | None = None
@@ -359,6 +374,7 @@ class ProbeRun:
                 done = True
             if item.index in results:
                 del live[s.name]
+                self._report(results)
                 if not s.finished:
                     self._delete_now(s.namespace, s.name)
                 # A finished pod is deleted with the rest at the end of the run: it holds no CPU or IP any
@@ -372,6 +388,14 @@ class ProbeRun:
             self.created.remove((namespace, name))
         except ClusterError as e:  # retried once more at the end of the run
             log.warning("could not delete probe pod %s/%s: %s", namespace, name, e)
+
+    def _report(self, results: dict) -> None:
+        if self.progress is None:
+            return
+        chunks = self._chunk_list
+        observed = sum(len(chunks[i][2].targets) for i, r in results.items() if r[0] is not None)
+        self.progress(ProbeProgress(len(chunks), self.pods_created, len(results),
+                                    sum(len(c[2].targets) for c in chunks), observed))
 
     def _chunk_targets(self, item: _Live) -> tuple[ProbeTarget, ...]:
         return self._chunk_list[item.index][2].targets
@@ -430,9 +454,11 @@ class ProbeRun:
 
 
 def run_probes(adapter: ClusterAdapter, tasks: list[ProbeTask], settings: ProbeSettings, run_id: str,
-               clock: Callable[[], float] = time.monotonic) -> tuple[list[ProbeReport], int]:
-    """(one report per task with targets, in order; the number of probe pods created)."""
-    runner = ProbeRun(adapter, settings, run_id, clock)
+               clock: Callable[[], float] = time.monotonic,
+               progress: Callable[[ProbeProgress], None] | None = None) -> tuple[list[ProbeReport], int]:
+    """(one report per task with targets, in order; the number of probe pods created). `progress` hears of
+    every pod created and every pod done."""
+    runner = ProbeRun(adapter, settings, run_id, clock, progress)
     reports = runner.run(tasks)
     return reports, runner.pods_created
 
