@@ -84,3 +84,58 @@ def test_serve_dashboard_waits_for_the_database_the_leader_creates(tmp_path):
             assert [c["name"] for c in json.loads(r.read())["clusters"]] == ["prod", "staging"]
     finally:
         web.stop()
+
+
+def _hourly_oracle(store: Store, cluster: str, hours_per_bucket: int, since: str) -> list[tuple]:
+    """The chart's buckets computed from the runs themselves, in Python: what run_hours must add up to."""
+    from datetime import UTC, datetime
+
+    def t(iso: str) -> float:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).replace(tzinfo=UTC).timestamp()
+
+    origin, size = t(since), hours_per_bucket * 3600
+    buckets: dict[int, list] = {}
+    for r in store.history(cluster, limit=10_000):
+        if t(r.started_at) >= origin:
+            buckets.setdefault(int((t(r.started_at) - origin) // size), []).append(r)
+    out = []
+    for b, runs in sorted(buckets.items()):
+        worst = max(runs, key=lambda r: (r.violations + r.skipped, int(r.id)))
+        longest = max(t(r.finished_at) - t(r.started_at) for r in runs)
+        out.append((b, len(runs), worst.id, worst.violations, max(r.gaps for r in runs), worst.skipped,
+                    worst.results - worst.violations - worst.skipped, longest))
+    return out
+
+
+def test_hourly_aggregates_equal_the_runs_through_save_prune_and_upgrade(db_url):
+    """run_hours (kept as runs are written, recounted by prune, filled by migration 0006) gives the chart the
+    same buckets as the runs it sums: the worst run, the longest duration, the number of runs."""
+    from monitor.models import Run
+    from monitor.snapshot import snapshot_digest
+    from monitor.store import downgrade, upgrade
+    from tests.dashboard_seed import flows, snap
+
+    s = snap("shop", deny=True)
+    with Store.open(db_url, migrate=True) as store:
+        for i in range(40):  # every 23 minutes from 00:07: several runs an hour, hours across two days
+            minute = 7 + 23 * i
+            start = f"2026-11-2{8 + minute // 1440}T{minute % 1440 // 60:02d}:{minute % 60:02d}:00Z"
+            end = start[:-3] + f"{(i % 7) * 7 + 1:02d}Z"
+            run = Run("prod", start, end, "schedule", snapshot_digest(s), "sha256:suite", flows("shop", i % 5 == 0))
+            rid = store.save_run(run, now=start, snapshot=s)
+            if i == 2:
+                store.accept(rid, by="alice", now=start)
+        since = "2026-11-28T00:00:00Z"
+        for hours in (1, 2, 24):
+            assert store.run_buckets("prod", since, hours * 3600) == _hourly_oracle(store, "prod", hours, since)
+        # Prune to a cutoff inside an hour: the early hours keep only the accepted run, the cutoff's hour its
+        # newer runs.
+        store.prune("2026-11-29T06:30:00Z", retention_days=1)
+        after = _hourly_oracle(store, "prod", 1, since)
+        assert after[0][1] == 1 and store.run_buckets("prod", since, 3600) == after
+        assert sum(b[1] for b in after) < 40
+    # Migration 0006 fills the table from the runs already stored.
+    assert downgrade(db_url, "0005") == "0005"
+    assert upgrade(db_url) == "0006"
+    with Store.open(db_url) as store:
+        assert store.run_buckets("prod", since, 3600) == after

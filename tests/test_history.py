@@ -217,8 +217,8 @@ def test_db_commands_and_url_from_config(tmp_path, capsys) -> None:
     config = tmp_path / "netpol-drift.yaml"
     config.write_text(f"store:\n  url: sqlite:///{path}\n")
     code, out, _ = cli(capsys, "--config", str(config), "db", "upgrade")
-    assert (code, out) == (0, f"sqlite:///{path}: schema at revision 0005\n")
-    assert cli(capsys, "--config", str(config), "db", "current")[1] == f"sqlite:///{path}: revision 0005 (current)\n"
+    assert (code, out) == (0, f"sqlite:///{path}: schema at revision 0006\n")
+    assert cli(capsys, "--config", str(config), "db", "current")[1] == f"sqlite:///{path}: revision 0006 (current)\n"
     code, out, _ = cli(capsys, "--config", str(config), "db", "downgrade", "base")
     assert out == f"sqlite:///{path}: schema at revision base (empty)\n"
     assert cli(capsys, "--config", str(config), "db", "current")[1] == (

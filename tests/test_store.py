@@ -47,15 +47,15 @@ def store(db_url: str):
 
 # --------------------------------------------------------------------------------------------- migrations
 def test_migrations_up_down_and_models_match(db_url: str) -> None:
-    assert st.upgrade(db_url) == st.head_revision() == st.alembic_head() == "0005"
+    assert st.upgrade(db_url) == st.head_revision() == st.alembic_head() == "0006"
     # autogenerate's comparison (what `alembic check` runs): the migrations build exactly schema.py.
     assert st.schema_differences(db_url) == []
-    assert st.current_revision(db_url) == "0005"
+    assert st.current_revision(db_url) == "0006"
     assert st.downgrade(db_url, "base") is None
     diff = st.schema_differences(db_url)
     assert {d[0] for d in diff} == {"add_table", "add_index"}  # everything is gone again
-    assert len([d for d in diff if d[0] == "add_table"]) == 9
-    assert st.upgrade(db_url) == "0005"
+    assert len([d for d in diff if d[0] == "add_table"]) == 10
+    assert st.upgrade(db_url) == "0006"
     with Store.open(db_url) as s:
         run = dataclasses.replace(make_run("2026-11-29T00:00:00Z"), trigger="change",
                                   trigger_detail="NetworkPolicy shop/api modified")
@@ -71,12 +71,12 @@ def test_an_older_schema_is_refused_then_upgraded_with_its_data(db_url: str) -> 
     with pytest.raises(StoreError) as e:
         Store.open(db_url)
     assert str(e.value) == (f"database {st.safe_url(db_url)} is at schema revision 0001, this netpol-drift "
-                            "needs 0005: run `netpol-drift db upgrade`")
+                            "needs 0006: run `netpol-drift db upgrade`")
     with Store.open(db_url, migrate=True) as s:
         opened = Transitions(opened=(DriftEvent("prod", "k", "drift", "2026-11-29T00:00:00Z", "x"),))
         s.save_run(make_run("2026-11-29T00:00:00Z"), now="2026-11-29T00:00:00Z", snapshot=SNAP, transitions=opened)
     assert st.downgrade(db_url, "0001") == "0001"  # the outbox row survives both ways
-    assert st.upgrade(db_url) == "0005"
+    assert st.upgrade(db_url) == "0006"
     with Store.open(db_url) as s:
         assert [a.attempts for a in s.due_alerts("2026-11-29T00:00:00Z")] == [0]
 
@@ -91,7 +91,7 @@ def test_open_refuses_a_database_without_schema(db_url: str) -> None:
     with pytest.raises(StoreError) as e:
         Store.open(db_url)
     assert str(e.value) == (f"database {st.safe_url(db_url)} has no netpol-drift schema, this netpol-drift "
-                            "needs 0005: run `netpol-drift db upgrade`")
+                            "needs 0006: run `netpol-drift db upgrade`")
 
 
 def test_unknown_revision_is_one_line(db_url: str) -> None:

@@ -8,17 +8,20 @@ It must not choose the retention (settings do) nor read the clock (`now` comes i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from monitor.store.database import StoreBase
 from monitor.store.encoding import _decode_ids, _dt
+from monitor.store.runs import _count_in_hour, _hour_values
 from monitor.store.schema import (
     AlertRow,
     DriftEventRow,
     FlowResultRow,
     ResultSetRow,
+    RunHourRow,
     RunRow,
     SnapshotRow,
     SuiteRow,
@@ -50,9 +53,11 @@ class Retention(StoreBase):
                                           order_by=(RunRow.started_at.desc(), RunRow.id.desc())).label("rank")
             ranked = select(RunRow.id, rank).where(RunRow.known_good.is_(True)).subquery()
             baselines = set(s.scalars(select(ranked.c.id).where(ranked.c.rank == 1)))
-            doomed = [i for i in s.scalars(select(RunRow.id).where(RunRow.started_at < cutoff,
-                                                                   RunRow.accepted_by.is_(None)))
-                      if i not in baselines]
+            doomed = [row for row in s.execute(select(RunRow.id, RunRow.cluster_id, RunRow.started_at)
+                                               .where(RunRow.started_at < cutoff, RunRow.accepted_by.is_(None)))
+                      if row.id not in baselines]
+            hours = {(r.cluster_id, int(r.started_at.replace(tzinfo=UTC).timestamp()) // 3600) for r in doomed}
+            doomed = [r.id for r in doomed]
             for i in range(0, len(doomed), 500):
                 chunk = doomed[i:i + 500]
                 s.execute(update(DriftEventRow).where(DriftEventRow.opened_run_id.in_(chunk))
@@ -60,6 +65,7 @@ class Retention(StoreBase):
                 s.execute(update(DriftEventRow).where(DriftEventRow.resolved_run_id.in_(chunk))
                           .values(resolved_run_id=None))
                 s.execute(delete(RunRow).where(RunRow.id.in_(chunk)))
+            self._recount_hours(s, hours)
             n_snap = s.execute(delete(SnapshotRow).where(SnapshotRow.id.not_in(select(RunRow.snapshot_id))
                                                          )).rowcount
             n_suite = s.execute(delete(SuiteRow).where(SuiteRow.id.not_in(select(RunRow.suite_id)))).rowcount
@@ -75,3 +81,19 @@ class Retention(StoreBase):
             n_alerts = s.execute(delete(AlertRow).where(AlertRow.sent_at < cutoff)).rowcount
         self._sets.clear()
         return PruneReport(len(doomed), n_snap, n_suite, n_sets, len(dead), n_events, n_alerts)
+
+    def _recount_hours(self, s: Session, hours: set[tuple[int, int]]) -> None:
+        """run_hours of the hours that lost runs, counted again from the runs left (accepted runs, baselines,
+        the newer part of the cutoff's hour): all of them start before the end of the latest such hour."""
+        if not hours:
+            return
+        for cluster_id in {c for c, _ in hours}:
+            gone = sorted(h for c, h in hours if c == cluster_id)
+            for i in range(0, len(gone), 500):
+                s.execute(delete(RunHourRow).where(RunHourRow.cluster_id == cluster_id,
+                                                   RunHourRow.hour.in_(gone[i:i + 500])))
+        until = datetime.fromtimestamp((max(h for _, h in hours) + 1) * 3600, UTC).replace(tzinfo=None)
+        for row in s.scalars(select(RunRow).where(RunRow.started_at < until)):
+            hour = _hour_values(row)[0]
+            if (row.cluster_id, hour) in hours:
+                _count_in_hour(s, row)

@@ -13,10 +13,10 @@ import json
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,10 +48,22 @@ from monitor.store.schema import (
     DriftEventRow,
     FlowResultRow,
     ResultSetRow,
+    RunHourRow,
     RunRow,
     SnapshotRow,
     SuiteRow,
 )
+
+WORST_SPAN = 10**9  # run ids stay below this: worst-run key = (violations + skipped) * WORST_SPAN + id fits 64 bits
+
+
+def _hour_values(row: RunRow) -> tuple[int, int, int, int | None]:
+    """(hour, worst-run key, gaps, duration in ms) of one run, as run_hours aggregates them."""
+    started = row.started_at.replace(tzinfo=UTC)
+    ms = None if row.finished_at is None else \
+        round((row.finished_at.replace(tzinfo=UTC) - started).total_seconds() * 1000)
+    return (int(started.timestamp()) // 3600, (row.n_violations + row.n_skipped) * WORST_SPAN + row.id,
+            row.n_gaps, ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +134,10 @@ class Runs(StoreBase):
                      volatile=_encode_volatile(run.results))
         s.add(row)
         s.flush()
+        _count_in_hour(s, row)
         self._apply_transitions(s, cluster_id, run.cluster, row.id, transitions, now)
         return row.id
+
 
     def _get_or_create(self, s: Session, column: Any, key: str, values: Callable[[], dict]) -> int:
         """The id of the row whose unique `column` is `key`, inserted with values() when missing."""
@@ -284,3 +298,26 @@ class Runs(StoreBase):
         return DriftEvent(cluster, row.flow_key, row.kind, _iso(row.opened_at), row.detail, cause,
                           str(row.opened_run_id) if row.opened_run_id else None, _iso(row.resolved_at),
                           str(row.resolved_run_id) if row.resolved_run_id else None, row.resolution, str(row.id))
+
+
+def _count_in_hour(s: Session, row: RunRow) -> None:
+    """Adds the run to its hour's run_hours row: one atomic UPDATE (two writers of one cluster, a
+    CronJob run beside serve, add up), or the INSERT of the hour's first run."""
+    hour, worst, gaps, ms = _hour_values(row)
+    table = RunHourRow.__table__
+    changed = s.execute(
+        update(table).where(table.c.cluster_id == row.cluster_id, table.c.hour == hour).values(
+            runs=table.c.runs + 1,
+            worst=case((table.c.worst < worst, worst), else_=table.c.worst),
+            gaps=case((table.c.gaps < gaps, gaps), else_=table.c.gaps),
+            longest_ms=table.c.longest_ms if ms is None else case(
+                ((table.c.longest_ms.is_(None)) | (table.c.longest_ms < ms), ms), else_=table.c.longest_ms))
+    ).rowcount
+    if changed:
+        return
+    try:
+        with s.begin_nested():
+            s.execute(insert(table).values(cluster_id=row.cluster_id, hour=hour, runs=1, worst=worst,
+                                           gaps=gaps, longest_ms=ms))
+    except IntegrityError:  # another writer inserted the hour between our update and insert
+        _count_in_hour(s, row)

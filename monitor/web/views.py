@@ -22,7 +22,9 @@ STATE_TEXT = {"violation": "observed contradicts the suite's expectation",
               "unobserved": "not observed (skipped or unknown)", "allow": "reachable, as expected",
               "deny": "blocked, as expected"}
 FLOW_FILTERS = ("all", "violation", "gap", "unobserved", "drift")
-CHART_POINTS = 366  # history chart: at most this many bars, runs bucketed by time beyond it
+CHART_POINTS = 366  # history chart: at most this many bars (one more for the window's start), runs bucketed
+CHART_BUCKETS = (300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 5 * 86400,
+                 10 * 86400)
 
 
 def iso_seconds(ts: str) -> float:
@@ -84,8 +86,10 @@ def history_view(store: Any, cluster: str, *, days: int, now: str | None = None)
     if not latest:
         return None
     end = iso_seconds(now or latest[0].started_at) + 1
-    start = end - days * 86400
-    bucket = max(300, int((end - start) // CHART_POINTS) + 1)
+    # Bars of a round size (5 min ... 10 days) from a multiple of it: whole hours and days read the store's
+    # per-hour aggregates, and a bar is a day (or an hour) a reader can name.
+    bucket = next((b for b in CHART_BUCKETS if b * CHART_POINTS >= days * 86400), CHART_BUCKETS[-1])
+    start = (int(end) - days * 86400) // bucket * bucket
     bars = {}
     for i, n, run, violated, gaps, skipped, ok, duration in store.run_buckets(cluster, _iso(start), bucket):
         bars[i] = {"run": run, "bucket_start": _iso(start + i * bucket), "runs": n, "ok": ok, "violated": violated,
