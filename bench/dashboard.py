@@ -1,8 +1,11 @@
 """The dashboard's speed: a 200 x 200 identity run page, and a cluster's history over a year of runs.
 
-- run page: one stored run of 200 source identities x 200 destination identities on one port (39,800 flows,
-  each with an explanation), through the real Store; timed as HTTP GETs over loopback to the app on uvicorn
-  (store read, view building, template rendering, transfer), and the same page's first paint and first
+- run page: stored runs of 200 source identities x 200 destination identities on one port (39,800 flows,
+  each with an explanation), written through the real Store (three runs, three result sets: the second and
+  third differ from the first in one flow each); then a dashboard on a freshly opened Store (as `netpol-drift
+  dashboard` or a restarted `serve` has) answers HTTP GETs over loopback on uvicorn: the FIRST GET of each
+  run (nothing cached: store read, view, template, transfer) and then repeated GETs; wall time and the
+  process's CPU time (server + the in-process HTTP client) of each; the same page's first paint and first
   contentful paint in headless Chromium (Debian's, through Playwright).
 - history page: `/clusters/production` (30 days, the default) and `?days=365` on a year of 5-minute runs of
   500 cases (105,120 runs) with a drift event every three days. `--year-db FILE` builds it once (kept for
@@ -38,8 +41,9 @@ def matrix_snapshot(n: int) -> Snapshot:
                                 for i in range(n)])
 
 
-def matrix_run(n: int) -> Run:
-    """n x n identities on 8080/TCP: a third allowed, the rest denied, a few violations, gaps and skips."""
+def matrix_run(n: int, variant: int = 0, started: str = "2026-11-30T10:00:00Z") -> Run:
+    """n x n identities on 8080/TCP: a third allowed, the rest denied, a few violations, gaps and skips.
+    variant k > 0: flow k observed the other way (a new result set, as one changed flow makes)."""
     results = []
     for i in range(n):
         for j in range(n):
@@ -53,12 +57,15 @@ def matrix_run(n: int) -> Run:
                 observed, outcome = Verdict.ALLOW, Outcome.CONNECTED
             if (i * 11 + j) % 509 == 0:  # not verified
                 observed, outcome = Verdict.SKIPPED, Outcome.SKIPPED
+            if variant and len(results) == variant:
+                observed = Verdict.DENY if observed == Verdict.ALLOW else Verdict.ALLOW
+                outcome = Outcome.CONNECTED if observed == Verdict.ALLOW else Outcome.REFUSED
             results.append(FlowResult(f"c{i}-{j}", src, dst, 8080, "TCP", expected, expected, outcome, observed,
                                       0.8 if outcome == Outcome.CONNECTED else None, 1,
                                       explanation=f"{'allowed by' if allowed else 'denied: no rule of'} "
                                                   f"{dst.split('/')[0]}/allow-from-team-{i // 10:02d} "
                                                   f"(ingress rule 1, port 8080/TCP)"))
-    return Run("bench", "2026-11-30T10:00:00Z", "2026-11-30T10:00:42Z", "schedule", snapshot_digest(matrix_snapshot(n)),
+    return Run("bench", started, started[:-3] + "42Z", "schedule", snapshot_digest(matrix_snapshot(n)),
                "sha256:suite", tuple(results))
 
 
@@ -68,10 +75,13 @@ def year_database(path: str, seed_days: int) -> None:
     import sqlite3
 
     from bench.store_year import RUNS_PER_DAY, populate
+    from monitor.store import downgrade, upgrade
 
+    url = f"sqlite:///{path}"
     if not os.path.exists(path):
-        with Store.open(f"sqlite:///{path}", migrate=True) as store:
+        with Store.open(url, migrate=True) as store:
             populate(store, seed_days * RUNS_PER_DAY, 500, random.Random(20261129), "production")
+    upgrade(url)
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         first, last, n = db.execute("SELECT min(started_at), max(started_at), count(*) FROM runs").fetchone()
         if n >= 365 * RUNS_PER_DAY:
@@ -96,37 +106,45 @@ def year_database(path: str, seed_days: int) -> None:
                        "'timeout -> refused since known-good', NULL, ?, ?, ?, ?, 'recovered')",
                        (f"case-{i % 500:03d}|team-00/app-{i % 10}|team-01/app-3|8080/TCP", at, run_id, at,
                         run_id + 12))
+    # The copies went around the store: count them into run_hours the way the migration does.
+    downgrade(url, "0005")
+    upgrade(url)
+
+
+def get(url: str) -> tuple[float, float, int]:
+    """One GET: (wall ms, this process's CPU ms: the server's threads and the client, bytes)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    with urllib.request.urlopen(url) as r:
+        size = len(r.read())
+    return (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000, size
 
 
 def time_get(url: str, repeat: int) -> dict:
-    samples, size = [], 0
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        with urllib.request.urlopen(url) as r:
-            size = len(r.read())
-        samples.append((time.perf_counter() - t0) * 1000)
-    return {"median_ms": statistics.median(samples), "max_ms": max(samples), "first_ms": samples[0],
-            "bytes": size}
+    samples = [get(url) for _ in range(repeat)]
+    return {"median_ms": statistics.median(s[0] for s in samples), "max_ms": max(s[0] for s in samples),
+            "first_ms": samples[0][0], "cpu_ms": statistics.median(s[1] for s in samples), "bytes": samples[-1][2]}
 
 
-def server_cpu(store: Store, run_id: str, repeat: int) -> dict:
-    """CPU time of the server's part, in-process (wall time on a shared, loaded machine says little):
-    building the page data cold (store read, classification, grid) and from the cache, and writing the HTML."""
+def server_cpu(url: str, run_id: str, repeat: int) -> dict:
+    """CPU time of the server's part alone, in-process, without HTTP: the page data of a run on a freshly
+    opened Store with nothing cached (store read, drift marks, flows table), then from the dashboard's cache,
+    and writing the HTML."""
     from monitor.web import views
     from monitor.web.dashboard import _chunks, environment
 
     env = environment()
     cold, warm, html = [], [], []
     for _ in range(repeat):
-        cache: dict = {}
-        c0 = time.process_time()
-        d = views.run_view(store, run_id, cache=cache)
-        c1 = time.process_time()
-        d = views.run_view(store, run_id, cache=cache)
-        c2 = time.process_time()
-        for _chunk in _chunks(env.get_template("run.html").generate(d=d, path="/", query={})):
-            pass
-        c3 = time.process_time()
+        with Store.open(url) as store:
+            cache: dict = {}
+            c0 = time.process_time()
+            views.run_view(store, run_id, cache=cache)
+            c1 = time.process_time()
+            d = views.run_view(store, run_id, cache=cache)
+            c2 = time.process_time()
+            for _chunk in _chunks(env.get_template("run.html").generate(d=d, path="/", query={})):
+                pass
+            c3 = time.process_time()
         cold.append((c1 - c0) * 1000)
         warm.append((c2 - c1) * 1000)
         html.append((c3 - c2) * 1000)
@@ -162,38 +180,60 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--year-db", help="a year's SQLite database (built there when missing or short)")
     parser.add_argument("--seed-days", type=int, default=14)
+    parser.add_argument("--matrix-db", help="keep the 200 x 200 runs' database here (written when missing)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store.open(f"sqlite:///{tmp}/matrix.db", migrate=True)
-        run = matrix_run(args.identities)
-        run_id = store.save_run(run, now=run.started_at, snapshot=matrix_snapshot(args.identities))
-        with serving(store) as base:
-            url = f"{base}/runs/{run_id}"
-            page = time_get(url, args.repeat)
-            api = time_get(f"{base}/api/runs/{run_id}", args.repeat)
-            browser = paint(url, max(3, args.repeat // 2))
-        cpu = server_cpu(store, run_id, max(3, args.repeat // 2))
-        store.close()
     n = args.identities
-    print(f"load average {os.getloadavg()[0]:.1f}")
-    print(f"run page, {n} x {n} identities ({len(run.results)} flows): GET median {page['median_ms']:.0f} ms "
-          f"(max {page['max_ms']:.0f}, first {page['first_ms']:.0f}), {page['bytes'] / 1e6:.1f} MB HTML; "
-          f"API median {api['median_ms']:.0f} ms ({api['bytes'] / 1e6:.1f} MB)")
-    print(f"run page server CPU (medians): page data cold {cpu['cold_ms']:.0f} ms (store read + classify + "
-          f"grid), from the cache {cpu['warm_ms']:.0f} ms; HTML {cpu['html_ms']:.0f} ms")
+    print(f"load average {os.getloadavg()[0]:.1f} at the start; {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.matrix_db or f"{tmp}/matrix.db"
+        url = f"sqlite:///{path}"
+        if not os.path.exists(path):
+            with Store.open(url, migrate=True) as store:
+                for k, at in enumerate(("2026-11-30T10:00:00Z", "2026-11-30T10:05:00Z", "2026-11-30T10:10:00Z")):
+                    run = matrix_run(n, variant=k * 1000, started=at)
+                    c0, t0 = time.process_time(), time.perf_counter()
+                    store.save_run(run, now=at, snapshot=matrix_snapshot(n))
+                    print(f"save_run of run {k + 1} ({len(run.results)} flows, {'all' if k == 0 else 'one'} new): "
+                          f"{time.perf_counter() - t0:.1f} s wall, {time.process_time() - c0:.1f} s CPU")
+        from monitor.grid import grid
+
+        results = matrix_run(n).results
+        c0 = time.process_time()
+        grid(results)
+        print(f"building the grid when a result set is written: {(time.process_time() - c0) * 1000:.0f} ms CPU")
+        with Store.open(url) as store, serving(store) as base:  # a dashboard that has seen nothing yet
+            for rid in ("2", "3", "1"):
+                wall, cpu, size = get(f"{base}/runs/{rid}")
+                print(f"run page {n} x {n}, FIRST view of run {rid} (new result set, nothing cached): "
+                      f"{wall:.0f} ms wall, {cpu:.0f} ms CPU, {size / 1e6:.1f} MB HTML")
+            wall, cpu, _ = get(f"{base}/runs/2?state=violation")
+            print(f"  first view filtered (?state=violation: every result read and classified): "
+                  f"{wall:.0f} ms wall, {cpu:.0f} ms CPU")
+            page = time_get(f"{base}/runs/1", args.repeat)
+            api = time_get(f"{base}/api/runs/1", args.repeat)
+            browser = paint(f"{base}/runs/3", max(3, args.repeat // 2))
+        cpu = server_cpu(url, "1", max(3, args.repeat // 2))
+    print(f"run page, {n} x {n} identities ({len(results)} flows), repeated views: GET median "
+          f"{page['median_ms']:.0f} ms wall (max {page['max_ms']:.0f}), {page['cpu_ms']:.0f} ms CPU, "
+          f"{page['bytes'] / 1e6:.1f} MB HTML; API median {api['median_ms']:.0f} ms wall, {api['cpu_ms']:.0f} ms CPU "
+          f"({api['bytes'] / 1e6:.1f} MB)")
+    print(f"run page server CPU without HTTP (medians): page data on a fresh store {cpu['cold_ms']:.0f} ms, "
+          f"from the dashboard's cache {cpu['warm_ms']:.0f} ms; HTML {cpu['html_ms']:.0f} ms")
     print(f"run page in headless Chromium: first paint {browser['first_paint_ms']:.0f} ms, first contentful "
           f"paint {browser['fcp_ms']:.0f} ms, load event {browser['load_ms']:.0f} ms (medians)")
     if args.year_db:
         year_database(args.year_db, args.seed_days)
-        store = Store.open(f"sqlite:///{args.year_db}")
-        with serving(store) as base:
+        with Store.open(f"sqlite:///{args.year_db}") as store, serving(store) as base:
             for days in (30, 365):
+                first = get(f"{base}/clusters/production?days={days}")
                 r = time_get(f"{base}/clusters/production?days={days}", args.repeat)
                 a = time_get(f"{base}/api/clusters/production?days={days}", args.repeat)
-                print(f"history page of a year's database, {days} days: GET median {r['median_ms']:.0f} ms "
-                      f"(max {r['max_ms']:.0f}, first {r['first_ms']:.0f}), {r['bytes'] / 1e3:.0f} kB; "
-                      f"API median {a['median_ms']:.0f} ms")
+                print(f"history page of a year's database, {days} days: first GET {first[0]:.0f} ms wall "
+                      f"({first[1]:.0f} ms CPU); median {r['median_ms']:.0f} ms wall (max {r['max_ms']:.0f}), "
+                      f"{r['cpu_ms']:.0f} ms CPU, {r['bytes'] / 1e3:.0f} kB; API median {a['median_ms']:.0f} ms "
+                      f"wall, {a['cpu_ms']:.0f} ms CPU")
             r = time_get(f"{base}/", args.repeat)
-            print(f"clusters page of a year's database: GET median {r['median_ms']:.0f} ms")
-        store.close()
+            print(f"clusters page of a year's database: GET median {r['median_ms']:.0f} ms wall, "
+                  f"{r['cpu_ms']:.0f} ms CPU")
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
