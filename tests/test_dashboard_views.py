@@ -139,3 +139,24 @@ def test_hourly_aggregates_equal_the_runs_through_save_prune_and_upgrade(db_url)
     assert upgrade(db_url) == "0006"
     with Store.open(db_url) as store:
         assert store.run_buckets("prod", since, 3600) == after
+
+
+def test_stored_grid_comes_back_as_built():
+    """The store keeps a grid in columns (state and mark characters, NUL-joined hover texts); what it reads
+    back equals what monitor.grid built, empty cells and several ports included, and a hover text with a NUL
+    of its own (a case may be named anything) is kept as JSON instead."""
+    from dataclasses import replace
+
+    from monitor.grid import grid
+    from monitor.store.encoding import _decode_grid, _encode_grid
+    from tests.dashboard_seed import flows
+
+    results = [*flows("shop", True), *flows("shop", False)]
+    results.append(replace(results[1], case="web-cache", source="shop/web", destination="shop/cache"))
+    built = grid(results)
+    assert any(c is None for g in built for row in g["cells"] for c in row)
+    blob = _encode_grid(built)
+    assert blob[:1] == b"C" and _decode_grid(blob) == built
+    odd = grid([replace(results[0], case="a\0b"), *results[1:]])
+    blob = _encode_grid(odd)
+    assert blob[:1] == b"J" and _decode_grid(blob) == odd
