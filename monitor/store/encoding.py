@@ -11,10 +11,11 @@ import hashlib
 import json
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from monitor.cycles import no_cycle_collection
 from monitor.errors import InputError, StoreError
 from monitor.models import FlowResult, Outcome, Verdict
 
@@ -170,8 +171,13 @@ def _decode_grid(blob: bytes) -> list[dict]:
         return json.loads(raw)
     head, _, body = raw.partition(b"\n")
     texts = iter(body.decode().split("\0"))
+    with no_cycle_collection():
+        return _cells(json.loads(head), texts)
+
+
+def _cells(heads: list[dict], texts: Iterator[str]) -> list[dict]:
     grids, states_of = [], _CODE_STATE
-    for h in json.loads(head):
+    for h in heads:
         width, states, marks = len(h["destinations"]), h["states"], h["marks"]
         rows = []
         for start in range(0, len(h["sources"]) * width, width):
