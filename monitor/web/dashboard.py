@@ -77,7 +77,7 @@ def grid_rows(g: dict) -> Markup:
     """The <tr> rows of one grid. Written here rather than as a template loop: a 200 x 200 grid is 40,000
     cells, which Jinja2 renders in seconds and this in tens of milliseconds. Every cluster-sourced string
     (names, hover texts) is escaped with html.escape (quotes too: they land in attributes); state and mark
-    are looked up in monitor.grid's fixed vocabularies (the grid comes back from the store's JSON)."""
+    are looked up in monitor.grid's fixed vocabularies (the grid comes back from the database)."""
     out = []
     for source, row in zip(g["sources"], g["cells"], strict=True):
         titles = _escape_all([c[3] for c in row if c])

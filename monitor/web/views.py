@@ -1,8 +1,9 @@
 """What each dashboard page shows, as plain JSON-ready dicts: the page renders them, /api/ returns them as-is.
 
-One function per page, from the store (handed in, already open) and compare.py; the reachability grid is
-built here too, for a stored run and for the offline `matrix --format html`. Building one dict for both the
-page and its JSON twin is what keeps them equal.
+One function per page, from the store (handed in, already open) and compare.py; the reachability grid of a
+stored run comes from the store (built by monitor.grid when its result set was written) with the run's drift
+marked here, and the offline `matrix --format html` builds its own. Building one dict for both the page and
+its JSON twin is what keeps them equal.
 This module must not import starlette, jinja2 or the store package (the store object comes in), nor decide
 drift (compare.py does) or read the clock.
 """
