@@ -134,11 +134,13 @@ _OUTCOMES = {o.value: o for o in Outcome}
 
 
 def _fields_from_row(row: Any) -> tuple:
-    # Dictionary lookups, not Verdict(x): the enum call is most of reading a 40,000-result set.
-    v, o = _VERDICTS, _OUTCOMES
+    """A row of runs._RESULT_COLUMNS (id first) as FlowResult's stable fields. Unpacked by position and
+    enums by dictionary, not by column name and Verdict(x): this runs 40,000 times for a big run."""
+    _, case, source, destination, port, protocol, expected, intent, outcome, verdict, explanation, reason, node = row
+    v = _VERDICTS
     try:
-        return (row.case, row.source, row.destination, row.port, row.protocol, v[row.expected], v[row.intent],
-                o[row.outcome], v[row.verdict], row.explanation, row.reason, row.node)
+        return (case, source, destination, port, protocol, v[expected], v[intent], _OUTCOMES[outcome], v[verdict],
+                explanation, reason, node)
     except KeyError as e:
         raise StoreError(f"run data is damaged: unknown verdict or outcome {e.args[0]!r}") from e
 

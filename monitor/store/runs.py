@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from monitor.compare import Cause, DriftEvent, Transitions
+from monitor.cycles import no_cycle_collection
 from monitor.errors import InputError
 from monitor.grid import grid
 from monitor.models import FlowResult, Outcome, Run, Snapshot, to_jsonable
@@ -272,7 +273,8 @@ class Runs(StoreBase):
             select(ClusterRow.name).where(ClusterRow.id == row.cluster_id).scalar_subquery(),
             select(SnapshotRow.digest).where(SnapshotRow.id == row.snapshot_id).scalar_subquery(),
             select(SuiteRow.digest).where(SuiteRow.id == row.suite_id).scalar_subquery())).one()
-        results = _apply_volatile(self._results(s, row.result_set_id), row.volatile)
+        with no_cycle_collection():  # tens of thousands of tuples and FlowResults, none of them in a cycle
+            results = _apply_volatile(self._results(s, row.result_set_id), row.volatile)
         return Run(cluster, _iso(row.started_at), _iso(row.finished_at), row.trigger, snap, suite,
                    tuple(results), row.status, row.error, str(row.id), row.trigger_detail)
 
