@@ -160,3 +160,26 @@ def test_stored_grid_comes_back_as_built():
     odd = grid([replace(results[0], case="a\0b"), *results[1:]])
     blob = _encode_grid(odd)
     assert blob[:1] == b"J" and _decode_grid(blob) == odd
+
+
+def test_drift_is_marked_on_the_flow_line_of_a_shared_grid():
+    """A cell with two flows (two cases between the same pair on one port): the run's drifted one gets
+    " - DRIFT" after its own line; the stored grid, shared by every run of the set, stays as it was."""
+    import copy
+    from dataclasses import replace
+
+    from monitor.grid import grid, with_drift
+    from tests.dashboard_seed import flows
+
+    first = flows("shop", True)[1]  # shop/db -> shop/web 80/TCP
+    second = replace(first, case="db-web-again", explanation="second flow")
+    shared = grid([first, second])
+    before = copy.deepcopy(shared)
+    marked = with_drift(shared, {second.key, "not|a|flow|of/this-run", "bad-key"})
+    cell = marked[0]["cells"][0][0]
+    assert cell[1] is True and cell[3].split("\n")[1:] == [
+        "[db-web] expected allow, policies say allow, observed allow (connected)",
+        "policy shop/allow-web allows every peer",
+        "[db-web-again] expected allow, policies say allow, observed allow (connected) - DRIFT",
+        "second flow"]
+    assert shared == before and with_drift(shared, set()) == shared
