@@ -18,7 +18,7 @@ from monitor.models import Run, Snapshot
 from monitor.snapshot import snapshot_from_json
 from monitor.store.encoding import _dt
 from monitor.store.runs import Runs, RunSummary
-from monitor.store.schema import ClusterRow, DriftEventRow, RunRow, SnapshotRow, SuiteRow, metadata
+from monitor.store.schema import RUNS_NEWEST_FIRST, ClusterRow, DriftEventRow, RunRow, SnapshotRow, SuiteRow, metadata
 
 _ID_SPAN = 10**9  # run ids stay below this: worst-run key = (violations + skipped) * _ID_SPAN + id fits 64 bits
 
@@ -61,7 +61,7 @@ class History(Runs):
     def history(self, cluster: str | None = None, limit: int = 100, before: str | None = None) -> list[RunSummary]:
         """Newest first."""
         with self._guard("read history"), self._tx() as s:
-            q = select(RunRow.id).order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(limit)
+            q = select(RunRow.id).order_by(*RUNS_NEWEST_FIRST).limit(limit)
             if cluster is not None:
                 cid = s.scalar(select(ClusterRow.id).where(ClusterRow.name == cluster))
                 if cid is None:

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, update
 from monitor.store.database import StoreBase
 from monitor.store.encoding import _decode_ids, _dt
 from monitor.store.schema import (
+    RUNS_NEWEST_FIRST,
     AlertRow,
     DriftEventRow,
     FlowResultRow,
@@ -45,9 +46,8 @@ class Retention(StoreBase):
         old sent alerts. One transaction."""
         cutoff = _dt(now) - timedelta(days=retention_days)
         with self._guard("prune"), self._tx(write=True) as s:
-            # The same order as known_good(): newest start time, then newest id.
             rank = func.row_number().over(partition_by=(RunRow.cluster_id, RunRow.suite_id),
-                                          order_by=(RunRow.started_at.desc(), RunRow.id.desc())).label("rank")
+                                          order_by=RUNS_NEWEST_FIRST).label("rank")
             ranked = select(RunRow.id, rank).where(RunRow.known_good.is_(True)).subquery()
             baselines = set(s.scalars(select(ranked.c.id).where(ranked.c.rank == 1)))
             doomed = [i for i in s.scalars(select(RunRow.id).where(RunRow.started_at < cutoff,

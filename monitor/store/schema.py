@@ -125,6 +125,12 @@ class RunRow(Base):
     volatile: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+# Newest run first: start time, then id (two runs can start in the same instant: an import, two replicas).
+# The baseline is the first known-good run of a cluster and suite in this order (known_good), and retention
+# keeps exactly that run (prune): both must use this one order, or prune could delete the baseline.
+RUNS_NEWEST_FIRST = (RunRow.started_at.desc(), RunRow.id.desc())
+
+
 class DriftEventRow(Base):
     __tablename__ = "drift_events"
     __table_args__ = (Index("ix_drift_events_cluster_open", "cluster_id", "resolved_at"),)
