@@ -16,20 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-
-
-def _ts(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+from bench.lab_serve import lab_missing, run_span, serve_three_tier
 
 
 def _logged(log: Path, needle: str) -> float | None:
@@ -45,98 +38,43 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.alert_latency")
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("alert_latency: needs root and the lab (python -m tests.lab up)", file=sys.stderr)
+    missing = lab_missing("alert_latency")
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
 
-    from monitor.errors import StoreError
-    from monitor.store import Store
-    from tests.lab import control
-    from tests.lab.fixtures import Lab
     from tests.slack_standin import TOKEN, SlackStandin
-    from tests.test_live_lab import REPO, _env, deploy_three_tier, netpol, three_tier_suite
 
-    if not control.apiserver_ready():
-        print("alert_latency: the lab is not up (python -m tests.lab up)", file=sys.stderr)
-        return 2
-    lab = Lab()
-    ns = f"bench-alert-{secrets.token_hex(3)}"
-    lab.create_namespace(ns)
-    work = Path(tempfile.mkdtemp(prefix="bench-alert-"))
-    db = f"sqlite:///{work / 'history.db'}"
-    good = netpol("db-from-api", {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
-                                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "api"}}}],
-                                               "ports": [{"port": 5432}]}]})
-    bad = netpol("db-from-api", {"podSelector": {"matchLabels": {"app": "db"}}, "policyTypes": ["Ingress"],
-                                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "nobody"}}}],
-                                              "ports": [{"port": 5432}]}]})
     slack = SlackStandin().start()
-    proc = None
     rounds: list[tuple[float, float, float, float, float]] = []
+
+    def top_level() -> list:
+        return [m for m in slack.of("chat.postMessage") if not m.body.get("thread_ts")]
+
     try:
-        deploy_three_tier(lab, ns)
-        suite = three_tier_suite(ns)
-        # No violation in the suite: the first run becomes the known-good baseline drift is measured from.
-        suite["cases"] = [c for c in suite["cases"] if c["name"] in ("frontend-to-api", "api-to-db",
-                                                                     "frontend-to-db-denied")]
-        (work / "suite.yaml").write_text(yaml.safe_dump(suite))
-        (work / "config.yaml").write_text(yaml.safe_dump({
-            "cluster": {"name": "lab", "kubeconfig": str(lab.monitor_kubeconfig)},
-            "probe": {"namespace": "netpol-drift", "timeout_seconds": 1.0, "run_deadline_seconds": 60},
-            "store": {"url": db}, "suite": str(work / "suite.yaml"),
-            "schedule": {"interval_seconds": 3600, "jitter_seconds": 0}, "web": {"listen": "127.0.0.1:18932"},
-            "slack": {"channel": "#netpol-alerts", "base_url": slack.base_url},
-            # Ten break/restore rounds within minutes are flapping by design: measure alerts, not the quiet.
-            "alert": {"flap_opens": 0}}))
-        log = (work / "serve.log").open("w")
-        env = _env() | {"NETPOL_DRIFT_SLACK_TOKEN": TOKEN}
-        proc = subprocess.Popen([sys.executable, "-m", "monitor", "serve", "--config", str(work / "config.yaml")],
-                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-        def wait(pred, what: str, timeout: float = 90.0):
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"serve exited: {(work / 'serve.log').read_text()[-2000:]}")
-                found = pred()
-                if found:
-                    return found, time.time()
-                time.sleep(0.1)
-            raise RuntimeError(f"no {what} within {timeout}s: {(work / 'serve.log').read_text()[-2000:]}")
-
-        def runs():
-            try:
-                with Store.open(db) as store:
-                    return store.history("lab")
-            except StoreError:  # not created yet
-                return []
-
-        wait(lambda: [r for r in runs() if r.known_good], "known-good run")
-        seen = {r.id for r in runs()}
-        for _ in range(args.rounds):
-            posted = len([m for m in slack.of("chat.postMessage") if not m.body.get("thread_ts")])
-            updates = len(slack.of("chat.update"))
-            applied = time.time()
-            lab.apply([bad], namespace=ns)
-            [run], stored = wait(lambda: [r for r in runs() if r.id not in seen and r.violations > 0][:1],
-                                 "drift run")
-            seen.add(run.id)
-            msgs, _ = wait(lambda n=posted: [m for m in slack.of("chat.postMessage")
-                                             if not m.body.get("thread_ts")][n:], "Slack message")
-            arrived = msgs[0].at
-            start, end = _ts(run.started_at), _ts(run.finished_at)
-            stored = min(stored, _logged(work / "serve.log", f"stored as {run.id},") or stored)
-            rounds.append((arrived - applied, start - applied, end - start, stored - end, arrived - stored))
-            lab.apply([good], namespace=ns)
-            wait(lambda n=updates: len(slack.of("chat.update")) > n, "resolution")
-            seen.update(r.id for r in runs())
-        top = [m for m in slack.of("chat.postMessage") if not m.body.get("thread_ts")]
+        with serve_three_tier("bench-alert", 18932, env={"NETPOL_DRIFT_SLACK_TOKEN": TOKEN}, config={
+                "slack": {"channel": "#netpol-alerts", "base_url": slack.base_url},
+                # Ten break/restore rounds within minutes are flapping by design: measure alerts, not the quiet.
+                "alert": {"flap_opens": 0}}) as served:
+            served.stored_run(lambda r: r.known_good, "known-good run")
+            seen = {r.id for r in served.runs()}
+            for _ in range(args.rounds):
+                posted, updates = len(top_level()), len(slack.of("chat.update"))
+                applied = time.time()
+                served.break_db()
+                run, stored = served.stored_run(lambda r: r.id not in seen and r.violations > 0, "drift run")
+                seen.add(run.id)
+                msgs, _ = served.wait(lambda n=posted: top_level()[n:], "Slack message")
+                arrived = msgs[0].at
+                start, end = run_span(run)
+                stored = min(stored, _logged(served.work / "serve.log", f"stored as {run.id},") or stored)
+                rounds.append((arrived - applied, start - applied, end - start, stored - end, arrived - stored))
+                served.restore_db()
+                served.wait(lambda n=updates: len(slack.of("chat.update")) > n, "resolution")
+                seen.update(r.id for r in served.runs())
+            top = top_level()
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=60)
         slack.stop()
-        lab.delete_namespace(ns, timeout=120)
 
     totals = sorted(r[0] for r in rounds)
     median = statistics.median(totals)

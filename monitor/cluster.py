@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import urllib3
@@ -31,19 +31,25 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from monitor.errors import ClusterError, InputError
+from monitor.errors import (
+    ClusterConfigError,
+    ClusterConflictError,
+    ClusterError,
+    ClusterForbiddenError,
+    ClusterNotFoundError,
+    ClusterRejectedError,
+    ClusterUnavailableError,
+    InputError,
+)
 from monitor.manifests import parse_admin_policy, parse_namespace, parse_network_policy, parse_pod, parse_service
 from monitor.models import AdminPolicy, Namespace, NetworkPolicy, Pod, Service
+from monitor.probe.pods import PROBE_LABEL, RUN_LABEL, RUN_LEASE_LABEL, ProbePodState, RunLease
 from monitor.settings import ClusterSettings
 from monitor.topology import owning_workload
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PROBE_LABEL = "netpol-drift.io/probe"
-RUN_LABEL = "netpol-drift.io/run"
-OWNER_LABEL = "netpol-drift.io/owner"  # who created a probe pod (host and process): for people, not decisions
-RUN_LEASE_LABEL = "netpol-drift.io/run-lease"  # marks the Leases that say a run's probe pods are still in use
 # (kind, version, plural): the admin-policy APIs we read when the cluster serves them.
 ADMIN_POLICY_APIS = (
     ("AdminNetworkPolicy", "v1alpha1", "adminnetworkpolicies"),
@@ -66,31 +72,6 @@ _WATCHABLE = {
 POLICY_REPORT_API = ("wgpolicyk8s.io", "v1alpha2")
 
 
-# ------------------------------------------------------------------------------------------------- errors
-class ClusterConfigError(ClusterError):
-    """No usable kubeconfig, context or in-cluster service account."""
-
-
-class ClusterUnavailableError(ClusterError):
-    """The API server could not be reached or kept failing after the retries."""
-
-
-class ClusterForbiddenError(ClusterError):
-    """Authentication or RBAC refused the call: the monitor's ClusterRole lacks a right."""
-
-
-class ClusterNotFoundError(ClusterError):
-    """The object (or its whole API) does not exist."""
-
-
-class ClusterConflictError(ClusterError):
-    """The object already exists (a create that a retry repeated, or a leftover with the same name)."""
-
-
-class ClusterRejectedError(ClusterError):
-    """The API server refused the request itself (422 invalid, 400 bad request...)."""
-
-
 # ------------------------------------------------------------------------------------- plain data out of here
 @dataclass(frozen=True, slots=True)
 class EndpointSliceInfo:
@@ -99,45 +80,6 @@ class EndpointSliceInfo:
     service: str | None  # kubernetes.io/service-name
     addresses: tuple[str, ...]  # ready endpoints only
     ports: tuple[tuple[str | None, int, str], ...]  # (name, port, protocol)
-
-
-@dataclass(frozen=True, slots=True)
-class ProbePodState:
-    """What the probe runner needs to know of one of its pods."""
-
-    namespace: str
-    name: str
-    phase: str  # Pending, Running, Succeeded, Failed, Unknown, or Deleted when a watch saw it go
-    node: str | None = None
-    unschedulable: str | None = None  # PodScheduled=False: the scheduler's message
-    waiting_reason: str | None = None  # e.g. ErrImagePull, CreateContainerConfigError
-    exit_code: int | None = None
-    termination_message: str | None = None
-    termination_reason: str | None = None
-    deleting: bool = False
-    labels: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def finished(self) -> bool:
-        return self.phase in ("Succeeded", "Failed") or self.exit_code is not None
-
-
-@dataclass(frozen=True, slots=True)
-class RunLease:
-    """A run's heartbeat: while it is fresh, the run's probe pods are in use and no sweep takes them."""
-
-    run: str
-    holder: str
-    renewed_at: datetime | None
-    duration_seconds: int
-
-    @property
-    def lapses_at(self) -> datetime | None:
-        """When the run counts as gone unless renewed before (None: it never was renewed, gone already)."""
-        return None if self.renewed_at is None else self.renewed_at + timedelta(seconds=self.duration_seconds)
-
-    def alive(self, now: datetime) -> bool:
-        return self.lapses_at is not None and now < self.lapses_at
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from monitor.errors import InputError
 from monitor.models import FlowResult, Outcome, Pod, Run, Snapshot, Verdict
 from monitor.settings import DriftSettings
 from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
@@ -238,6 +239,23 @@ def map_namespaces(ref: str, namespace_map: Mapping[str, str]) -> str:
     body = ref[len(prefix):]
     ns, sep, rest = body.partition("/")
     return prefix + namespace_map.get(ns, ns) + sep + rest if sep else ref
+
+
+def parse_namespace_map(items: Iterable[str], field: str) -> dict[str, str]:
+    """`A_NS=B_NS` items (the CLI's --map-namespace, the dashboard's `map`, named by `field` in an error) as the
+    map `align_runs` takes. A namespace mapped to two, or two mapped to one, is an error: either would make
+    flows of one cluster stand for each other and hide some of them."""
+    mapping: dict[str, str] = {}
+    for item in items:
+        a, sep, b = item.partition("=")
+        if not sep or not a or not b or any(c in a + b for c in "/="):
+            raise InputError(f"expected A_NS=B_NS, got {item!r}", field=field)
+        taken = next((x for x, y in mapping.items() if y == b and x != a), None)
+        if mapping.get(a, b) != b or taken is not None:
+            first = f"{a}={mapping[a]}" if taken is None else f"{taken}={b}"
+            raise InputError(f"expected each namespace in one pair, got {first!r} and {item!r}", field=field)
+        mapping[a] = b
+    return mapping
 
 
 def align_runs(a: Run, b: Run, namespace_map: Mapping[str, str] | None = None) -> list[AlignedFlow]:

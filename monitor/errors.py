@@ -57,6 +57,32 @@ class ClusterError(NetpolDriftError):
     """The Kubernetes API could not be reached or refused a call."""
 
 
+# The cluster adapter's errors (monitor/cluster.py raises them): here so that whoever catches one, such as the
+# probe runner, need not load the kubernetes client to name it.
+class ClusterConfigError(ClusterError):
+    """No usable kubeconfig, context or in-cluster service account."""
+
+
+class ClusterUnavailableError(ClusterError):
+    """The API server could not be reached or kept failing after the retries."""
+
+
+class ClusterForbiddenError(ClusterError):
+    """Authentication or RBAC refused the call: the monitor's ClusterRole lacks a right."""
+
+
+class ClusterNotFoundError(ClusterError):
+    """The object (or its whole API) does not exist."""
+
+
+class ClusterConflictError(ClusterError):
+    """The object already exists (a create that a retry repeated, or a leftover with the same name)."""
+
+
+class ClusterRejectedError(ClusterError):
+    """The API server refused the request itself (422 invalid, 400 bad request...)."""
+
+
 class StoreError(NetpolDriftError):
     """The database could not be reached, or holds something we cannot read."""
 

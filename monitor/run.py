@@ -6,9 +6,10 @@ target is `unknown`);
 fold the replicas of a destination into one result per case, source identity, destination identity and port.
 `record_run` compares the run with the known-good baseline (compare.py decides), re-probes only the flows that
 changed (`reprobe`) and hands the run and its drift transitions to the store in one call (one transaction).
-This module must not import kubernetes or sqlalchemy itself, print, or read the wall clock: the CLI prints and
-hands in the cluster adapter and the store, `now` comes in. It loads kubernetes through monitor.cluster at import
-time all the same (the probe runner's pod states, labels and error classes live there), never sqlalchemy.
+This module must not import kubernetes or sqlalchemy, print, or read the wall clock: the CLI prints and hands
+in the cluster adapter and the store, `now` comes in. Nor may it load either at import time, through the probe
+runner or otherwise (tests/test_architecture.py): the probe pods' labels and states are in monitor/probe/pods.py
+and the adapter's error classes in monitor/errors.py, so that only the adapter handed in loads kubernetes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from monitor.cluster import ClusterAdapter
 from monitor.compare import Judgement, assess, changed_outcomes, judge
 from monitor.engine import Engine
 from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict, suite_exit_code
@@ -33,7 +33,8 @@ from monitor.snapshot import snapshot_digest, take_snapshot
 from monitor.suite import Suite, validate_suite
 from monitor.topology import service_backends
 
-if TYPE_CHECKING:  # the store is handed in: importing it here would pull SQLAlchemy into every run
+if TYPE_CHECKING:  # both are handed in: importing them here would load kubernetes or SQLAlchemy for nothing
+    from monitor.cluster import ClusterAdapter
     from monitor.store import Store
 
 log = logging.getLogger(__name__)

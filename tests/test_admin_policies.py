@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from monitor.errors import InputError
 from monitor.manifests import load_manifests
 from monitor.settings import ClusterSettings
 from monitor.snapshot import take_snapshot
-from tests.test_cluster import kubeconfig
+from tests.standins import JsonHandler, StandInServer, kubeconfig
 
 V1 = "policy.networking.k8s.io/v1alpha1"
 V2 = "policy.networking.k8s.io/v1alpha2"
@@ -299,7 +297,7 @@ def test_no_tie_when_the_policies_agree_or_share_no_pod_or_one_is_the_baseline(t
 
 
 # ----------------------------------------------------------------------------------- live snapshot path
-class AdminApiStandIn(BaseHTTPRequestHandler):
+class AdminApiStandIn(JsonHandler):
     """A plain-HTTP API server holding one cluster: lists as the real one answers them (admin policies with the
     server's bookkeeping: uid, resourceVersion, generation, managedFields, status; 404 for an API it lacks)."""
 
@@ -308,22 +306,11 @@ class AdminApiStandIn(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         plural = self.path.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
         if plural not in self.objects:
-            self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": "the server could not "
-                             "find the requested resource"})
+            self.send_json(404, {"kind": "Status", "code": 404, "reason": "NotFound", "message": "the server could "
+                                 "not find the requested resource"})
             return
-        self._send(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "42"},
-                         "items": self.objects[plural]})
-
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "42"},
+                             "items": self.objects[plural]})
 
 
 PLURALS = {"AdminNetworkPolicy": "adminnetworkpolicies", "BaselineAdminNetworkPolicy": "baselineadminnetworkpolicies",
@@ -352,10 +339,8 @@ def cluster(tmp_path) -> Callable[..., tuple[ClusterAdapter, str]]:
             "kubernetes.io/metadata.name": "shop"}}}], "pods": list(pods), "services": [], "networkpolicies": []}
         for i, obj in enumerate(admin):
             objects.setdefault(PLURALS[obj["kind"]], []).append(as_served(obj, i))
-        server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (AdminApiStandIn,), {"objects": objects}))
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+        servers.append(StandInServer(AdminApiStandIn, objects=objects))
+        url = servers[-1].url
         adapter = ClusterAdapter.connect(ClusterSettings(retries=0), kubeconfig=str(kubeconfig(tmp_path, url)))
         adapters.append(adapter)
         return adapter, url
@@ -364,8 +349,7 @@ def cluster(tmp_path) -> Callable[..., tuple[ClusterAdapter, str]]:
     for a in adapters:
         a.close()
     for s in servers:
-        s.shutdown()
-        s.server_close()
+        s.stop()
 
 
 # Every bad object but the one without a spec (the adapter hands the parser `spec: {}` for a missing one).

@@ -213,3 +213,50 @@ def test_dashboard_views_are_plain_data():
     """views.py builds what a page and its JSON twin show: no HTTP, no templates, no database library."""
     forbidden = {"starlette", "jinja2", "markupsafe", "sqlalchemy"}
     assert roots(all_imports(PACKAGE / "web" / "views.py")) & forbidden == set()
+
+
+def test_pure_probe_pod_data_loads_nothing_but_the_standard_library():
+    """probe/pods.py is what the runner, run.py and the adapter share: it must stay importable without kubernetes
+    (or anything else outside the standard library)."""
+    loaded = loaded_at_import("monitor.probe.pods")
+    assert {n for n in loaded if ours(n)} == {"monitor", "monitor.probe", "monitor.probe.pods"}
+    assert roots(n for n in loaded if not ours(n)) <= {"__future__", "dataclasses", "datetime"}
+
+
+def test_a_live_run_loads_kubernetes_only_through_the_adapter_it_is_handed():
+    """monitor.run and the probe runner take the ClusterAdapter as an argument: importing them (as the CLI, the
+    service, the benchmarks do) must not load the kubernetes client by itself."""
+    for module in ("monitor.run", "monitor.probe.runner", "monitor.cli.live", "monitor.report.policyreport"):
+        assert "kubernetes" not in roots(loaded_at_import(module)), module
+    assert "kubernetes" in roots(loaded_at_import("monitor.service"))  # the service connects by itself
+
+
+def test_offline_commands_and_importing_a_run_leave_kubernetes_unloaded(tmp_path):
+    """The same in a real interpreter (lazy imports, __init__ side effects and all): the offline commands run end to
+    end, then monitor.run is imported; kubernetes is not in sys.modules until the adapter is imported."""
+    import subprocess
+    import sys
+
+    shop = PACKAGE.parent / "config" / "examples" / "shop"
+    script = f"""
+import contextlib, io, sys
+from monitor.cli import main
+commands = [["matrix", "--manifests", {str(shop)!r}, "--format", "json"],
+            ["check", "--manifests", {str(shop)!r}, "--suite", {str(shop / "suite.yaml")!r}],
+            ["diff", "--before", {str(shop)!r}, "--after", {str(shop)!r}],
+            ["suite", "generate", "--manifests", {str(shop)!r}, "-o", {str(tmp_path / "suite.yaml")!r}]]
+for argv in commands:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = main(argv)
+    print(argv[0], code, "kubernetes" in sys.modules)
+import monitor.probe.runner, monitor.run
+print("import-run", 0, "kubernetes" in sys.modules)
+import monitor.cluster
+print("import-cluster", 0, "kubernetes" in sys.modules)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=PACKAGE.parent)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert rows == [["matrix", "0", "False"], ["check", "0", "False"], ["diff", "0", "False"],
+                    ["suite", "0", "False"], ["import-run", "0", "False"], ["import-cluster", "0", "True"]]

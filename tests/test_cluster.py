@@ -4,11 +4,8 @@ with 503 before it answers (retries with backoff) or answers 401 (no retry, our 
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,19 +19,10 @@ from monitor.cluster import (
 )
 from monitor.errors import ClusterError
 from monitor.settings import ClusterSettings
+from tests.standins import JsonHandler, StandInServer, free_port, kubeconfig
 
 
-def kubeconfig(tmp_path: Path, server: str) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "t", "cluster": {"server": server}}],
-        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
-        "users": [{"name": "t", "user": {"token": "test-token"}}]}))
-    return path
-
-
-class StandIn(BaseHTTPRequestHandler):
+class StandIn(JsonHandler):
     """Answers GET /api/v1/namespaces: first `failures` times with `status`, then with one namespace."""
 
     failures = 0
@@ -44,19 +32,10 @@ class StandIn(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.calls.append(time.monotonic())
         if len(self.calls) <= self.failures:
-            body = json.dumps({"kind": "Status", "code": self.status, "message": "stand-in says no"}).encode()
-            self.send_response(self.status)
+            self.send_json(self.status, {"kind": "Status", "code": self.status, "message": "stand-in says no"})
         else:
-            body = json.dumps({"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
-                               "items": [{"metadata": {"name": "shop", "labels": {"team": "a"}}}]}).encode()
-            self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.send_json(200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
+                                 "items": [{"metadata": {"name": "shop", "labels": {"team": "a"}}}]})
 
 
 @pytest.fixture
@@ -65,16 +44,12 @@ def stand_in():
 
     def start(failures: int, status: int = 503) -> tuple[str, list[float]]:
         calls: list[float] = []
-        handler = type("H", (StandIn,), {"failures": failures, "status": status, "calls": calls})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}", calls
+        servers.append(StandInServer(StandIn, failures=failures, status=status, calls=calls))
+        return servers[-1].url, calls
 
     yield start
     for s in servers:
-        s.shutdown()
-        s.server_close()
+        s.stop()
 
 
 def test_missing_kubeconfig_is_a_config_error(tmp_path):
@@ -89,9 +64,7 @@ def test_unknown_context_is_a_config_error(tmp_path):
 
 
 def test_refused_connection_is_retried_then_unavailable(tmp_path):
-    with socket.socket() as s:  # a port nobody listens on: connect is refused at once
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on: connect is refused at once
     settings = ClusterSettings(retries=2, request_timeout_seconds=2)
     adapter = ClusterAdapter.connect(settings, kubeconfig=str(kubeconfig(tmp_path, f"http://127.0.0.1:{port}")))
     started = time.monotonic()
@@ -140,9 +113,7 @@ def test_cli_reports_an_unreachable_cluster_in_one_line(tmp_path):
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump({"cases": [{"name": "a", "from": {"namespace": "x", "pod": "a"},
                                                 "to": {"namespace": "x", "pod": "b"}, "port": 80,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from monitor.compare import (
     Cause,
     DriftEvent,
@@ -15,9 +17,11 @@ from monitor.compare import (
     confirm,
     diff_runs,
     judge,
+    parse_namespace_map,
     resolve_endpoint,
     transitions,
 )
+from monitor.errors import InputError
 from monitor.models import (
     FlowResult,
     LabelSelector,
@@ -244,6 +248,30 @@ def test_align_runs_of_two_clusters_through_a_namespace_map() -> None:
     assert rows[4].key == "svc|shop/web|svc/shop/api|5432/TCP" and rows[4].a.destination == "svc/shop-stg/api"
     # Without the map nothing lines up (the source is a staging pod even for the external flow).
     assert [r for r in align_runs(staging, prod) if r.a and r.b] == []
+
+
+def test_namespace_map_parsing_and_its_one_line_errors() -> None:
+    """The CLI's --map-namespace and the dashboard's map= share this parser: same messages, their own field."""
+    assert parse_namespace_map(["shop-stg=shop", "pay-stg=pay", "shop-stg=shop"], "map") == {
+        "shop-stg": "shop", "pay-stg": "pay"}
+    assert parse_namespace_map([], "map") == {}
+    bad = [(["shop-stg"], "--map-namespace: expected A_NS=B_NS, got 'shop-stg'"),
+           (["=shop"], "--map-namespace: expected A_NS=B_NS, got '=shop'"),
+           (["shop-stg="], "--map-namespace: expected A_NS=B_NS, got 'shop-stg='"),
+           (["shop-stg/web=shop"], "--map-namespace: expected A_NS=B_NS, got 'shop-stg/web=shop'"),
+           (["a=b=c"], "--map-namespace: expected A_NS=B_NS, got 'a=b=c'"),
+           # One namespace to two, or two to one: some flows would be compared with the wrong ones or lost.
+           (["shop-stg=shop", "shop-stg=pay"],
+            "--map-namespace: expected each namespace in one pair, got 'shop-stg=shop' and 'shop-stg=pay'"),
+           (["shop-stg=shop", "shop-qa=shop"],
+            "--map-namespace: expected each namespace in one pair, got 'shop-stg=shop' and 'shop-qa=shop'")]
+    for items, message in bad:
+        with pytest.raises(InputError) as e:
+            parse_namespace_map(items, "--map-namespace")
+        assert str(e.value) == message
+    with pytest.raises(InputError) as e:
+        parse_namespace_map(["x"], "map")
+    assert str(e.value) == "map: expected A_NS=B_NS, got 'x'"
 
 
 def test_diff_runs_gives_each_changed_flow_its_cause() -> None:

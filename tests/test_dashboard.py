@@ -264,6 +264,8 @@ def test_read_only_and_errors(site):
     assert api(base, f"/api/runs/{ids['drift']}?state=bad") == \
         (400, {"error": "state: must be one of all, violation, gap, unobserved, drift, got 'bad'"})
     assert api(base, "/api/compare/runs?a=1") == (400, {"error": "b: missing query parameter"})
+    assert api(base, "/api/compare/clusters?a=staging&b=prod&map=shop-stg") == \
+        (400, {"error": "map: expected A_NS=B_NS, got 'shop-stg'"})
     with urllib.request.urlopen(base + "/static/dashboard.js") as r:
         assert r.headers["Content-Security-Policy"] == CSP and r.headers["X-Content-Type-Options"] == "nosniff"
 

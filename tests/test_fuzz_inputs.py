@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,6 +36,7 @@ from monitor.probe.wire import (
 from monitor.settings import ClusterSettings, load_settings
 from monitor.suite import parse_suite
 from tests.fuzz import confused, fuzz_settings, only_our_error, truncated, well_typed
+from tests.standins import JsonHandler, StandInServer, kubeconfig
 
 SRC = "m.yaml"
 
@@ -265,7 +264,7 @@ def test_input_error_names_file_object_and_field():
 
 
 # ---------------------------------------------------------------------------------- API objects (live mode)
-class _ListStandIn(BaseHTTPRequestHandler):
+class _ListStandIn(JsonHandler):
     """A stand-in API server that answers a GET with the body the test set last; a path outside the served one
     (the admin-policy APIs other than AdminNetworkPolicy) is 404, an API the cluster does not serve."""
 
@@ -274,31 +273,17 @@ class _ListStandIn(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         served, body = self.body[0]
         if served not in self.path:
-            body = json.dumps({"kind": "Status", "code": 404, "message": "not served"}).encode()
-            self.send_response(404)
+            self.send_json(404, {"kind": "Status", "code": 404, "message": "not served"})
         else:
-            self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.send_json(200, body)
 
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
     """(adapter, set_body): the real ClusterAdapter against the stand-in, no retries."""
     body = [("", b"{}")]
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_ListStandIn,), {"body": body}))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    config = tmp_path_factory.mktemp("kube") / "kubeconfig"
-    config.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "t", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
-        "users": [{"name": "t", "user": {"token": "x"}}]}))
+    server = StandInServer(_ListStandIn, body=body)
+    config = kubeconfig(tmp_path_factory.mktemp("kube"), server.url, token="x")
     adapter = ClusterAdapter.connect(ClusterSettings(retries=0, request_timeout_seconds=5), kubeconfig=str(config))
 
     def set_body(data, served: str = "") -> None:
@@ -306,8 +291,7 @@ def api(tmp_path_factory):
 
     yield adapter, set_body
     adapter.close()
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def _api_list(kind: str, *items: dict) -> dict:

@@ -6,55 +6,33 @@ from __future__ import annotations
 
 import copy
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 
-from monitor.settings import load_settings
 from monitor.store import Store
-from monitor.suite import load_suite
+from tests.deploy_manifests import DEPLOY, dry_run_under_restricted, embedded_settings_and_suite, manifest_docs
 from tests.lab.fixtures import Lab, deployment
 
-MANIFEST = Path(__file__).resolve().parents[1] / "deploy" / "run-once-cronjob.yaml"
+MANIFEST = DEPLOY / "run-once-cronjob.yaml"
 
 
 def _docs() -> list[dict]:
-    return [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    return manifest_docs(MANIFEST)
 
 
 def test_embedded_settings_and_suite_load(tmp_path):
-    config = next(d for d in _docs() if d["kind"] == "ConfigMap")
-    (tmp_path / "netpol-drift.yaml").write_text(config["data"]["netpol-drift.yaml"])
-    (tmp_path / "suite.yaml").write_text(config["data"]["suite.yaml"])
-    settings = load_settings(tmp_path / "netpol-drift.yaml", env={})
+    settings, suite = embedded_settings_and_suite(_docs(), tmp_path)
     assert settings.suite == "/etc/netpol-drift/suite.yaml" and settings.probe.namespace == "netpol-drift"
-    assert load_suite(tmp_path / "suite.yaml").cases[0].name == "example-frontend-to-api"
+    assert suite.cases[0].name == "example-frontend-to-api"
     job = next(d for d in _docs() if d["kind"] == "CronJob")["spec"]
     assert job["jobTemplate"]["spec"]["activeDeadlineSeconds"] > settings.probe.run_deadline_seconds
 
 
 @pytest.mark.lab
 def test_api_server_accepts_the_manifests(lab):
-    ns = lab.api.get("/api/v1/namespaces/netpol-drift")
-    labels = ns["metadata"].get("labels") or {}
-    restricted = {**labels, "pod-security.kubernetes.io/enforce": "restricted"}
-    lab.api.merge_patch("/api/v1/namespaces/netpol-drift", {"metadata": {"labels": restricted}})
-    try:
-        for doc in _docs():
-            plural = {"ConfigMap": "/api/v1/namespaces/netpol-drift/configmaps",
-                      "PersistentVolumeClaim": "/api/v1/namespaces/netpol-drift/persistentvolumeclaims",
-                      "CronJob": "/apis/batch/v1/namespaces/netpol-drift/cronjobs"}[doc["kind"]]
-            created = lab.api.request("POST", plural, doc, query={"dryRun": "All", "fieldValidation": "Strict"})
-            assert created["metadata"]["name"] == doc["metadata"]["name"]
-        # PodSecurity enforces on pods, not on a CronJob's template: dry-run the pod the Job would create.
-        template = next(d for d in _docs() if d["kind"] == "CronJob")["spec"]["jobTemplate"]["spec"]["template"]
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "netpol-drift-run-dry"},
-               "spec": template["spec"]}
-        lab.api.request("POST", "/api/v1/namespaces/netpol-drift/pods", pod, query={"dryRun": "All"})
-    finally:
-        lab.api.merge_patch("/api/v1/namespaces/netpol-drift", {"metadata": {"labels": {
-            "pod-security.kubernetes.io/enforce": labels.get("pod-security.kubernetes.io/enforce")}}})
+    template = next(d for d in _docs() if d["kind"] == "CronJob")["spec"]["jobTemplate"]["spec"]["template"]
+    dry_run_under_restricted(lab, _docs(), template, "netpol-drift-run-dry")
 
 
 # ---------------------------------------------------------------------------- the Job's pod, run in the lab

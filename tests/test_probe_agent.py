@@ -27,6 +27,7 @@ from monitor.probe.wire import (
     encode_result,
     encode_targets,
 )
+from tests.standins import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "monitor"]
@@ -40,13 +41,6 @@ def tcp_listener():
     sock.listen(64)
     yield sock.getsockname()[1]
     sock.close()
-
-
-def _free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that nothing listens on (bound then released; nobody else on this machine races for it)."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -114,7 +108,7 @@ def test_tcp_listener_connected(tcp_listener):
 
 
 def test_tcp_closed_port_refused():
-    [result] = _probe([ProbeTarget("127.0.0.1", _free_port())])
+    [result] = _probe([ProbeTarget("127.0.0.1", free_port())])
     assert result.outcome == "refused"
 
 
@@ -136,7 +130,7 @@ def test_targets_run_in_parallel(tcp_blackhole, tcp_listener):
 
 
 def test_results_keep_target_order(tcp_listener):
-    closed = _free_port()
+    closed = free_port()
     targets = [ProbeTarget("127.0.0.1", p) for p in (closed, tcp_listener, closed, tcp_listener)]
     assert [r.outcome for r in _probe(targets)] == ["refused", "connected", "refused", "connected"]
 
@@ -148,7 +142,7 @@ def test_udp_answering_destination_connected(udp_echo):
 
 
 def test_udp_closed_port_refused_by_icmp():
-    [result] = _probe([ProbeTarget("127.0.0.1", _free_port(socket.SOCK_DGRAM), "UDP")])
+    [result] = _probe([ProbeTarget("127.0.0.1", free_port(socket.SOCK_DGRAM), "UDP")])
     assert result.outcome == "refused"
 
 
@@ -164,7 +158,7 @@ def test_sctp_follows_kernel_support():
         supported = True
     except OSError:
         supported = False
-    [result] = _probe([ProbeTarget("127.0.0.1", _free_port(), "SCTP")])
+    [result] = _probe([ProbeTarget("127.0.0.1", free_port(), "SCTP")])
     if supported:
         assert result.outcome in ("refused", "timeout")  # nobody listens; SCTP answers with ABORT
     else:
@@ -248,7 +242,7 @@ def test_details_are_dropped_before_the_limit_is_crossed():
 # ------------------------------------------------------------------------------------------- the command
 def test_command_writes_the_termination_message(tmp_path, tcp_listener):
     result_file = tmp_path / "termination-log"
-    closed = _free_port()
+    closed = free_port()
     proc = subprocess.run(
         [*CLI, "probe-agent", "--timeout", "1", "--result-file", str(result_file)],
         env={**os.environ, "NETPOL_DRIFT_PROBE_TARGETS": f"T127.0.0.1:{tcp_listener},T127.0.0.1:{closed}"},
@@ -275,7 +269,7 @@ class Toggled:
     destination whose allow rule for a fresh probe pod's IP appears (or flaps) while the pod probes."""
 
     def __init__(self, schedule: list[tuple[float, bool]]) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.sock: socket.socket | None = None
         self.schedule = schedule
         self.thread = threading.Thread(target=self._run, daemon=True)

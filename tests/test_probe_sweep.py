@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from monitor.cluster import OWNER_LABEL, RUN_LABEL, ProbePodState, RunLease
+from monitor.probe.pods import OWNER_LABEL, RUN_LABEL, ProbePodState, RunLease
 from monitor.probe.runner import ProbeTask, probe_owner, probe_pod_manifest, sweep_probe_pods
 from monitor.settings import ProbeSettings
 

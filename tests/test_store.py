@@ -289,6 +289,18 @@ def test_prune_keeps_baselines_and_accepted_runs(store: Store) -> None:
     assert store.prune("2026-11-29T00:00:00Z", retention_days=90) == st.PruneReport()
 
 
+def test_prune_keeps_the_baseline_known_good_picks_among_runs_that_started_together(store: Store) -> None:
+    """Two old known-good runs with one start time (an import, two replicas): known_good() takes the newer id,
+    and prune must keep that very run, or the next run would be judged against nothing."""
+    t = "2026-01-05T00:00:00Z"
+    first = store.save_run(make_run(t, results(flip=3)), now=t, snapshot=SNAP, known_good=True)
+    second = store.save_run(make_run(t, results(flip=4)), now=t, known_good=True)
+    assert store.known_good("prod", "sha256:suite-1").id == second
+    assert store.prune("2026-11-29T00:00:00Z", retention_days=90).runs == 1
+    assert [h.id for h in store.history(limit=10)] == [second] and first != second
+    assert store.known_good("prod", "sha256:suite-1").results[4].outcome == Outcome.TIMEOUT  # flip=4: second
+
+
 # ---------------------------------------------------------------------------------------- export/import
 def test_export_import_round_trip(store: Store, tmp_path) -> None:
     a = store.save_run(make_run("2026-11-29T00:00:00Z"), now="2026-11-29T00:00:00Z", snapshot=SNAP,

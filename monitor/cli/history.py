@@ -12,7 +12,6 @@ import argparse
 import getpass
 import json
 import sys
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -257,20 +256,12 @@ def run_diff_command(args: argparse.Namespace, run_a: str, run_b: str) -> int:
     return 1
 
 
-def _parse_mapping(items: Iterable[str]) -> dict[str, str]:
-    mapping = {}
-    for item in items:
-        a, sep, b = item.partition("=")
-        if not sep or not a or not b or "/" in a or "/" in b:
-            raise InputError(f"expected A_NS=B_NS, got {item!r}", field="--map-namespace")
-        mapping[a] = b
-    return mapping
-
-
 def compare_command(args: argparse.Namespace) -> int:
     if len(args.cluster) != 2:
         raise InputError(f"give exactly two clusters, got {len(args.cluster)}", field="--cluster")
-    mapping = _parse_mapping(args.map_namespace)
+    from monitor.compare import align_runs, parse_namespace_map
+
+    mapping = parse_namespace_map(args.map_namespace, "--map-namespace")
     at = args.at
     if at is not None:
         try:
@@ -284,8 +275,6 @@ def compare_command(args: argparse.Namespace) -> int:
         if run is None:
             when = f" at or before {at}" if at else ""
             raise InputError(f"no run of cluster {name!r}{when} (see netpol-drift history)")
-    from monitor.compare import align_runs
-
     rows = [_row(f) for f in align_runs(a, b, mapping)]
     differing = [r for r in rows if not r["same"] and r["a"] and r["b"]]
     only_a = [r for r in rows if r["b"] is None]

@@ -9,8 +9,9 @@ in time gives `skipped` for each of its targets, never a verdict.
 Several runs may probe at once (a manual `run --once` beside the service, two CronJob runs): each run holds a
 Lease (`netpol-drift-run-<run>` in the monitor's namespace) renewed while its pods exist, and labels its pods
 with its run and owner; the start-up sweep deletes only pods whose run holds no live Lease.
-This module must not import kubernetes itself (every API call goes through the adapter of monitor.cluster, so
-it loads kubernetes through monitor.cluster at import time), evaluate policies, or read the clock for anything
+This module must not import kubernetes, nor load it at import time (every API call goes through the adapter of
+monitor.cluster that the caller hands in; what it names of the cluster, pod states, labels and the adapter's
+errors, comes from monitor/probe/pods.py and monitor/errors.py), evaluate policies, or read the clock for anything
 but deadlines (it takes a monotonic clock so tests can control it; Lease stamps are deadlines other processes
 read, so they are wall-clock time).
 """
@@ -27,19 +28,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from monitor.cluster import (
-    OWNER_LABEL,
-    PROBE_LABEL,
-    RUN_LABEL,
-    ClusterAdapter,
-    ClusterConflictError,
-    ProbePodState,
-)
-from monitor.errors import ClusterError, ProbeError
+from monitor.errors import ClusterConflictError, ClusterError, ProbeError
 from monitor.models import Labels
+from monitor.probe.pods import OWNER_LABEL, PROBE_LABEL, RUN_LABEL, ProbePodState
 from monitor.probe.wire import ProbeTarget, TargetOutcome, WireError, decode_result, encode_targets
 from monitor.settings import ProbeSettings
+
+if TYPE_CHECKING:
+    from monitor.cluster import ClusterAdapter
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from monitor.store.schema import (
     DriftEventRow,
     FlowResultRow,
     ResultSetRow,
+    RUNS_NEWEST_FIRST,
     RunHourRow,
     RunRow,
     SnapshotRow,
@@ -91,7 +92,7 @@ class History(Runs):
     def history(self, cluster: str | None = None, limit: int = 100, before: str | None = None) -> list[RunSummary]:
         """Newest first."""
         with self._guard("read history"), self._tx() as s:
-            q = select(RunRow.id).order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(limit)
+            q = select(RunRow.id).order_by(*RUNS_NEWEST_FIRST).limit(limit)
             if cluster is not None:
                 cid = s.scalar(select(ClusterRow.id).where(ClusterRow.name == cluster))
                 if cid is None:

@@ -17,6 +17,7 @@ from monitor.store.database import StoreBase
 from monitor.store.encoding import _decode_ids, _dt
 from monitor.store.runs import _count_in_hour, _hour_values
 from monitor.store.schema import (
+    RUNS_NEWEST_FIRST,
     AlertRow,
     DriftEventRow,
     FlowResultRow,
@@ -48,9 +49,8 @@ class Retention(StoreBase):
         old sent alerts. One transaction."""
         cutoff = _dt(now) - timedelta(days=retention_days)
         with self._guard("prune"), self._tx(write=True) as s:
-            # The same order as known_good(): newest start time, then newest id.
             rank = func.row_number().over(partition_by=(RunRow.cluster_id, RunRow.suite_id),
-                                          order_by=(RunRow.started_at.desc(), RunRow.id.desc())).label("rank")
+                                          order_by=RUNS_NEWEST_FIRST).label("rank")
             ranked = select(RunRow.id, rank).where(RunRow.known_good.is_(True)).subquery()
             baselines = set(s.scalars(select(ranked.c.id).where(ranked.c.rank == 1)))
             doomed = [row for row in s.execute(select(RunRow.id, RunRow.cluster_id, RunRow.started_at)

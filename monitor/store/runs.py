@@ -43,6 +43,7 @@ from monitor.store.encoding import (
 )
 from monitor.store.outbox import _alert_payload
 from monitor.store.schema import (
+    RUNS_NEWEST_FIRST,
     TRIGGER_DETAIL_LENGTH,
     AlertRow,
     ClusterRow,
@@ -225,7 +226,7 @@ class Runs(StoreBase):
                             .join(SuiteRow, SuiteRow.id == RunRow.suite_id)
                             .where(ClusterRow.name == cluster, SuiteRow.digest == suite_digest,
                                    RunRow.known_good.is_(True))
-                            .order_by(RunRow.started_at.desc(), RunRow.id.desc()).limit(1)).first()
+                            .order_by(*RUNS_NEWEST_FIRST).limit(1)).first()
             return self._run(s, row) if row is not None else None
 
     def events(self, cluster: str | None = None, *, open_only: bool = False, limit: int = 1000) -> list[DriftEvent]:

@@ -129,6 +129,12 @@ class RunRow(Base):
     volatile: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+# Newest run first: start time, then id (two runs can start in the same instant: an import, two replicas).
+# The baseline is the first known-good run of a cluster and suite in this order (known_good), and retention
+# keeps exactly that run (prune): both must use this one order, or prune could delete the baseline.
+RUNS_NEWEST_FIRST = (RunRow.started_at.desc(), RunRow.id.desc())
+
+
 class RunHourRow(Base):
     """Per cluster and hour, what the history chart needs of that hour's runs, kept as runs are written (and
     recomputed by prune): a year's chart reads ~8,800 of these instead of 105,000 runs."""

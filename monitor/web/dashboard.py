@@ -213,12 +213,9 @@ def dashboard_routes(open_store: Callable[[], Any], access: Access = Access()) -
         return views.compare_runs_view(store.get(), _arg(request, "a"), _arg(request, "b"))
 
     def compare_clusters(request: Request) -> dict:
-        mapping = {}
-        for item in request.query_params.getlist("map"):
-            a, sep, b = item.partition("=")
-            if not sep or not a or not b or "/" in a or "/" in b:
-                raise InputError(f"expected A_NS=B_NS, got {item!r}", field="map")
-            mapping[a] = b
+        from monitor.compare import parse_namespace_map
+
+        mapping = parse_namespace_map(request.query_params.getlist("map"), "map")
         return views.compare_clusters_view(store.get(), _arg(request, "a"), _arg(request, "b"), mapping,
                                            request.query_params.get("at") or None)
 
