@@ -19,11 +19,11 @@ from monitor.snapshot import snapshot_from_json
 from monitor.store.encoding import _apply_volatile, _decode_grid, _decode_ids, _dt, _fields_from_row, _int_id
 from monitor.store.runs import _RESULT_COLUMNS, WORST_SPAN, Runs, RunSummary
 from monitor.store.schema import (
+    RUNS_NEWEST_FIRST,
     ClusterRow,
     DriftEventRow,
     FlowResultRow,
     ResultSetRow,
-    RUNS_NEWEST_FIRST,
     RunHourRow,
     RunRow,
     SnapshotRow,
