@@ -32,7 +32,7 @@ def can(api: Rest, verb: str, resource: str, namespace: str = "", group: str = "
     ("list", "adminnetworkpolicies", "", "policy.networking.k8s.io", "", True),
     ("list", "baselineadminnetworkpolicies", "", "policy.networking.k8s.io", "", True),
     ("watch", "clusternetworkpolicies", "", "policy.networking.k8s.io", "", True),
-    ("list", "customresourcedefinitions", "", "apiextensions.k8s.io", "", True),
+    ("list", "customresourcedefinitions", "", "apiextensions.k8s.io", "", False),  # absent CRDs are a 404
     ("create", "pods", "some-app", "", "", True),
     ("delete", "pods", "some-app", "", "", True),
     ("update", "leases", C.MONITOR_NAMESPACE, "coordination.k8s.io", "", True),

@@ -1,7 +1,8 @@
 """The schema's version: Alembic upgrades and downgrades, the current and head revisions, drift from schema.py.
 
 It owns running the migrations (the repository's alembic/, shipped as store/migrations/ in a wheel) on our
-engine (so SQLite gets its pragmas there too) and knowing the newest revision without importing Alembic (opening the store must stay fast).
+engine (so SQLite gets its pragmas there too) and knowing the newest revision without importing Alembic
+(opening the store must stay fast).
 It must not hold schema (schema.py, which migrations must match) nor read or write the store's rows.
 """
 
