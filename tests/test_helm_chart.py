@@ -118,6 +118,15 @@ def test_bad_values_are_rejected_with_the_key_named(args, message):
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
+def test_a_suite_file_given_with_set_file_is_mounted_as_written(tmp_path):
+    suite_file = REPO / "config" / "examples" / "shop" / "suite.yaml"
+    [suite_cm] = [d for d in render("--set-file", f"suite.inline={suite_file}")
+                  if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "netpol-drift"]
+    assert suite_cm["data"]["suite.yaml"].strip() == suite_file.read_text().strip()
+    (tmp_path / "suite.yaml").write_text(suite_cm["data"]["suite.yaml"])
+    assert load_suite(tmp_path / "suite.yaml").name == "shop-baseline"
+
+
 def rules(doc: dict) -> list[tuple[str, ...]]:
     return [(g, r, v) for rule in doc["rules"] for g in rule["apiGroups"] for r in rule["resources"]
             for v in rule["verbs"]]
