@@ -179,12 +179,22 @@ def test_chart_serves_in_a_pod_completes_a_run_and_sees_a_policy_edit(lab: Lab, 
     try:
         for doc in docs:
             server_side_apply(lab, doc, dry_run=False)
-        [pod] = lab.wait_rollout(C.MONITOR_NAMESPACE, "Deployment", "netpol-drift", timeout=90)
+        try:
+            [pod] = lab.wait_rollout(C.MONITOR_NAMESPACE, "Deployment", "netpol-drift", timeout=90)
+        except Exception:
+            pods = lab.pods(C.MONITOR_NAMESPACE, {"app.kubernetes.io/component": "serve"})
+            logs = [(lab.paths.root / "agent" / p["metadata"]["uid"] / "serve.log") for p in pods]
+            pytest.fail("serve did not roll out: " + json.dumps([p.get("status") for p in pods])[-3000:] + "\n"
+                        + "\n".join(f.read_text()[-4000:] for f in logs if f.exists()))
         assert pod["spec"]["serviceAccountName"] == "netpol-drift"
         assert not any(e.get("name") == "KUBECONFIG" for e in pod["spec"]["containers"][0].get("env") or [])
         ip = pod["status"]["podIP"]
         # The start-up run: as leader, migrated its SQLite store, probed with the in-cluster token.
-        text = wait_for("a completed run", lambda: metrics_when(ip, "netpol_drift_runs_total", status="ok"), 90)
+        log = lab.paths.root / "agent" / pod["metadata"]["uid"] / "serve.log"
+        try:
+            text = wait_for("a completed run", lambda: metrics_when(ip, "netpol_drift_runs_total", status="ok"), 90)
+        except AssertionError:
+            pytest.fail("no completed run; serve's log:\n" + log.read_text()[-5000:])
         assert sample(text, "netpol_drift_leader") == 1 and sample(text, "netpol_drift_cases", state="pass") == 1
         assert sample(text, "netpol_drift_drift_open") == 0
         # A policy edit: web no longer accepts anyone. The watch triggers a run that confirms the drift.

@@ -28,7 +28,6 @@ def can(api: Rest, verb: str, resource: str, namespace: str = "", group: str = "
     ("watch", "pods", "", "", "", True),
     ("list", "services", "any", "", "", True),
     ("watch", "networkpolicies", "", "networking.k8s.io", "", True),
-    ("list", "endpointslices", "", "discovery.k8s.io", "", True),
     ("list", "adminnetworkpolicies", "", "policy.networking.k8s.io", "", True),
     ("list", "baselineadminnetworkpolicies", "", "policy.networking.k8s.io", "", True),
     ("watch", "clusternetworkpolicies", "", "policy.networking.k8s.io", "", True),
@@ -46,6 +45,7 @@ def can(api: Rest, verb: str, resource: str, namespace: str = "", group: str = "
     ("update", "pods", "some-app", "", "", False),
     ("delete", "networkpolicies", "some-app", "networking.k8s.io", "", False),
     ("create", "customresourcedefinitions", "", "apiextensions.k8s.io", "", False),
+    ("list", "endpointslices", "", "discovery.k8s.io", "", False),  # Services resolve through their selector
 ])
 def test_monitor_rights(lab: Lab, verb, resource, namespace, group, sub, allowed) -> None:
     assert can(Rest(lab.monitor_kubeconfig), verb, resource, namespace, group, sub) is allowed
