@@ -180,8 +180,12 @@ def test_chart_serves_in_a_pod_completes_a_run_and_sees_a_policy_edit(lab: Lab, 
         for doc in docs:
             server_side_apply(lab, doc, dry_run=False)
         try:
-            [pod] = lab.wait_rollout(C.MONITOR_NAMESPACE, "Deployment", "netpol-drift", timeout=90)
-        except Exception:
+            # Running, not Ready: the lab's agent never runs readiness probes (a pod with one is never Ready);
+            # /readyz is read below through the pod's own port instead.
+            [pod] = wait_for("the serve pod Running", lambda: [
+                p for p in lab.pods(C.MONITOR_NAMESPACE, {"app.kubernetes.io/component": "serve"})
+                if p.get("status", {}).get("phase") == "Running" and p["status"].get("podIP")], 90)
+        except AssertionError:
             pods = lab.pods(C.MONITOR_NAMESPACE, {"app.kubernetes.io/component": "serve"})
             logs = [(lab.paths.root / "agent" / p["metadata"]["uid"] / "serve.log") for p in pods]
             pytest.fail("serve did not roll out: " + json.dumps([p.get("status") for p in pods])[-3000:] + "\n"
@@ -195,6 +199,8 @@ def test_chart_serves_in_a_pod_completes_a_run_and_sees_a_policy_edit(lab: Lab, 
             text = wait_for("a completed run", lambda: metrics_when(ip, "netpol_drift_runs_total", status="ok"), 90)
         except AssertionError:
             pytest.fail("no completed run; serve's log:\n" + log.read_text()[-5000:])
+        with urllib.request.urlopen(f"http://{ip}:8080/readyz", timeout=5) as r:
+            assert r.status == 200  # store, API server and scheduler, as the kubelet would ask
         assert sample(text, "netpol_drift_leader") == 1 and sample(text, "netpol_drift_cases", state="pass") == 1
         assert sample(text, "netpol_drift_drift_open") == 0
         # A policy edit: web no longer accepts anyone. The watch triggers a run that confirms the drift.
