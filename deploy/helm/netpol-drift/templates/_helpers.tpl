@@ -82,7 +82,12 @@ leader:
   lease_name: {{ include "netpol-drift.leaseName" . | quote }}
 slack:
   channel: {{ if .Values.slack.channel }}{{ .Values.slack.channel | quote }}{{ else }}null{{ end }}
+  base_url: {{ if .Values.slack.baseUrl }}{{ .Values.slack.baseUrl | quote }}{{ else }}null{{ end }}
 web:
   listen: "0.0.0.0:8080"
+  external_url: {{ if .Values.externalUrl }}{{ .Values.externalUrl | quote }}{{ else }}null{{ end }}
+report:
+  policy_reports: {{ .Values.policyReports.enabled }}
+  name: {{ .Values.policyReports.name | quote }}
 log_level: {{ .Values.logLevel }}
 {{- end }}
