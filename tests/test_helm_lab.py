@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -26,13 +27,14 @@ from monitor.errors import ClusterError
 from monitor.settings import ClusterSettings
 from tests.lab import config as C
 from tests.lab.fixtures import Lab, deployment
+from tests.slack_standin import TOKEN, SlackStandin
 from tests.test_helm_chart import CHART, FULL, helm
 from tests.test_live_lab import netpol, probe_pods
 
 pytestmark = pytest.mark.lab
 
 RBAC = C.REPO / "deploy" / "rbac.yaml"
-CORE = {"ConfigMap", "Service", "ServiceAccount", "PersistentVolumeClaim", "Namespace"}
+CORE = {"ConfigMap", "Service", "ServiceAccount", "PersistentVolumeClaim", "Namespace", "Secret"}
 GROUPS = {"Deployment": "apps/v1", "NetworkPolicy": "networking.k8s.io/v1",
           "ClusterRole": "rbac.authorization.k8s.io/v1", "ClusterRoleBinding": "rbac.authorization.k8s.io/v1",
           "Role": "rbac.authorization.k8s.io/v1", "RoleBinding": "rbac.authorization.k8s.io/v1",
@@ -152,10 +154,15 @@ def wait_for(what: str, check, timeout: float):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def test_chart_serves_in_a_pod_completes_a_run_and_sees_a_policy_edit(lab: Lab, lab_namespace: str,
-                                                                      tmp_path: Path):
+def test_chart_serves_in_a_pod_completes_a_run_and_alerts_slack_on_a_policy_edit(lab: Lab, lab_namespace: str,
+                                                                                  tmp_path: Path):
+    """The whole install: `helm template` output applied as-is (its PVC, Secret reference, RBAC, NetworkPolicy),
+    serve in a Deployment pod on its ServiceAccount token, Slack reached through the egress a user configures
+    for a proxy (slack.baseUrl + networkPolicy.slack), the drift alert naming the edited policy."""
     ns = lab_namespace
     lab.run_workloads(ns, [deployment("client", tcp=[]), deployment("web", tcp=[8080])])
+    # The stand-in on the root end of the node link: outside the cluster, as Slack (or a proxy) is.
+    slack = SlackStandin(host=C.ROOT_IP).start()
     values = {
         "clusterName": "lab",
         "suite": {"inline": {"name": "e2e", "cases": [
@@ -163,8 +170,9 @@ def test_chart_serves_in_a_pod_completes_a_run_and_sees_a_policy_edit(lab: Lab, 
              "to": {"namespace": ns, "workload": "web"}, "port": 8080, "expect": "allow"}]}},
         "schedule": {"intervalSeconds": 3600, "jitterSeconds": 0, "debounceSeconds": 1},
         "probe": {"timeoutSeconds": 1, "runDeadlineSeconds": 60},
-        "database": {"sqlite": {"persistence": {"enabled": False}}},  # the lab has no volume provisioner
-        "networkPolicy": {"apiServer": {"cidrs": [f"{C.ROOT_IP}/32"], "ports": [6443]}},
+        "slack": {"existingSecret": "netpol-drift-slack", "channel": "#netpol-alerts", "baseUrl": slack.base_url},
+        "networkPolicy": {"apiServer": {"cidrs": [f"{C.ROOT_IP}/32"], "ports": [C.APISERVER_PORT]},
+                          "slack": {"cidrs": [f"{C.ROOT_IP}/32"], "ports": [slack.port]}},
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     docs = template(C.MONITOR_NAMESPACE, "-f", str(tmp_path / "values.yaml"))
@@ -174,9 +182,15 @@ def test_chart_serves_in_a_pod_completes_a_run_and_sees_a_policy_edit(lab: Lab, 
     assert sorted(map(key, [d for d in docs if d["kind"] in {"ServiceAccount", "ClusterRole",
                                                              "ClusterRoleBinding", "Role", "RoleBinding"}])
                   ) == sorted(map(key, rendered_rbac))
-    workload = [d for d in docs if d["kind"] in {"ConfigMap", "Deployment", "Service", "NetworkPolicy"}]
+    workload = [d for d in docs if d["kind"] in {"ConfigMap", "Deployment", "Service", "NetworkPolicy",
+                                                 "PersistentVolumeClaim"}]
+    secret = {"apiVersion": "v1", "kind": "Secret", "stringData": {"token": TOKEN},
+              "metadata": {"name": "netpol-drift-slack", "namespace": C.MONITOR_NAMESPACE}}
+    [claim] = [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+    shutil.rmtree(lab.paths.root / "pvc" / C.MONITOR_NAMESPACE / claim["metadata"]["name"], ignore_errors=True)
     lab.api.delete(f"/apis/coordination.k8s.io/v1/namespaces/{C.MONITOR_NAMESPACE}/leases/netpol-drift")
     try:
+        lab.apply([secret])
         for doc in docs:
             server_side_apply(lab, doc, dry_run=False)
         try:
@@ -193,7 +207,7 @@ def test_chart_serves_in_a_pod_completes_a_run_and_sees_a_policy_edit(lab: Lab, 
         assert pod["spec"]["serviceAccountName"] == "netpol-drift"
         assert not any(e.get("name") == "KUBECONFIG" for e in pod["spec"]["containers"][0].get("env") or [])
         ip = pod["status"]["podIP"]
-        # The start-up run: as leader, migrated its SQLite store, probed with the in-cluster token.
+        # The start-up run: as leader, migrated its SQLite store on the claim, probed with the in-cluster token.
         log = lab.paths.root / "agent" / pod["metadata"]["uid"] / "serve.log"
         try:
             text = wait_for("a completed run", lambda: metrics_when(ip, "netpol_drift_runs_total", status="ok"), 90)
@@ -203,15 +217,27 @@ def test_chart_serves_in_a_pod_completes_a_run_and_sees_a_policy_edit(lab: Lab, 
             assert r.status == 200  # store, API server and scheduler, as the kubelet would ask
         assert sample(text, "netpol_drift_leader") == 1 and sample(text, "netpol_drift_cases", state="pass") == 1
         assert sample(text, "netpol_drift_drift_open") == 0
+        assert (lab.paths.root / "pvc" / C.MONITOR_NAMESPACE / claim["metadata"]["name"] / "netpol-drift.db").exists()
+        assert slack.of("chat.postMessage") == []  # the first run is the baseline: nothing to say
         # A policy edit: web no longer accepts anyone. The watch triggers a run that confirms the drift.
         lab.apply(netpol("deny-web", {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}),
                   namespace=ns)
         text = wait_for("the drift", lambda: metrics_when(ip, "netpol_drift_drift_open"), 90)
         assert sample(text, "netpol_drift_runs_total", trigger="change") >= 1
         assert sample(text, "netpol_drift_cases", state="fail") == 1
+        try:
+            [msg] = wait_for("the Slack alert", lambda: [
+                r for r in slack.of("chat.postMessage") if not r.body.get("thread_ts")], 60)
+        except AssertionError:
+            pytest.fail(f"no alert at the stand-in ({slack.requests} requests, rejected {slack.rejected}); "
+                        "serve's log:\n" + log.read_text()[-5000:])
+        assert msg.body["channel"] == "#netpol-alerts" and slack.rejected == []
+        assert f"Cause: NetworkPolicy {ns}/deny-web added" in msg.body["text"], msg.body["text"]
+        assert f"{ns}/client -> {ns}/web 8080/TCP  allowed -> blocked" in msg.body["text"], msg.body["text"]
         assert probe_pods(lab) == [] or wait_for("probe pods deleted", lambda: probe_pods(lab) == [], 30)
     finally:
-        for doc in workload:
+        slack.stop()
+        for doc in [*workload, secret]:
             lab.api.delete(f"{path_of(doc)}/{doc['metadata']['name']}")
         lab.api.delete(f"/apis/coordination.k8s.io/v1/namespaces/{C.MONITOR_NAMESPACE}/leases/netpol-drift")
         wait_for("the serve pod gone", lambda: not lab.pods(C.MONITOR_NAMESPACE,
@@ -254,7 +280,9 @@ def test_every_rbac_rule_is_needed(lab: Lab, lab_namespace: str, tmp_path: Path,
     lab.apply(without(rule_id, index))
     try:
         time.sleep(0.5)  # the authorizer's informer
-        if rule["apiGroups"] == ["coordination.k8s.io"]:
+        # Creating a Lease, and the leader's own: asked directly (`run --once` has no leader, and a run goes on
+        # without its run Lease). The run Leases' list/patch/delete: `run --once`'s start-up sweep lists them.
+        if rule["apiGroups"] == ["coordination.k8s.io"] and ("create" in rule["verbs"] or "resourceNames" in rule):
             adapter = ClusterAdapter.connect(ClusterSettings(name="lab", retries=0),
                                              kubeconfig=str(lab.monitor_kubeconfig))
             lease_ns, name = C.MONITOR_NAMESPACE, rule.get("resourceNames", [f"rbac-{secrets.token_hex(3)}"])[0]

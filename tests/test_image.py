@@ -127,6 +127,16 @@ def test_wheel_finds_its_migrations_without_the_repository(installed, tmp_path):
     from monitor.store.migrate import SCHEMA_REVISION
     assert current.returncode == 0 and SCHEMA_REVISION in current.stdout, current.stdout + current.stderr
     assert _tree(installed) == before  # nothing written into the installation: a read-only root is enough
+    # A database an older release made (here at 0002, by the repository's Alembic) keeps upgrading: the move
+    # to alembic/ kept every revision id.
+    older = f"sqlite:///{tmp_path / 'older.db'}"
+    made = subprocess.run([str(Path(sys.executable).parent / "alembic"), "upgrade", "0002"], cwd=REPO,
+                          env={**os.environ, "NETPOL_DRIFT_STORE_URL": older}, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    up = _run(installed, "db", "upgrade", cwd=tmp_path, env={"NETPOL_DRIFT_STORE_URL": older})
+    assert up.returncode == 0, up.stderr
+    current = _run(installed, "db", "current", cwd=tmp_path, env={"NETPOL_DRIFT_STORE_URL": older})
+    assert SCHEMA_REVISION in current.stdout, current.stdout + current.stderr
 
 
 @pytest.mark.slow
