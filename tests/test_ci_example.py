@@ -59,15 +59,18 @@ def test_a_change_that_breaks_the_suite_fails_and_comments_the_closed_flows(poli
     assert result.returncode == 1, result.stderr + comment
     assert "### netpol-drift: some cases of the suite do NOT hold" in comment
     assert f"against `{git(policy_repo, 'rev-parse', '--short', 'main').strip()}`" in comment
-    diff = (policy_repo / "report" / "diff.txt").read_text()
+    diff = (policy_repo / "report" / "diff.md").read_text()
     # The change narrows db's ingress from tier=backend to app=api and moves payments to 8444.
     assert "payments/gateway" in diff and diff.strip() in comment
-    expected = subprocess.run([str(NETPOL_DRIFT), "diff", "--before", str(SHOP), "--after", str(policy_repo / "k8s")],
-                              capture_output=True, text=True)
+    expected = subprocess.run([str(NETPOL_DRIFT), "diff", "--before", str(SHOP), "--after", str(policy_repo / "k8s"),
+                               "--format", "markdown"], capture_output=True, text=True)
     # What the comment says is what netpol-drift says of the two revisions (not of the working tree's base).
-    if "markdown" not in subprocess.run([str(NETPOL_DRIFT), "diff", "--help"], capture_output=True,
-                                        text=True).stdout:
-        assert diff == expected.stdout
+    base = git(policy_repo, "rev-parse", "--short", "main").strip()
+    assert diff.splitlines()[0].startswith(f"⚠️ **netpol-drift diff** {base}:k8s → k8s: 2 flow(s) changed")
+    assert diff.splitlines()[1:] == expected.stdout.splitlines()[1:]
+    assert "<html" in (policy_repo / "report" / "matrix.html").read_text().lower()
+    junit = (policy_repo / "report" / "junit.xml").read_text()
+    assert "<testsuite" in junit and "<failure" in junit
 
 
 def test_a_change_that_keeps_the_suite_passes_and_says_so(policy_repo):
@@ -77,7 +80,8 @@ def test_a_change_that_keeps_the_suite_passes_and_says_so(policy_repo):
     comment = (policy_repo / "report" / "comment.md").read_text()
     assert result.returncode == 0, result.stderr + comment
     assert "### netpol-drift: every case of the suite holds" in comment
-    assert "payments/gateway" not in (policy_repo / "report" / "diff.txt").read_text()
+    assert "payments/gateway" not in (policy_repo / "report" / "diff.md").read_text()
+    assert "<failure" not in (policy_repo / "report" / "junit.xml").read_text()
 
 
 def test_both_ci_examples_run_the_script_with_the_target_branch_and_post_its_comment():

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Checks a policy change before it merges: runs `netpol-drift check` (the suite against the change's
 # manifests) and `netpol-drift diff` (which flows the change opens or closes against the target branch), and
-# writes the pull-request comment to $OUT_DIR/comment.md (plus the HTML reachability matrix where the
-# installed netpol-drift has `matrix --format html`). Both CI examples in this directory run this script; so
-# does tests/test_ci_example.py, on two revisions of a real git repository.
+# writes the pull-request comment to $OUT_DIR/comment.md, plus the HTML reachability matrix (matrix.html) and
+# the check as JUnit XML (junit.xml, for the CI's test report). Both CI examples in this directory run this
+# script; so does tests/test_ci_example.py, on two revisions of a real git repository.
 #
 # Usage: policy-check.sh BASE_REF MANIFESTS_DIR SUITE_FILE [OUT_DIR]
 #   BASE_REF       the target branch's commit (origin/main, $CI_MERGE_REQUEST_DIFF_BASE_SHA...)
@@ -26,19 +26,15 @@ else
   mkdir -p "$before/$manifests"   # the directory is new in this change: everything it allows is a change
 fi
 
-# markdown (a comment body) where this netpol-drift has it; else the table, fenced.
-diff_format=table
-"$netpol_drift" diff --help 2>/dev/null | grep -q markdown && diff_format=markdown
-
-"$netpol_drift" check --manifests "$manifests" --suite "$suite" >"$out/check.txt" 2>&1
+"$netpol_drift" check --manifests "$manifests" --suite "$suite" --junit "$out/junit.xml" >"$out/check.txt" 2>&1
 check_status=$?
-"$netpol_drift" diff --before "$before/$manifests" --after "$manifests" --format "$diff_format" \
-  >"$out/diff.txt" 2>&1
+"$netpol_drift" diff --before "$before/$manifests" --after "$manifests" --format markdown >"$out/diff.md" 2>&1
 diff_status=$?
-
-if "$netpol_drift" matrix --help 2>/dev/null | grep -q html; then
-  "$netpol_drift" matrix --manifests "$manifests" --format html >"$out/matrix.html" 2>/dev/null || rm -f "$out/matrix.html"
-fi
+# The target branch's side by its commit, not by the temporary directory it was extracted to.
+base_short=$(git rev-parse --short "$base_ref")
+diff_text=$(<"$out/diff.md")
+printf '%s\n' "${diff_text//"$before/$manifests"/"$base_short:$manifests"}" >"$out/diff.md"
+"$netpol_drift" matrix --manifests "$manifests" --format html >"$out/matrix.html" 2>/dev/null || rm -f "$out/matrix.html"
 
 case $check_status in
   0) verdict="every case of the suite holds" ;;
@@ -55,16 +51,14 @@ esac
   cat "$out/check.txt"
   echo '```'
   echo
-  echo "#### Reachability changes against \`$(git rev-parse --short "$base_ref")\`"
+  echo "#### Reachability changes against \`$base_short\`"
   echo
   if [[ $diff_status -ne 0 ]]; then
     echo "\`netpol-drift diff\` failed (exit $diff_status):"
     echo
-    echo '```text'; cat "$out/diff.txt"; echo '```'
-  elif [[ $diff_format == markdown ]]; then
-    cat "$out/diff.txt"
+    echo '```text'; cat "$out/diff.md"; echo '```'
   else
-    echo '```text'; cat "$out/diff.txt"; echo '```'
+    cat "$out/diff.md"
   fi
 } >"$out/comment.md"
 exit "$check_status"
