@@ -217,7 +217,8 @@ def test_chart_serves_in_a_pod_completes_a_run_and_alerts_slack_on_a_policy_edit
             assert r.status == 200  # store, API server and scheduler, as the kubelet would ask
         assert sample(text, "netpol_drift_leader") == 1 and sample(text, "netpol_drift_cases", state="pass") == 1
         assert sample(text, "netpol_drift_drift_open") == 0
-        assert (lab.paths.root / "pvc" / C.MONITOR_NAMESPACE / claim["metadata"]["name"] / "netpol-drift.db").exists()
+        db = lab.paths.root / "pvc" / C.MONITOR_NAMESPACE / claim["metadata"]["name"] / "netpol-drift.db"
+        assert db.exists() and db.stat().st_gid == 65532  # on the claim, through fsGroup (the root is read-only)
         assert slack.of("chat.postMessage") == []  # the first run is the baseline: nothing to say
         # A policy edit: web no longer accepts anyone. The watch triggers a run that confirms the drift.
         lab.apply(netpol("deny-web", {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"]}),
