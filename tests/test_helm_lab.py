@@ -1,8 +1,9 @@
 """The Helm chart in the lab's real API server: every rendered object accepted (server-side apply, dry run and
 real, strict field validation; the Prometheus Operator kinds against minimal CRDs), the Deployment's pod passing
 PodSecurity "restricted"; `serve` from `helm template` output running as a real Deployment pod with the
-in-cluster config and exactly the rendered RBAC and NetworkPolicy, completing a run and seeing a policy edit as
-drift; and every RBAC rule needed: without it, a named request fails.
+in-cluster config and exactly the rendered RBAC and NetworkPolicy, completing a run, and a policy edit reaching
+the Slack stand-in (outside the cluster, through the NetworkPolicy's Slack egress) as a drift alert naming the
+policy; and every RBAC rule needed: without it, a named request fails.
 
 Must not: give the monitor any identity other than the rendered ServiceAccount.
 """
