@@ -1,4 +1,4 @@
-"""A local stand-in for the Slack Web API and incoming webhooks: a real HTTP server on 127.0.0.1.
+"""A local stand-in for the Slack Web API and incoming webhooks: a real HTTP server on 127.0.0.1 (or `host`).
 
 slack_sdk talks to it through `base_url` (Web API) or the webhook URL it hands out. It speaks
 auth.test, chat.postMessage, chat.update and the webhook; it checks what Slack checks that we can get wrong
