@@ -9,7 +9,7 @@
 # SQLite database lives on its own volume (/var/lib/netpol-drift), so `readOnlyRootFilesystem: true` works.
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # pyproject.toml's version (tests/test_image.py keeps them equal): the final stage installs exactly the wheel built.
-ARG NETPOL_DRIFT_VERSION=0.1.0
+ARG VERSION=0.1.0
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -20,7 +20,7 @@ COPY alembic ./alembic
 RUN pip wheel --wheel-dir /wheels ".[postgres]"
 
 FROM ${PYTHON_IMAGE}
-ARG NETPOL_DRIFT_VERSION
+ARG VERSION
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -28,7 +28,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     TMPDIR=/tmp
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels "netpol-drift[postgres]==${NETPOL_DRIFT_VERSION}" \
+    pip install --no-index --find-links=/wheels "netpol-drift[postgres]==${VERSION}" \
     && mkdir -p /var/lib/netpol-drift && chown 65532:65532 /var/lib/netpol-drift
 WORKDIR /var/lib/netpol-drift
 USER 65532:65532

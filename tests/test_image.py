@@ -73,7 +73,7 @@ def test_final_stage_is_slim_non_root_and_runs_serve():
     import tomllib
 
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert f"NETPOL_DRIFT_VERSION={version}" in [r for w, r, _ in ins if w == "ARG"]
+    assert f"VERSION={version}" in [r for w, r, _ in ins if w == "ARG"]
 
 
 @pytest.fixture(scope="module")
