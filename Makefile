@@ -19,7 +19,8 @@ venv: $(STAMP)
 system-deps:
 	bash tests/lab/install-deps.sh
 
-# The lab's Go binaries, built once and cached outside the repo (~/.cache/netpol-drift-lab/<name>-<version>).
+# The lab's Go binaries and Helm (for the chart tests), built once and cached outside the repo
+# (~/.cache/netpol-drift-lab/<name>-<version>).
 lab-build: system-deps
 	bash tests/lab/build.sh
 

@@ -1,4 +1,4 @@
-"""A local stand-in for the Slack Web API and incoming webhooks: a real HTTP server on 127.0.0.1.
+"""A local stand-in for the Slack Web API and incoming webhooks: a real HTTP server on 127.0.0.1 (or `host`).
 
 slack_sdk talks to it through `base_url` (Web API) or the webhook URL it hands out. It speaks
 auth.test, chat.postMessage, chat.update and the webhook; it checks what Slack checks that we can get wrong
@@ -87,8 +87,9 @@ class SlackStandin:
     """Start with `with SlackStandin() as slack:`; `slack.base_url` for WebClient, `slack.webhook_url`."""
 
     def __init__(self, port: int = 0, token: str = TOKEN, channels: tuple[str, ...] = ("#netpol-alerts",),
-                 echo: bool = False) -> None:
+                 echo: bool = False, host: str = "127.0.0.1") -> None:
         self.token, self.channels, self.echo = token, set(channels), echo
+        self.host = host  # the lab's root end of the node link, for a pod to reach it
         self.port = port
         self.received: list[Received] = []
         self.rejected: list[tuple[str, str]] = []  # (method, why): requests real Slack would refuse
@@ -102,7 +103,7 @@ class SlackStandin:
 
     # ------------------------------------------------------------------------------------- lifecycle
     def start(self) -> SlackStandin:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server = ThreadingHTTPServer((self.host, self.port), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]  # the same port again after stop()/start()
         self._thread = threading.Thread(target=self._server.serve_forever, name="slack-standin", daemon=True)
@@ -123,11 +124,11 @@ class SlackStandin:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/"
+        return f"http://{self.host}:{self.port}/api/"
 
     @property
     def webhook_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
+        return f"http://{self.host}:{self.port}{WEBHOOK_PATH}"
 
     def fail_next(self, *answers: str) -> None:
         """The next requests get these answers, in order: "429", "429:SECONDS", "500", or a Slack error code."""

@@ -15,11 +15,12 @@ from tests.lab.rest import Rest
 pytestmark = pytest.mark.lab
 
 
-def can(api: Rest, verb: str, resource: str, namespace: str = "", group: str = "", sub: str = "") -> bool:
+def can(api: Rest, verb: str, resource: str, namespace: str = "", group: str = "", sub: str = "",
+        name: str = "") -> bool:
     review = api.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", {
         "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
         "spec": {"resourceAttributes": {"verb": verb, "resource": resource, "namespace": namespace,
-                                        "group": group, "subresource": sub}}})
+                                        "group": group, "subresource": sub, "name": name}}})
     return bool(review["status"].get("allowed"))
 
 
@@ -28,14 +29,14 @@ def can(api: Rest, verb: str, resource: str, namespace: str = "", group: str = "
     ("watch", "pods", "", "", "", True),
     ("list", "services", "any", "", "", True),
     ("watch", "networkpolicies", "", "networking.k8s.io", "", True),
-    ("list", "endpointslices", "", "discovery.k8s.io", "", True),
     ("list", "adminnetworkpolicies", "", "policy.networking.k8s.io", "", True),
     ("list", "baselineadminnetworkpolicies", "", "policy.networking.k8s.io", "", True),
     ("watch", "clusternetworkpolicies", "", "policy.networking.k8s.io", "", True),
-    ("list", "customresourcedefinitions", "", "apiextensions.k8s.io", "", True),
+    ("list", "customresourcedefinitions", "", "apiextensions.k8s.io", "", False),  # absent CRDs are a 404
     ("create", "pods", "some-app", "", "", True),
     ("delete", "pods", "some-app", "", "", True),
-    ("update", "leases", C.MONITOR_NAMESPACE, "coordination.k8s.io", "", True),
+    ("list", "leases", C.MONITOR_NAMESPACE, "coordination.k8s.io", "", True),  # run Leases: the sweep
+    ("patch", "leases", C.MONITOR_NAMESPACE, "coordination.k8s.io", "", True),  # run Leases: renewal
     # must not
     ("create", "pods", "some-app", "", "exec", False),
     ("get", "pods", "some-app", "", "log", False),
@@ -46,9 +47,20 @@ def can(api: Rest, verb: str, resource: str, namespace: str = "", group: str = "
     ("update", "pods", "some-app", "", "", False),
     ("delete", "networkpolicies", "some-app", "networking.k8s.io", "", False),
     ("create", "customresourcedefinitions", "", "apiextensions.k8s.io", "", False),
+    ("list", "endpointslices", "", "discovery.k8s.io", "", False),  # Services resolve through their selector
+    ("watch", "services", "", "", "", False),  # serve watches policies, namespaces and pods only
 ])
 def test_monitor_rights(lab: Lab, verb, resource, namespace, group, sub, allowed) -> None:
     assert can(Rest(lab.monitor_kubeconfig), verb, resource, namespace, group, sub) is allowed
+
+
+@pytest.mark.parametrize(("verb", "name", "allowed"), [
+    ("get", "netpol-drift", True), ("update", "netpol-drift", True), ("create", "", True),
+    ("update", "someone-elses-lease", False), ("get", "someone-elses-lease", False),
+])
+def test_monitor_updates_only_its_own_leader_lease(lab: Lab, verb, name, allowed) -> None:
+    assert can(Rest(lab.monitor_kubeconfig), verb, "leases", C.MONITOR_NAMESPACE, "coordination.k8s.io",
+               name=name) is allowed
 
 
 def test_monitor_token_really_acts(lab: Lab, lab_namespace: str) -> None:

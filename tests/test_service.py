@@ -197,6 +197,28 @@ def test_a_burst_of_changes_gives_one_run_that_names_the_change(tmp_path, servic
     assert sample(svc.metrics.render(), "netpol_drift_runs_total", trigger="change", status="failed") == 1.0
 
 
+def test_only_the_leader_migrates_the_store_and_does_so_at_start_up(tmp_path, service_of):
+    """Several replicas, one database: a replica that has not won the Lease (here: no API server to hold one)
+    never opens the store, so it never migrates it; the leader brings it to the newest schema before its first
+    run, even when that run then fails (no cluster here)."""
+    from monitor.store import SCHEMA_REVISION, current_revision
+
+    follower, leader = tmp_path / "follower", tmp_path / "leader"
+    follower.mkdir()
+    leader.mkdir()
+    cfg = write_config(follower)
+    settings = yaml.safe_load(cfg.read_text())
+    cfg.write_text(yaml.safe_dump({**settings, "leader": {"enabled": True, "retry_seconds": 0.2}}))
+    follower_svc, runs = service_of(cfg)
+    time.sleep(2)
+    assert sample(follower_svc.metrics.render(), "netpol_drift_leader") == 0.0
+    assert runs.items == [] and not (follower / "h.db").exists()
+    _, runs = service_of(write_config(leader))  # leader.enabled false: the one replica leads
+    [first] = runs.wait(1)
+    assert first.status == "failed"
+    assert current_revision(f"sqlite:///{leader / 'h.db'}") == SCHEMA_REVISION
+
+
 def test_constant_churn_cannot_starve_the_run(tmp_path, service_of):
     svc, runs = service_of(write_config(tmp_path, debounce_seconds=1.0, debounce_max_seconds=1.5))
     runs.wait(1)

@@ -1,7 +1,8 @@
 """The schema's version: Alembic upgrades and downgrades, the current and head revisions, drift from schema.py.
 
-It owns running the migrations in migrations/ on our engine (so SQLite gets its pragmas there too) and
-knowing the newest revision without importing Alembic (opening the store must stay fast).
+It owns running the migrations (the repository's alembic/, shipped as store/migrations/ in a wheel) on our
+engine (so SQLite gets its pragmas there too) and knowing the newest revision without importing Alembic
+(opening the store must stay fast).
 It must not hold schema (schema.py, which migrations must match) nor read or write the store's rows.
 """
 
@@ -16,7 +17,15 @@ from monitor.errors import InputError, StoreError
 from monitor.store.database import _check_reachable, _reason, _sqlite_path, make_engine, require_existing, safe_url
 from monitor.store.schema import metadata
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+def _migrations_dir() -> Path:
+    # A wheel (and the image) carries the migrations in the package (setup.py copies them there); a checkout
+    # or an editable install has them only in the repository's top-level alembic/, Alembic's usual place.
+    packaged = Path(__file__).resolve().parent / "migrations"
+    return packaged if (packaged / "env.py").is_file() else Path(__file__).resolve().parents[2] / "alembic"
+
+
+MIGRATIONS = _migrations_dir()
 
 
 def _alembic_config(engine: Engine):

@@ -478,9 +478,28 @@ class Agent:
                                         lambda m: env.get(m.group(1), m.group(0)), str(e["value"]))
             elif (ref := (e.get("valueFrom") or {}).get("fieldRef")) and ref.get("fieldPath") in fields:
                 env[e["name"]] = fields[ref["fieldPath"]]
+            elif key_ref := self.key_ref(rec, e.get("valueFrom") or {}):
+                if key_ref[1] is not None:
+                    env[e["name"]] = key_ref[1]
             elif e.get("valueFrom") is None:
                 env[e["name"]] = ""
         return env
+
+    def key_ref(self, rec: PodRec, source: dict[str, Any]) -> tuple[str, str | None] | None:
+        """An env var's secretKeyRef/configMapKeyRef as a kubelet resolves it: (kind, value), value None when
+        an optional key or object is missing; None for other sources. A required one missing fails the pod."""
+        kind = "secrets" if "secretKeyRef" in source else "configmaps" if "configMapKeyRef" in source else None
+        if kind is None:
+            return None
+        ref = source.get("secretKeyRef") or source.get("configMapKeyRef")
+        obj = self.get_soon(f"/api/v1/namespaces/{rec.namespace}/{kind}/{ref['name']}",
+                            timeout=0 if ref.get("optional") else 10)
+        value = ((obj or {}).get("data") or {}).get(ref["key"])
+        if value is None and not ref.get("optional"):
+            raise RuntimeError(f"{kind[:-1]} {rec.namespace}/{ref['name']} has no key {ref['key']} (env of the pod)")
+        if value is not None and kind == "secrets":
+            value = base64.b64decode(value).decode()
+        return kind, value
 
     # --------------------------------------------------------------------- volumes, user, read-only root
     def prepare_volumes(self, rec: PodRec, pod: dict[str, Any]) -> dict[str, Path]:

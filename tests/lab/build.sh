@@ -8,6 +8,9 @@ set -euo pipefail
 ETCD_VERSION=${ETCD_VERSION:-3.6.14}
 K8S_VERSION=${K8S_VERSION:-1.36.3}
 KUBE_ROUTER_VERSION=${KUBE_ROUTER_VERSION:-2.1.0}
+# Helm lints and renders the chart in deploy/helm (tests/test_helm_chart.py); not a lab component, but built
+# and cached the same way (the latest Helm 3 on the Go module proxy when this was written).
+HELM_VERSION=${HELM_VERSION:-3.22.0}
 LAB_CACHE=${LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/netpol-drift-lab}
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
@@ -67,7 +70,13 @@ build_kube_router() {
   GOBIN=$PWD go install "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@v$1"
 }
 
-want=${*:-etcd kube-apiserver kube-controller-manager kube-proxy kube-router}
+build_helm() {
+  go mod init lab.local/helm
+  go get "helm.sh/helm/v3/cmd/helm@v$1"
+  go build -trimpath -o helm -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=v$1" helm.sh/helm/v3/cmd/helm
+}
+
+want=${*:-etcd kube-apiserver kube-controller-manager kube-proxy kube-router helm}
 for w in $want; do
   case $w in
     etcd) build etcd "$ETCD_VERSION" build_etcd ;;
@@ -75,6 +84,7 @@ for w in $want; do
     kube-controller-manager) build kube-controller-manager "$K8S_VERSION" build_kube_controller_manager ;;
     kube-proxy) build kube-proxy "$K8S_VERSION" build_kube_proxy ;;
     kube-router) build kube-router "$KUBE_ROUTER_VERSION" build_kube_router ;;
+    helm) build helm "$HELM_VERSION" build_helm ;;
     *) say "unknown component $w"; exit 2 ;;
   esac
 done
