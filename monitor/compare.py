@@ -358,11 +358,17 @@ def transitions(cluster: str, assessment: Assessment, confirmation: Confirmation
     baseline = assessment.baseline
     base = {r.key: r for r in baseline.results} if baseline is not None else {}
     already = {(e.flow_key, e.kind): e for e in open_events if e.open}
-    opened = tuple(_opened(cluster, kind, f, causes, now)
-                   for (key, kind), f in sorted(active.items()) if (key, kind) not in already)
+    # A drift event the baseline has since taken in (a refused <-> timeout change made known-good, or a run
+    # accepted by hand) describes a change from a baseline that is gone: a new change of that flow is measured
+    # from the new baseline and is a new event with its own cause, never a continuation of the old one (which
+    # would leave, say, timeout -> connected reported only as "expectation newly violated").
+    superseded = {k for k, e in already.items() if k[1] == "drift" and k in active and baseline is not None
+                  and _not_before(baseline.started_at, e.opened_at)}
+    opened = tuple(_opened(cluster, kind, f, causes, now) for (key, kind), f in sorted(active.items())
+                   if (key, kind) not in already or (key, kind) in superseded)
     resolved = []
     for (key, kind), event in sorted(already.items()):
-        if (key, kind) in active:
+        if (key, kind) in active and (key, kind) not in superseded:
             continue
         r = results.get(key)
         if r is None:

@@ -168,6 +168,25 @@ def test_refused_timeout_flips_alone_are_history_not_alerts(store, slack) -> Non
     assert slack.received == []
 
 
+def test_refused_then_timeout_then_reachable_alerts_the_reachability_drift_with_its_cause(store, slack) -> None:
+    """Issue 15 item 5: the blocked-mode change is taken into the baseline quietly; the flow then connecting is
+    a drift from that baseline (blocked -> allowed, its cause), not just "expectation newly violated"."""
+    record(store, T0, Outcome.REFUSED)
+    record(store, T0 + timedelta(minutes=5), Outcome.TIMEOUT)
+    sender = AlertSender(store, bot(slack), settings())
+    sender.deliver(T0 + timedelta(minutes=5))
+    assert slack.received == []
+    record(store, T0 + timedelta(minutes=10), Outcome.CONNECTED)
+    report = sender.deliver(T0 + timedelta(minutes=10))
+    [msg] = top_level(slack)
+    text = msg.body["text"]
+    assert "shop/web -> shop/db 5432/TCP  blocked -> allowed (connected)" in text, text
+    assert "Cause: dataplane: no policy or label changed" in text and "newly violated" not in text
+    # The refused -> timeout event closed as accepted, quietly (its opening was never alerted).
+    assert report.suppressed == 1 and store.pending_alerts() == []
+    assert sorted(e.kind for e in store.open_events("prod")) == ["drift", "gap", "violation"]
+
+
 def test_blocked_mode_changes_alert_when_asked(store, slack) -> None:
     record(store, T0, Outcome.TIMEOUT)
     record(store, T0 + timedelta(minutes=5), Outcome.REFUSED)

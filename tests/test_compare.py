@@ -361,6 +361,32 @@ def test_a_baseline_moved_by_a_blocking_change_closes_its_drift_as_accepted_not_
     assert (res.kind, res.flow_key) == ("drift", key) and events == []
 
 
+def test_refused_then_timeout_then_reachable_is_a_new_drift_not_only_a_violation() -> None:
+    """Issue 15 item 5: a blocked flow flips refused -> timeout (taken into the baseline), then connects. The
+    second change is a drift from the new baseline (blocked -> reachable, with its cause) and the old event
+    closes as accepted; it used to stay open and only "expectation newly violated" was reported."""
+    ids: list[int] = []
+    kg = run(result("f", R, D, D), at="t0", rid="1")
+    key = kg.results[0].key
+    t1 = run(result("f", T, D, D), at="t1", rid="2")
+    j, events = step(kg, t1, [], [{key: T}], ids)
+    assert [e.kind for e in j.transitions.opened] == ["drift"] and j.known_good is True
+    [mode_change] = events
+    t2 = run(result("f", C, D, D), at="t2", rid="3")
+    j, events = step(t1, t2, events, [{key: C}], ids)
+    opened = {e.kind: e for e in j.transitions.opened}
+    assert sorted(opened) == ["drift", "gap", "violation"]  # the policies deny it too: also a gap
+    assert opened["drift"].detail == "timeout -> connected since known-good"
+    assert (opened["drift"].baseline_verdict, opened["drift"].baseline_outcome) == ("deny", "timeout")
+    [res] = j.transitions.resolved
+    assert (res.event_id, res.kind) == (mode_change.id, "drift")
+    assert res.resolution == "accepted into the baseline (run 2): timeout is the known-good outcome now"
+    assert sorted(e.kind for e in events) == ["drift", "gap", "violation"] and j.known_good is False
+    # Still connected next run: nothing new opens, nothing closes (one event per state change).
+    j, events = step(t1, run(result("f", C, D, D), at="t3", rid="4"), events, [{key: C}], ids)
+    assert not j.transitions
+
+
 def test_a_drift_that_changes_reachability_never_becomes_known_good_by_itself() -> None:
     ids: list[int] = []
     # The baseline carries a violation someone accepted by hand: the flow was blocked, the suite wants it open.
