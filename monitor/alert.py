@@ -54,6 +54,8 @@ CONFIG_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "to
                            "no_permission", "missing_scope", "channel_not_found", "not_in_channel",
                            "is_archived", "invalid_token", "no_service", "no_team", "team_disabled",
                            "action_prohibited", "posting_to_general_channel_denied"})
+# The note of an outbox row closed because only the way a flow is blocked changed (history, not an alert).
+BLOCKED_MODE_NOTE = "refused <-> timeout only (alert.on_blocked_mode_change)"
 WORDS = {"allow": "allowed", "deny": "blocked", "unknown": "unknown", "skipped": "skipped"}
 
 
@@ -574,7 +576,8 @@ class Outbox(Protocol):
 
     def flapping_notice(self, cluster: str, flow_key: str) -> IncidentRecord | None: ...
 
-    def flow_times(self, cluster: str, flow_key: str) -> list[tuple[str, str | None]]: ...
+    def flow_times(self, cluster: str, flow_key: str, limit: int = 200,
+                   unless_note: str | None = None) -> list[tuple[str, str | None]]: ...
 
     def count_runs(self, cluster: str, after: str, until: str) -> int: ...
 
@@ -714,7 +717,7 @@ class AlertSender:
             events = [r.event for r in rows]
             result = results.get(key)
             if not self.settings.alert.on_blocked_mode_change and all(blocked_mode_only(e, result) for e in events):
-                self._close(rows, now, report, note="refused <-> timeout only (alert.on_blocked_mode_change)")
+                self._close(rows, now, report, note=BLOCKED_MODE_NOTE)
                 continue
             drift = next((e for e in events if e.kind == "drift"), None)
             cause = cause_text(drift or sorted(events, key=lambda e: e.kind != "violation")[0])
@@ -829,7 +832,9 @@ class AlertSender:
         """None: alert normally; "start": this opening makes the flow flapping; "quiet": a notice is in force."""
         cfg = self.settings.alert
         notice = self.outbox.flapping_notice(cluster, flow_key)
-        times = self.outbox.flow_times(cluster, flow_key)
+        # Openings that were never alerts (refused <-> timeout, frequent where the kernel rate-limits a REJECTing
+        # CNI's ICMP errors) are no flapping: counting them would turn the flow's next real drift into one.
+        times = self.outbox.flow_times(cluster, flow_key, unless_note=BLOCKED_MODE_NOTE)
         t = _parse(at)
         if notice is not None and notice.ended_at is None:
             earlier = [x for o, r in times for x in (o, r) if x is not None and _parse(x) < t]

@@ -397,6 +397,24 @@ def test_a_flapping_flow_gets_one_message_then_quiet_until_stable(store, slack) 
     assert store.pending_alerts() == []
 
 
+def test_refused_timeout_flips_do_not_count_toward_flapping(store, slack) -> None:
+    """Issue 15 item 5: under ICMP rate limiting a blocked flow flips refused <-> timeout often (history, no
+    alert). Those quiet openings must not make the flow's next real drift a "Flapping" message."""
+    t = T0
+    record(store, t, Outcome.REFUSED)
+    sender = AlertSender(store, bot(slack), settings())
+    for outcome in (Outcome.TIMEOUT, Outcome.REFUSED, Outcome.TIMEOUT, Outcome.REFUSED):
+        t += timedelta(minutes=5)
+        record(store, t, outcome)
+        sender.deliver(t)
+    assert slack.received == []
+    t += timedelta(minutes=5)
+    record(store, t, Outcome.CONNECTED)
+    sender.deliver(t)
+    [msg] = top_level(slack)
+    assert msg.body["text"].startswith("Reachability drift on prod"), msg.body["text"]
+
+
 def test_delivery_for_serve_builds_the_sender_once_and_again_after_a_settings_change(store, slack, caplog) -> None:
     from monitor.alert import AlertDelivery
 

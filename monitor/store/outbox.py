@@ -18,7 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 
 from monitor.compare import DriftEvent
 from monitor.errors import InputError, StoreError
@@ -174,13 +174,18 @@ class Outbox(StoreBase):
                 AlertIncidentRow.flow_key == flow_key).order_by(AlertIncidentRow.id.desc()).limit(1)).first()
             return _incident(row) if row is not None else None
 
-    def flow_times(self, cluster: str, flow_key: str, limit: int = 200) -> list[tuple[str, str | None]]:
-        """(opened_at, resolved_at) of this flow's newest drift events of any kind: what flapping is judged on."""
+    def flow_times(self, cluster: str, flow_key: str, limit: int = 200,
+                   unless_note: str | None = None) -> list[tuple[str, str | None]]:
+        """(opened_at, resolved_at) of this flow's newest drift events of any kind: what flapping is judged on.
+        `unless_note`: leave out events whose alert was closed with a note starting so (never alerted)."""
         with self._guard("read events"), self._tx() as s:
             q = (select(DriftEventRow.opened_at, DriftEventRow.resolved_at)
                  .join(ClusterRow, ClusterRow.id == DriftEventRow.cluster_id)
-                 .where(ClusterRow.name == cluster, DriftEventRow.flow_key == flow_key)
-                 .order_by(DriftEventRow.opened_at.desc()).limit(limit))
+                 .where(ClusterRow.name == cluster, DriftEventRow.flow_key == flow_key))
+            if unless_note:
+                q = q.where(~exists().where(AlertRow.event_id == DriftEventRow.id,
+                                            AlertRow.note.startswith(unless_note, autoescape=True)))
+            q = q.order_by(DriftEventRow.opened_at.desc()).limit(limit)
             return [(_iso(o), _iso(r)) for o, r in s.execute(q)]
 
     def count_runs(self, cluster: str, after: str, until: str) -> int:
