@@ -27,7 +27,7 @@ from monitor.engine import Engine
 from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict, suite_exit_code
 from monitor.plan import FlowPlan, Plan, SourceGroup, control_group, plan_suite
 from monitor.probe.runner import ProbeProgress, ProbeReport, ProbeTask, run_probes, sweep_probe_pods
-from monitor.probe.wire import ProbeTarget, TargetOutcome
+from monitor.probe.wire import LETTER_OUTCOMES, ProbeTarget, TargetOutcome
 from monitor.settings import ProbeSettings, Settings
 from monitor.snapshot import snapshot_digest, take_snapshot
 from monitor.suite import Suite, validate_suite
@@ -105,6 +105,20 @@ class RunProgress(Protocol):
     def stage(self, text: str) -> None: ...
 
     def probes(self, progress: ProbeProgress) -> None: ...
+
+
+def blocked_every_pass(passes: str, protocol: str, refused_means: str | Mapping[str, str]) -> Outcome | None:
+    """An unsettled target (passes like `r>t>r`) whose every pass was a way of being blocked with one verdict
+    (refused and timeout where refused means deny): its passes disagree on how, not whether, so it is blocked,
+    reported with its last pass's outcome. Where the kernel rate-limits a REJECTing CNI's ICMP errors, blocked
+    flows flip between the two under load; that must not leave them unverified. None: really unsettled."""
+    seen = [LETTER_OUTCOMES.get(x) for x in passes.split(">")] if passes else []
+    if not seen or None in seen:
+        return None
+    outcomes = [Outcome(o) for o in seen]
+    if {outcome_verdict(o, protocol, refused_means) for o in outcomes} != {Verdict.DENY}:
+        return None
+    return outcomes[-1]
 
 
 def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: datetime, run_id: str,
@@ -286,7 +300,11 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
                 continue
             outcome = Outcome(got.outcome)
             detail = f"{got.outcome} ({got.detail})" if got.detail else ""
-            if outcome is Outcome.UNSETTLED:
+            blocked = blocked_every_pass(got.detail, protocol, refused_means) if outcome is Outcome.UNSETTLED \
+                else None
+            if blocked is not None:
+                outcome, detail = blocked, f"{blocked.value} (passes {got.detail}: blocked in every one)"
+            elif outcome is Outcome.UNSETTLED:
                 detail = f"unsettled: the probe's passes disagree ({got.detail or '?'}), not a verdict"
             judged.append((outcome, outcome_verdict(outcome, protocol, refused_means), got.latency_ms, detail,
                            node, f))

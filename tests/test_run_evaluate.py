@@ -67,3 +67,25 @@ def test_policies_deny_one_replica_connects_the_connection_is_reported(leaky):
 def test_agreeing_replicas_are_one_result_without_a_disagreement():
     [r], [case] = _evaluate(_snapshot(), _suite("allow"), {API_A: "connected", API_B: "connected"})
     assert (r.outcome, r.reason, case.status) == (Outcome.CONNECTED, "", "pass")
+
+
+@pytest.mark.parametrize(("passes", "refused_means", "want"), [
+    ("r>t>r", "deny", Outcome.REFUSED),  # blocked in every pass, only how differs: blocked
+    ("t>r>t", "deny", Outcome.TIMEOUT),
+    ("r>c>r", "deny", Outcome.UNSETTLED),  # reachable once: really unsettled
+    ("r>t>r", "unknown", Outcome.UNSETTLED),  # refused says nothing here, so the passes do disagree
+])
+def test_passes_that_only_disagree_on_how_a_flow_is_blocked_are_blocked(passes, refused_means, want):
+    """Issue 15 item 5: with the kernel's ICMP rate limits a REJECTing CNI's refusals turn into timeouts at
+    random, so a blocked flow's passes can read r>t>r: blocked each time, not unsettled."""
+    snap = _deny_api(_snapshot())
+    plan = plan_suite(_suite("deny"), snap)
+    tasks, index = probe_tasks(plan)
+    reports = [ProbeReport(t, tuple(TargetOutcome("unsettled", None, passes) for _ in t.targets), pod="shop/p",
+                           node="n1") for t in tasks]
+    [r] = evaluate(plan, snap, reports, index, refused_means)
+    assert r.outcome is want
+    if want is Outcome.UNSETTLED:
+        assert r.verdict is Verdict.SKIPPED and "unsettled" in r.reason
+    else:
+        assert r.verdict is Verdict.DENY and r.reason == f"{want.value} (passes {passes}: blocked in every one)"
