@@ -393,8 +393,14 @@ class ClusterAdapter:
         name = manifest["metadata"]["name"]
         if (manifest["metadata"].get("labels") or {}).get(PROBE_LABEL) == "true":
             self._probe_pods.add((ns, name))  # before the call: a create cut by a timeout may still have worked
-        resp = self._call(f"create pod {ns}/{name}", self._core.create_namespaced_pod, ns, manifest,
-                          _preload_content=False)
+        try:
+            resp = self._call(f"create pod {ns}/{name}", self._core.create_namespaced_pod, ns, manifest,
+                              _preload_content=False)
+        except (ClusterForbiddenError, ClusterRejectedError, ClusterNotFoundError):
+            # The API server answered and made no pod (admission: a full ResourceQuota, PodSecurity, a missing
+            # namespace): it must not count as a live probe pod for the rest of the process.
+            self._probe_pods.discard((ns, name))
+            raise
         return _probe_state(json.loads(resp.data))
 
     def delete_pod(self, namespace: str, name: str) -> bool:

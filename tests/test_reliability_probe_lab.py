@@ -135,6 +135,7 @@ def test_restricted_podsecurity_admits_probe_pods_and_a_full_quota_gives_skipped
         assert s.metric("netpol_drift_api_errors_total", verb="create") > creates_before
         assert s.metric("netpol_drift_probe_outcomes_total", outcome="skipped") >= skipped_before + len(flows)
         assert s.metric("netpol_drift_cases", state="skipped") == len(suite["cases"])
+        assert s.metric("netpol_drift_probe_pods_running") == 0  # a rejected create made no pod
         # The same fault under `run --once`: every case skipped with the reason, exit 1 (not verified).
         once = tmp_path / "once"
         once.mkdir()
