@@ -2,6 +2,7 @@
 
 The cluster is replaced at our own boundary (ClusterAdapter's list/delete of probe pods and run Leases): what
 is under test is the rule. tests/test_live_lab.py runs it for real: two concurrent runs, a SIGKILLed one.
+Also the runner's side of pods deleted by someone else (tests/test_reliability_probe_lab.py does it for real).
 """
 
 from __future__ import annotations
@@ -64,3 +65,42 @@ def test_probe_pods_carry_their_run_and_owner() -> None:
     labels = m["metadata"]["labels"]
     assert labels[RUN_LABEL] == "r1" and labels[OWNER_LABEL] == probe_owner()
     assert len(probe_owner()) <= 63 and probe_owner()[0].isalnum()
+
+
+class Vanishing(Cluster):
+    """Every probe pod is deleted by someone else right after it is created, before the runner lists them."""
+
+    def __init__(self) -> None:
+        super().__init__([], [])
+        self.created: list[str] = []
+        self.watched = 0.0
+
+    def namespace_uid(self, name: str) -> str:
+        return "uid"
+
+    def create_run_lease(self, *args: object) -> None:
+        return None
+
+    def renew_run_lease(self, *args: object) -> None:
+        return None
+
+    def create_pod(self, manifest: dict) -> None:
+        self.created.append(manifest["metadata"]["name"])
+
+    def watch_probe_pods(self, selector: str, resource_version: str, timeout_seconds: float):
+        self.watched += timeout_seconds  # nothing ever comes: the pods were gone before the watch began
+        return iter(())
+
+
+def test_a_probe_pod_deleted_before_the_runner_lists_it_is_skipped_at_once_not_at_the_deadline() -> None:
+    """Issue 15 item 2: no watch event ever reports a pod deleted before the watch began; the first list does
+    (it lacks the pod), so the target is skipped with the reason at once instead of after run_deadline_seconds."""
+    from monitor.probe.runner import run_probes
+    from monitor.probe.wire import ProbeTarget
+
+    cluster = Vanishing()
+    task = ProbeTask("shop/Deployment/web", "shop", (("app", "web"),), (ProbeTarget("10.0.0.2", 80, "TCP"),))
+    [report], created = run_probes(cluster, [task], ProbeSettings(run_deadline_seconds=3), "r1")
+    assert created == 1 and cluster.created and cluster.watched == 0.0
+    assert report.outcomes == (None,)
+    assert report.skipped_reason == "the probe pod was deleted before it finished (gone from the API)"

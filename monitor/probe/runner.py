@@ -333,8 +333,9 @@ class ProbeRun:
                                            None)
                 return
             if resource_version is None:
+                listed_at = self.clock()
                 states, resource_version = self.adapter.list_probe_pods(selector)
-                if self._observe(states, live, results):
+                if self._vanished(states, live, results, listed_at) | self._observe(states, live, results):
                     fill()
                 continue
             # Short enough to renew the Lease in time (a third of its duration).
@@ -349,6 +350,18 @@ class ProbeRun:
                         break
             except ClusterConflictError:
                 resource_version = None  # expired: re-list, then watch again
+
+    def _vanished(self, states: list[ProbePodState] | tuple[ProbePodState, ...], live: dict[str, _Live],
+                  results: dict, listed_at: float) -> bool:
+        """Pods created before this list that it does not hold were deleted (by someone else) before the watch
+        began: no event will ever say so, so they are done now instead of at the run deadline."""
+        listed = {s.name for s in states}
+        gone = [item for item in live.values() if item.created_at <= listed_at and item.name not in listed]
+        for item in gone:
+            results[item.index] = (None, "the probe pod was deleted before it finished (gone from the API)",
+                                   f"{item.namespace}/{item.name}", None)
+            del live[item.name]
+        return bool(gone)
 
     def _observe(self, states: list[ProbePodState] | tuple[ProbePodState, ...], live: dict[str, _Live],
                  results: dict) -> bool:
