@@ -30,6 +30,10 @@ class StandIn(JsonHandler):
     status = 503
     calls: list[float]
 
+    def do_POST(self) -> None:  # as a create refused by admission (a full ResourceQuota: 403)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.do_GET()
+
     def do_GET(self) -> None:
         self.calls.append(time.monotonic())
         if len(self.calls) <= self.failures:
@@ -110,40 +114,16 @@ def test_unauthorized_is_not_retried_and_says_so(tmp_path, stand_in):
     assert issubclass(ClusterForbiddenError, ClusterError)
 
 
-class Quota(BaseHTTPRequestHandler):
-    """Answers every POST as the API server does when a ResourceQuota has no room for one more pod."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.dumps({"kind": "Status", "code": 403, "reason": "Forbidden", "message":
-                           'pods "p" is forbidden: exceeded quota: no-more-pods, requested: pods=1, used: pods=4, '
-                           'limited: pods=4'}).encode()
-        self.send_response(403)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def test_a_probe_pod_rejected_by_admission_is_not_counted_as_alive(tmp_path):
-    """Issue 15 item 2: a create refused by admission made no pod; netpol_drift_probe_pods_running must not keep
-    counting it for the rest of the process."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Quota)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        adapter = ClusterAdapter.connect(ClusterSettings(retries=2), kubeconfig=str(kubeconfig(tmp_path, url)))
-        manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {
-            "name": "p", "namespace": "shop", "labels": {PROBE_LABEL: "true"}}, "spec": {"containers": []}}
-        with pytest.raises(ClusterForbiddenError, match="exceeded quota: no-more-pods"):
-            adapter.create_pod(manifest)
-        assert adapter.probe_pods_alive() == 0
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_a_probe_pod_rejected_by_admission_is_not_counted_as_alive(tmp_path, stand_in):
+    """Issue 15 item 2: a create refused by admission (a full ResourceQuota answers 403) made no pod;
+    netpol_drift_probe_pods_running must not keep counting it for the rest of the process."""
+    url, _ = stand_in(failures=10, status=403)
+    adapter = ClusterAdapter.connect(ClusterSettings(retries=2), kubeconfig=str(kubeconfig(tmp_path, url)))
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "p", "namespace": "shop", "labels": {PROBE_LABEL: "true"}}, "spec": {"containers": []}}
+    with pytest.raises(ClusterForbiddenError, match="create pod shop/p: HTTP 403: stand-in says no"):
+        adapter.create_pod(manifest)
+    assert adapter.probe_pods_alive() == 0
 
 
 def test_cli_reports_an_unreachable_cluster_in_one_line(tmp_path):

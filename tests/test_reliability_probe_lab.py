@@ -51,15 +51,15 @@ def slack() -> Iterator[SlackStandin]:
 
 @pytest.fixture
 def start(lab: Lab, lab_namespace: str, tmp_path: Path, slack: SlackStandin) -> Iterator[Callable[..., Serve]]:
-    """`serve` with a bot token at the stand-in; at the end: still running (stopped cleanly), no probe pod left."""
+    """`serve` with a bot token at the stand-in (as tests/test_alert_lab.py starts it); at the end of the test
+    it must still be running and stop cleanly (exit 0) on SIGTERM, leaving no probe pod."""
     started: list[Serve] = []
 
     def run(suite: dict, **extra: Any) -> Serve:
-        s = Serve(lab, tmp_path, lab_namespace, name=f"serve{len(started)}", suite=suite,
-                  env={"NETPOL_DRIFT_SLACK_TOKEN": TOKEN},
-                  slack={"channel": "#netpol-alerts", "base_url": slack.base_url}, **extra)
-        started.append(s)
-        return s
+        started.append(Serve(lab, tmp_path, lab_namespace, name=f"serve{len(started)}", suite=suite,
+                             env={"NETPOL_DRIFT_SLACK_TOKEN": TOKEN},
+                             slack={"channel": "#netpol-alerts", "base_url": slack.base_url}, **extra))
+        return started[-1]
 
     yield run
     for s in started:
