@@ -241,3 +241,30 @@ def test_reachability_diff_equals_the_pairwise_reference(seed):
                 expected[(a.ref, b.ref)] = (str(c_old), str(c_new), tuple(causes) or tuple(
                     c.describe() + " (with the others)" for c, _, _ in variants))
     assert {k: (c.before, c.after, c.causes) for k, c in got.items()} == expected
+
+
+@pytest.mark.parametrize("seed", [s for s in range(60) if s not in ADMIN_SEEDS])
+def test_tsv_lines_equal_the_reference_evaluator_with_replicas(seed):
+    """`matrix --format tsv` writes a class's lines once with a placeholder for the source and fills it per
+    pod: with replicas (classes of several pods, a source's own class among its destinations) every ordered
+    pair of distinct pods must still come out once, with the reference evaluator's connection set."""
+    from dataclasses import replace
+
+    from monitor.analyze import connection_lines
+
+    base = random_snapshot(seed)
+    rnd = random.Random(seed)
+    pods = []
+    for p in base.pods:
+        pods += [p] + [replace(p, name=f"{p.name}-r{k}") for k in range(rnd.randint(0, 3))]
+    snapshot = Snapshot.build(base.namespaces, pods, (), base.policies)
+    engine = Engine(snapshot)
+    lines = b"".join(connection_lines(snapshot)).decode().splitlines()
+    got = {}
+    for line in lines:
+        src, dst, conns = line.split("\t")
+        assert (src, dst) not in got and src != dst, line
+        got[(src, dst)] = conns
+    expected = {(a.ref, b.ref): str(c) for a in snapshot.pods for b in snapshot.pods if a is not b
+                for c in [engine.connections(a, b)] if c}
+    assert got == expected

@@ -118,9 +118,11 @@ def matrix_command(args: argparse.Namespace) -> int:
     cidrs = pod_cidrs(args, (snapshot,))
     out = sys.stdout
     if args.format == "tsv":
-        # Streamed: big clusters produce millions of lines, written a chunk per source and connection set.
+        # Streamed: big clusters produce ~10^8 lines, written as bytes a chunk per source pod.
+        out.flush()
+        write = out.buffer.write
         for chunk in analyze.connection_lines(snapshot, cidrs):
-            out.write(chunk)
+            write(chunk)
         return 0
     ports = ports or analyze.declared_ports(snapshot)
     flows = list(analyze.matrix_flows(snapshot, ports, cidrs))

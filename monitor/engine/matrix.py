@@ -76,29 +76,38 @@ class ClassMatrix:
         """The destinations of source class s grouped by connection set: [(conns, bitset of classes)]."""
         full, partial = self.row_of(s)
         groups = [(ALL, full)] if full else []
-        rest = ((1 << len(self.classes)) - 1) & ~full
         # Atoms that reach the same destinations split nothing apart from each other: merge them first.
         by_bits: dict[int, int] = {}
         for a, bits in partial.items():
             by_bits[bits] = by_bits.get(bits, 0) | 1 << a
-        parts = [(0, rest)]
+        # Partition refinement that visits only the parts a bitset meets: owner[d] is the part holding class
+        # d, found from the bitset's top class; a split re-points the smaller half (a part met whole is one OR).
+        parts, masks = [((1 << len(self.classes)) - 1) & ~full], [0]
+        owner = [0] * len(self.classes)
         for bits, amask in by_bits.items():
-            nxt = []
-            left = bits  # classes of `bits` not yet found in a part: the parts are disjoint, stop when none
-            for k, (mask, part) in enumerate(parts):
+            left = bits
+            while left:
+                p = owner[left.bit_length() - 1]
+                part = parts[p]
                 inside = part & left
-                if not inside:
-                    nxt.append((mask, part))
-                    continue
-                nxt.append((mask | amask, inside))
-                if inside != part:
-                    nxt.append((mask, part ^ inside))
                 left ^= inside
-                if not left:
-                    nxt += parts[k + 1:]
-                    break
-            parts = nxt
-        return groups + [(self.conns(mask), part) for mask, part in parts]
+                if inside == part:
+                    masks[p] |= amask
+                    continue
+                outside = part ^ inside
+                q = len(parts)
+                if inside.bit_count() <= outside.bit_count():
+                    parts[p], moved = outside, inside
+                    parts.append(inside)
+                    masks.append(masks[p] | amask)
+                else:
+                    parts[p], moved = inside, outside
+                    parts.append(outside)
+                    masks.append(masks[p])
+                    masks[p] |= amask
+                for d in bits_of(moved):
+                    owner[d] = q
+        return groups + [(self.conns(mask), part) for mask, part in zip(masks, parts, strict=True) if part]
 
     def pod_pairs(self) -> Iterator[tuple[Pod, Pod, ConnSet]]:
         """Every ordered pair of distinct pods with a non-empty connection set."""
