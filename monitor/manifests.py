@@ -172,19 +172,22 @@ def _fast_loader() -> type:
 
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    class FastLoader(base):  # type: ignore[misc, valid-type]
-        def __init__(self, stream: str) -> None:
-            super().__init__(stream)
-            self._plain: dict[str, str] = {}
+    # A plain scalar's tag depends on its text alone (SafeLoader has no path resolvers): one cache for every
+    # file read by this process.
+    plain: dict[str, str] = {}
+    resolve_any = base.resolve
 
-        def resolve(self, kind: type, value: Any, implicit: Any) -> str:
-            # A plain scalar's tag depends on its text alone (SafeLoader has no path resolvers).
-            if kind is yaml.ScalarNode and implicit[0]:
-                tag = self._plain.get(value)
+    class FastLoader(base):  # type: ignore[misc, valid-type]
+        def resolve(self, kind: type, value: Any, implicit: Any, _scalar: type = yaml.ScalarNode,
+                    _get: Any = plain.get) -> str:
+            if kind is _scalar and implicit[0]:
+                tag = _get(value)
                 if tag is None:
-                    tag = self._plain[value] = super().resolve(kind, value, implicit)
+                    if len(plain) > 500_000:  # a long-lived process reading many files: keep it bounded
+                        plain.clear()
+                    tag = plain[value] = resolve_any(self, kind, value, implicit)
                 return tag
-            return super().resolve(kind, value, implicit)
+            return resolve_any(self, kind, value, implicit)
 
     return FastLoader
 
