@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from monitor.models import Pod, Snapshot, Verdict
-from monitor.suite import Case, Suite, expand_case, identity
+from monitor.suite import Case, Suite, expand_case, identity, pods_by_namespace
 from monitor.topology import service_port
 
 
@@ -75,6 +75,7 @@ def plan_suite(suite: Suite, snapshot: Snapshot, per_node: bool = False,
     there (no workload labels): when that control does not reach it either, nothing answers there and a
     blocked probe of a case proves nothing."""
     ns_labels = {n.name: dict(n.labels) for n in snapshot.namespaces}
+    by_namespace = pods_by_namespace(snapshot)  # an endpoint looks at its namespaces' pods, not at every pod
     # The representative of an identity: its first live pod by name, the same one for every case.
     representatives: dict[str, Pod] = {}
     for pod in snapshot.pods:
@@ -85,7 +86,7 @@ def plan_suite(suite: Suite, snapshot: Snapshot, per_node: bool = False,
     probed: list[FlowPlan] = []
     skipped: list[FlowPlan] = []
     for case in suite.cases:
-        flows = _case_flows(snapshot, case, ns_labels, representatives, via_cluster_ip)
+        flows = _case_flows(snapshot, case, ns_labels, by_namespace, representatives, via_cluster_ip)
         for f in flows:
             (skipped if f.skip_reason else probed).append(f)
 
@@ -127,9 +128,10 @@ def _on_node(f: FlowPlan, node: str) -> FlowPlan:
 
 
 def _case_flows(snapshot: Snapshot, case: Case, ns_labels: dict[str, dict[str, str]],
-                representatives: dict[str, Pod], via_cluster_ip: bool) -> list[FlowPlan]:
+                by_namespace: dict[str, list[Pod]], representatives: dict[str, Pod],
+                via_cluster_ip: bool) -> list[FlowPlan]:
     out: dict[tuple, FlowPlan] = {}
-    for pf in expand_case(snapshot, case, ns_labels):
+    for pf in expand_case(snapshot, case, ns_labels, by_namespace):
         if pf.source is None or pf.skip_reason:
             key = ("skip", pf.source_identity, pf.destination_identity, pf.port, pf.skip_reason)
             out.setdefault(key, FlowPlan(case.name, case.expect, pf.source_identity, pf.destination_identity,

@@ -268,7 +268,9 @@ def resolve_pods(snapshot: Snapshot, endpoint: Endpoint, ns_labels: dict[str, di
         ns_labels = {n.name: dict(n.labels) for n in snapshot.namespaces}
     if endpoint.service:
         svc = next((s for s in snapshot.services if s.ref == endpoint.service), None)
-        return backing_pods(snapshot, svc) if svc is not None else ()
+        if svc is None:
+            return ()
+        return backing_pods(snapshot, svc, None if by_namespace is None else by_namespace.get(svc.namespace, ()))
     if by_namespace is None:
         candidates: Iterable[Pod] = snapshot.pods
     elif endpoint.namespace_selector is not None:
@@ -369,7 +371,8 @@ def expand_case(snapshot: Snapshot, case: Case, ns_labels: dict[str, dict[str, s
     (pods_by_namespace) saves a scan of every pod per endpoint when expanding many cases."""
     sources = resolve_pods(snapshot, case.source, ns_labels, by_namespace)
     if not sources:
-        return [PlannedFlow(case, None, None, None, case.protocol, no_pod_reason(snapshot, case.source, "source"))]
+        return [PlannedFlow(case, None, None, None, case.protocol,
+                            no_pod_reason(snapshot, case.source, "source", by_namespace))]
     dst = case.destination
     if dst.is_address:
         address = dst.host or _first_host(dst.cidr or "")
@@ -377,7 +380,7 @@ def expand_case(snapshot: Snapshot, case: Case, ns_labels: dict[str, dict[str, s
                 if isinstance(p, int)]
     destinations = resolve_pods(snapshot, dst, ns_labels, by_namespace)
     if not destinations:
-        reason = no_pod_reason(snapshot, dst, "destination")
+        reason = no_pod_reason(snapshot, dst, "destination", by_namespace)
         return [PlannedFlow(case, s, None, None, case.protocol, reason) for s in sources]
     service = next((s for s in snapshot.services if s.ref == dst.service), None) if dst.service else None
     flows = []
@@ -411,13 +414,15 @@ def expand_case(snapshot: Snapshot, case: Case, ns_labels: dict[str, dict[str, s
     return flows
 
 
-def no_pod_reason(snapshot: Snapshot, endpoint: Endpoint, role: str) -> str:
+def no_pod_reason(snapshot: Snapshot, endpoint: Endpoint, role: str,
+                  by_namespace: dict[str, list[Pod]] | None = None) -> str:
     """Why an endpoint matched no pod, with the likely typo when its namespace does have pods."""
     reason = f"no live pod matches {role} {endpoint.describe()}"
     ns = endpoint.namespace if endpoint.namespace_selector is None and not endpoint.service else None
     if ns is None:
         return reason
-    pods = [p for p in snapshot.pods if p.namespace == ns and not p.host_network]
+    in_ns = snapshot.pods if by_namespace is None else by_namespace.get(ns, ())
+    pods = [p for p in in_ns if p.namespace == ns and not p.host_network]
     if not pods:
         return f"{reason} (namespace {ns} has no pods)"
     if endpoint.pod:
