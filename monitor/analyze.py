@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from monitor.engine import ConnSet, Engine
-from monitor.engine.evaluate import fill_template
-from monitor.engine.matrix import bits_of, class_matrix, comparable_matrices, pod_classes
+from monitor.engine.evaluate import Decision, fill_template
+from monitor.engine.matrix import bits_of, class_key, class_matrix, comparable_matrices, pod_classes
 from monitor.engine.selectors import block_coverage, primary_cidrs
 from monitor.models import DEFAULT_POD_CIDRS, FlowResult, Outcome, Pod, Snapshot, Verdict
 from monitor.snapshot import Change, SnapshotDiff, apply_change, diff_snapshots
@@ -163,6 +163,22 @@ def check_suite(snapshot: Snapshot, suite: Suite, pod_cidrs: Sequence[str] = DEF
     engine = Engine(snapshot, pod_cidrs)
     ns_labels = {n.name: dict(n.labels) for n in snapshot.namespaces}
     by_namespace = pods_by_namespace(snapshot)
+    # A case's flows are mostly replicas of few workloads: pods alike to the policies get one decision (its
+    # reason a template, filled per pair), as matrix_flows does.
+    key_of, keys = class_key(snapshot), {}
+    decided: dict[tuple, Decision] = {}
+
+    def decide(src: Pod, dst: Pod | str, port: int, protocol: str) -> Decision:
+        if not isinstance(dst, Pod):
+            return engine.decide(src, dst, port, protocol)
+        ks = keys.get(id(src)) or keys.setdefault(id(src), key_of(src))
+        kd = keys.get(id(dst)) or keys.setdefault(id(dst), key_of(dst))
+        d = decided.get((ks, kd, port, protocol))
+        if d is None:
+            d = decided[(ks, kd, port, protocol)] = engine.decide(src, dst, port, protocol, template=True)
+        return replace(d, reason=fill_template(d.reason, src, dst),
+                       depends_on_ip=fill_template(d.depends_on_ip, src, dst))
+
     checks = []
     for case in suite.cases:
         flows = []
@@ -173,7 +189,7 @@ def check_suite(snapshot: Snapshot, suite: Suite, pod_cidrs: Sequence[str] = DEF
                 flows.append(FlowResult(case.name, src, dst, f.port or 0, f.protocol, case.expect, Verdict.SKIPPED,
                                         reason=f.skip_reason))
                 continue
-            d = engine.decide(f.source, f.destination, f.port, f.protocol)
+            d = decide(f.source, f.destination, f.port, f.protocol)
             intent = Verdict.UNKNOWN if d.depends_on_ip else Verdict.ALLOW if d.allowed else Verdict.DENY
             flows.append(FlowResult(case.name, src, dst, f.port, f.protocol, case.expect, intent,
                                     Outcome.SKIPPED, Verdict.SKIPPED, explanation=d.reason,

@@ -30,7 +30,7 @@ from typing import Any
 
 from monitor.engine.selectors import selector_matches
 from monitor.errors import InputError, syntax_error
-from monitor.manifests import parse_selector
+from monitor.manifests import parse_selector, read_yaml
 from monitor.models import PROTOCOLS, LabelSelector, Pod, Service, Snapshot, Verdict, labels_of
 from monitor.topology import backing_pods, owning_workload, pod_port, service_port, workload_matches
 
@@ -110,7 +110,7 @@ def load_suite(path: str | Path) -> Suite:
     except OSError as e:
         raise InputError(f"cannot read suite: {e.strerror}", file=source) from e
     try:
-        data = yaml.safe_load(text)
+        data = read_yaml(text)
     except yaml.YAMLError as e:
         raise syntax_error(e, "YAML", file=source) from e
     return parse_suite(data, source)

@@ -268,3 +268,33 @@ def test_tsv_lines_equal_the_reference_evaluator_with_replicas(seed):
     expected = {(a.ref, b.ref): str(c) for a in snapshot.pods for b in snapshot.pods if a is not b
                 for c in [engine.connections(a, b)] if c}
     assert got == expected
+
+
+@pytest.mark.parametrize("seed", [s for s in range(30) if s not in ADMIN_SEEDS])
+def test_check_reuses_decisions_only_between_pods_alike(seed):
+    """`check` decides once per pair of pod classes and port and fills the pods' names in: every flow must
+    read exactly as its own Engine.decide (verdict, explanation, IP caveat), replicas and IP-less pods too."""
+    from dataclasses import replace
+
+    from monitor.analyze import check_suite
+    from monitor.suite import parse_suite
+
+    base = random_snapshot(seed)
+    rnd = random.Random(seed)
+    pods = []
+    for p in base.pods:
+        pods.append(p if rnd.random() < 0.7 else replace(p, ip=None))
+        pods += [replace(p, name=f"{p.name}-r{k}") for k in range(rnd.randint(0, 2))]
+    snapshot = Snapshot.build(base.namespaces, pods, (), base.policies)
+    ns = sorted({p.namespace for p in snapshot.pods})
+    cases = [{"name": f"c{i}-{port}", "from": {"namespace": a}, "to": {"namespace": b}, "port": port,
+              "protocol": "TCP", "expect": "allow"} for i, (a, b) in enumerate((a, b) for a in ns for b in ns)
+             for port in (80, "http")]
+    engine = Engine(snapshot)
+    by_ref = {p.ref: p for p in snapshot.pods}
+    flows = [f for c in check_suite(snapshot, parse_suite({"cases": cases})) for f in c.flows if f.port]
+    assert flows
+    for f in flows:
+        d = engine.decide(by_ref[f.source], by_ref[f.destination], f.port, f.protocol)
+        assert (f.intent.value, f.explanation, f.reason) == (
+            "unknown" if d.depends_on_ip else "allow" if d.allowed else "deny", d.reason, d.depends_on_ip)

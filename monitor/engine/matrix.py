@@ -130,20 +130,31 @@ def bits_of(x: int) -> Iterator[int]:
 
 
 # ------------------------------------------------------------------------------------------------ classes
-def pod_classes(snapshot: Snapshot) -> tuple[list[Pod], list[list[Pod]]]:
+def class_key(snapshot: Snapshot) -> Callable[[Pod], tuple]:
+    """pod -> what the policies of this snapshot can see of it: pods with equal keys get equal answers (with
+    every other pod, on every connection, explanations included but for the pods' own names)."""
     matchers = _ip_matchers(snapshot)
     keys = None if snapshot.admin_policies else _selector_keys(snapshot)
-    index: dict[tuple, int] = {}
-    reps: list[Pod] = []
-    members: list[list[Pod]] = []
-    for pod in snapshot.pods:
+
+    def key(pod: Pod) -> tuple:
         # A pod without an IP follows the address model, not its (absent) address: never one class with pods
         # whose IP no block holds.
         sig = (tuple(i for i, m in enumerate(matchers) if m(pod.ip)) if pod.ip else None) if matchers else ()
         # Label keys no selector reads cannot change any answer: leaving them out merges classes.
         labels = pod.labels if keys is None else tuple(kv for kv in pod.labels if kv[0] in keys)
         named = tuple(cp for cp in pod.ports if cp.name)
-        key = (pod.namespace, labels, named, pod.host_network, sig)
+        return (pod.namespace, labels, named, pod.host_network, sig)
+
+    return key
+
+
+def pod_classes(snapshot: Snapshot) -> tuple[list[Pod], list[list[Pod]]]:
+    key_of = class_key(snapshot)
+    index: dict[tuple, int] = {}
+    reps: list[Pod] = []
+    members: list[list[Pod]] = []
+    for pod in snapshot.pods:
+        key = key_of(pod)
         i = index.get(key)
         if i is None:
             i = index[key] = len(reps)
