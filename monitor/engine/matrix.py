@@ -27,7 +27,15 @@ from functools import lru_cache
 
 from monitor.engine.connset import ALL, EMPTY, ConnSet
 from monitor.engine.evaluate import Engine, np_rule_conns
-from monitor.engine.selectors import block_coverage, ip_block_matches, ip_in, primary_cidrs, selector_matches
+from monitor.engine.selectors import (
+    address_bits,
+    block_bits,
+    block_coverage,
+    in_block_bits,
+    ip_block_matches,
+    primary_cidrs,
+    selector_matches,
+)
 from monitor.models import DEFAULT_POD_CIDRS, PROTOCOLS, LabelSelector, NetworkPolicy, Pod, PolicyPeer, Snapshot
 
 # Rows kept at once per kind (egress profile, ingress peer set, combined): bounds memory on any shape.
@@ -133,13 +141,19 @@ def bits_of(x: int) -> Iterator[int]:
 def class_key(snapshot: Snapshot) -> Callable[[Pod], tuple]:
     """pod -> what the policies of this snapshot can see of it: pods with equal keys get equal answers (with
     every other pod, on every connection, explanations included but for the pods' own names)."""
-    matchers = _ip_matchers(snapshot)
+    blocks = _ip_blocks(snapshot)
     keys = None if snapshot.admin_policies else _selector_keys(snapshot)
 
     def key(pod: Pod) -> tuple:
         # A pod without an IP follows the address model, not its (absent) address: never one class with pods
         # whose IP no block holds.
-        sig = (tuple(i for i, m in enumerate(matchers) if m(pod.ip)) if pod.ip else None) if matchers else ()
+        if not blocks:
+            sig: tuple | None = ()
+        elif pod.ip:
+            address = address_bits(pod.ip)
+            sig = tuple(i for i, b in enumerate(blocks) if in_block_bits(address, b))
+        else:
+            sig = None
         # Label keys no selector reads cannot change any answer: leaving them out merges classes.
         labels = pod.labels if keys is None else tuple(kv for kv in pod.labels if kv[0] in keys)
         named = tuple(cp for cp in pod.ports if cp.name)
@@ -180,19 +194,20 @@ def _selector_keys(snapshot: Snapshot) -> set[str]:
     return keys
 
 
-def _ip_matchers(snapshot: Snapshot) -> list:
-    matchers: dict = {}
+def _ip_blocks(snapshot: Snapshot) -> list[tuple[tuple[int, int, int], ...]]:
+    """Every distinct ipBlock (cidr and excepts) and admin-policy network, as block_bits."""
+    blocks: dict = {}
     for p in snapshot.policies:
         for rule in (*p.ingress, *p.egress):
             for peer in rule.peers:
                 if peer.ip_block is not None:
-                    matchers.setdefault(("b", peer.ip_block), lambda ip, b=peer.ip_block: ip_block_matches(b, ip))
+                    blocks.setdefault((peer.ip_block.cidr, peer.ip_block.except_), None)
     for ap in snapshot.admin_policies:
         for rule in (*ap.ingress, *ap.egress):
             for peer in rule.peers:
                 for cidr in peer.networks:
-                    matchers.setdefault(("n", cidr), lambda ip, c=cidr: ip_in(ip, c))
-    return list(matchers.values())
+                    blocks.setdefault((cidr, ()), None)
+    return [block_bits(cidr, excepts) for cidr, excepts in blocks]
 
 
 def class_matrix(snapshot: Snapshot, pod_cidrs: Sequence[str] = DEFAULT_POD_CIDRS,

@@ -50,6 +50,27 @@ def ip_in(ip: str, cidr: str) -> bool:
     return addr.version == net.version and addr in net
 
 
+@lru_cache(maxsize=1 << 18)
+def address_bits(ip: str) -> tuple[int, int]:
+    """(IP version, the address as an integer): matched against many blocks with two integer operations."""
+    a = _address(ip)
+    return a.version, int(a)
+
+
+@lru_cache(maxsize=4096)
+def block_bits(cidr: str, excepts: tuple[str, ...] = ()) -> tuple[tuple[int, int, int], ...]:
+    """A block as (version, network, netmask) integers, its cidr first and then each except."""
+    return tuple((n.version, int(n.network_address), int(n.netmask)) for n in map(_network, (cidr, *excepts)))
+
+
+def in_block_bits(address: tuple[int, int], block: tuple[tuple[int, int, int], ...]) -> bool:
+    """ip_block_matches on address_bits and block_bits: in the cidr, in none of the excepts."""
+    version, x = address
+    (v, net, mask), *excepts = block
+    return v == version and x & mask == net and not any(
+        ev == version and x & em == en for ev, en, em in excepts)
+
+
 def ip_block_matches(block: IPBlock, ip: str | None) -> bool:
     if ip is None or not ip_in(ip, block.cidr):
         return False
