@@ -34,7 +34,6 @@ from monitor.engine.selectors import (
     in_block_bits,
     ip_block_matches,
     primary_cidrs,
-    selector_matches,
 )
 from monitor.models import DEFAULT_POD_CIDRS, PROTOCOLS, LabelSelector, NetworkPolicy, Pod, PolicyPeer, Snapshot
 
@@ -285,6 +284,14 @@ class _NetworkPolicyMatrix:
         for i, p in enumerate(reps):
             if not p.host_network:
                 self.by_ns[p.namespace] |= 1 << i
+        # The same index over namespace labels: a namespaceSelector becomes the classes of every namespace it
+        # selects in a few ANDs, not one selector match per namespace (thousands of namespaces at scale).
+        self.ns_kv_bits: dict[tuple[str, str], int] = defaultdict(int)
+        self.ns_key_bits: dict[str, int] = defaultdict(int)
+        for ns, bits in self.by_ns.items():
+            for k, v in self.ns_labels.get(ns, {}).items():
+                self.ns_kv_bits[(k, v)] |= bits
+                self.ns_key_bits[k] |= bits
         self.port_key = [tuple(cp for cp in p.ports if cp.name) for p in reps]  # what named ports resolve on
         self._named: dict[tuple[str, str], dict[int, int]] | None = None
         self._connsets: list[ConnSet] | None = None
@@ -296,11 +303,7 @@ class _NetworkPolicyMatrix:
     def ns_bits(self, sel: LabelSelector) -> int:
         r = self._ns_sel.get(sel)
         if r is None:
-            r = 0
-            for ns, bits in self.by_ns.items():
-                if selector_matches(sel, self.ns_labels.get(ns, {})):
-                    r |= bits
-            self._ns_sel[sel] = r
+            r = self._ns_sel[sel] = _select(sel, self.selectable, self.ns_kv_bits, self.ns_key_bits)
         return r
 
     def filter_pods(self, sel: LabelSelector, candidates: int) -> int:
@@ -308,21 +311,7 @@ class _NetworkPolicyMatrix:
             return candidates
         selected = self._pod_sel.get(sel)
         if selected is None:
-            # An inverted index (label -> classes) turns a selector into a few big-integer ANDs.
-            selected = self.selectable
-            for kv in sel.match_labels:
-                selected &= self.kv_bits.get(kv, 0)
-            for req in sel.match_expressions:
-                if req.operator in ("In", "NotIn"):
-                    any_of = 0
-                    for v in req.values:
-                        any_of |= self.kv_bits.get((req.key, v), 0)
-                    selected &= any_of if req.operator == "In" else ~any_of
-                elif req.operator == "Exists":
-                    selected &= self.key_bits.get(req.key, 0)
-                else:
-                    selected &= ~self.key_bits.get(req.key, 0)
-            self._pod_sel[sel] = selected
+            selected = self._pod_sel[sel] = _select(sel, self.selectable, self.kv_bits, self.key_bits)
         return selected & candidates
 
     def peer_bits(self, peer: PolicyPeer, policy_ns: str) -> int:
@@ -494,6 +483,24 @@ class _NetworkPolicyMatrix:
             return combined_row(profile_of[s], peer_set_of[s])
 
         return ClassMatrix(tuple(self.reps), tuple(tuple(m) for m in members), tuple(atoms), row_of)
+
+
+def _select(sel: LabelSelector, universe: int, kv_bits: dict[tuple[str, str], int], key_bits: dict[str, int]) -> int:
+    """metav1.LabelSelector over an inverted index (label -> classes carrying it): a few big-integer ANDs."""
+    selected = universe
+    for kv in sel.match_labels:
+        selected &= kv_bits.get(kv, 0)
+    for req in sel.match_expressions:
+        if req.operator in ("In", "NotIn"):
+            any_of = 0
+            for v in req.values:
+                any_of |= kv_bits.get((req.key, v), 0)
+            selected &= any_of if req.operator == "In" else ~any_of
+        elif req.operator == "Exists":
+            selected &= key_bits.get(req.key, 0)
+        else:
+            selected &= ~key_bits.get(req.key, 0)
+    return selected
 
 
 # ---------------------------------------------------------------------------------------- reference path
