@@ -1,7 +1,7 @@
 """Benchmark: every offline command at 10,000 pods as whole processes, a live snapshot of 10,000 pods, and
 the class matrix and `check` at 100,000 pods.
 
-Run: `python -m bench scale [--repeat 3] [--skip-100k] [--keep DIR]`.
+Run: `python -m bench scale [--repeat 3] [--skip-100k | --only-100k] [--keep DIR [--reuse]] [--rows-cap S]`.
 
 Clusters are tests/gen.py's realistic shape (ReplicaSets of 5 bare Pods with IPs, ports from 20 image
 layouts): 10,000 pods = 500 namespaces x 20 pods, 2,000 NetworkPolicies; 100,000 pods = 5,000 namespaces x
@@ -15,8 +15,9 @@ layouts): 10,000 pods = 500 namespaces x 20 pods, 2,000 NetworkPolicies; 100,000
 - a live snapshot (`ClusterAdapter.connect` + `take_snapshot`, the real kubernetes client over HTTP) against
   a stand-in API server in another process that answers the list calls with API-shaped objects (managed
   fields, owner references, conditions and container statuses included): the CPU of the monitor side.
-- at 100,000 pods: load + class matrix (build, then every row and its destination groups computed once) in
-  a child process, and `check` as a whole process.
+- at 100,000 pods: load + class matrix (build, then its rows and their destination groups, as many as
+  `--rows-cap` CPU seconds allow) in a child process, `check` as a whole process, and `plan_suite` (10,000
+  pods too) in a child process.
 Wall and CPU time (user + sys of the process) and peak RSS come from os.wait4's rusage of each child. The
 machine's load (os.getloadavg) is printed around every measurement: shared machines make wall times noisy,
 so the report gives the best and the median. It measures and reports; it must not change what it measures.
@@ -49,18 +50,35 @@ SIZES = {"10k": dict(namespaces=500, policies=2000), "100k": dict(namespaces=500
 
 _MATRIX_CHILD = r"""
 import json, resource, sys, time
-t0 = time.perf_counter()
+P, W = time.process_time, time.perf_counter
+c0, t0 = P(), W()
 from monitor.manifests import load_manifests
 from monitor.engine.matrix import class_matrix
 snapshot = load_manifests(sys.argv[1])
-t1 = time.perf_counter()
+c1, t1 = P(), W()
 m = class_matrix(snapshot)
-t2 = time.perf_counter()
+c2, t2 = P(), W()
 rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-groups = sum(len(m.row_groups(s)) for s in range(len(m.classes)))
-t3 = time.perf_counter()
+rows = groups = 0
+cap = float(sys.argv[2])  # seconds of CPU for the row listing (every row when they fit)
+while rows < len(m.classes) and P() - c2 < cap:
+    groups += len(m.row_groups(rows))
+    rows += 1
+c3, t3 = P(), W()
 print(json.dumps({"pods": len(snapshot.pods), "classes": len(m.classes), "atoms": len(m.atoms), "groups": groups,
-                  "load_s": t1 - t0, "build_s": t2 - t1, "rows_s": t3 - t2, "rss_built_mb": rss_built}))
+                  "rows": rows, "load_s": t1 - t0, "build_s": t2 - t1, "rows_s": t3 - t2, "load_cpu": c1 - c0,
+                  "build_cpu": c2 - c1, "rows_cpu": c3 - c2, "rss_built_mb": rss_built}))
+"""
+
+_PLAN_CHILD = r"""
+import json, sys, time
+from monitor.manifests import load_manifests
+from monitor.plan import plan_suite
+from monitor.suite import load_suite
+snapshot, suite = load_manifests(sys.argv[1]), load_suite(sys.argv[2])
+c0 = time.process_time()
+plan = plan_suite(suite, snapshot)
+print(json.dumps({"cpu": time.process_time() - c0, "flows": plan.flow_count, "groups": len(plan.groups)}))
 """
 
 _LIVE_CHILD = r"""
@@ -285,8 +303,15 @@ def live_snapshot(work: Path, objs: list[dict], repeat: int) -> dict:
             "wall_median": statistics.median(walls), "pods_mb": (api / "pods.json").stat().st_size / 1e6}
 
 
-def class_matrix_child(directory: Path) -> dict:
-    cmd = [sys.executable, "-c", _MATRIX_CHILD, str(directory)]
+def plan_child(directory: Path, suite: Path) -> dict:
+    """plan_suite's CPU for a suite on a snapshot (the live run's planning step, without a cluster)."""
+    proc = subprocess.run([sys.executable, "-c", _PLAN_CHILD, str(directory), str(suite)], capture_output=True,
+                          text=True, check=True, cwd=REPO)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def class_matrix_child(directory: Path, rows_cap_s: float) -> dict:
+    cmd = [sys.executable, "-c", _MATRIX_CHILD, str(directory), str(rows_cap_s)]
     out = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     _, status, usage = os.wait4(out.pid, 0)
     if os.waitstatus_to_exitcode(status):
@@ -306,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-100k", action="store_true")
     ap.add_argument("--only-100k", action="store_true")
     ap.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it (default: a temporary dir)")
+    ap.add_argument("--reuse", action="store_true", help="with --keep: use the files already there")
+    ap.add_argument("--rows-cap", type=float, default=120.0, metavar="S",
+                    help="100,000 pods: CPU seconds for listing rows after the build (default 120)")
     args = ap.parse_args(argv if argv is not None else sys.argv[1:])
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-scale-"))
     exe = ours_executable()
@@ -314,10 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.only_100k:
             objs = generate_cluster(42, **SIZES["10k"], **REALISTIC)
             yaml_dir, json_dir, after_dir = work / "10k-yaml", work / "10k-json", work / "10k-after"
-            write_manifests(objs, yaml_dir)
-            write_json_dump(objs, json_dir)
-            write_manifests(changed_policies(objs), after_dir)
-            suite = write_suite(objs, work / "suite.yaml")
+            suite = work / "suite.yaml"
+            if not (args.reuse and suite.exists()):
+                write_manifests(objs, yaml_dir)
+                write_json_dump(objs, json_dir)
+                write_manifests(changed_policies(objs), after_dir)
+                write_suite(objs, suite)
             print("10,000 pods (realistic shape), whole processes, best / median of "
                   f"{args.repeat}:\n")
             print("| command | wall s | CPU s | peak RSS MB | load (1 min) |")
@@ -335,26 +365,32 @@ def main(argv: list[str] | None = None) -> int:
             print(row("`diff --before --after` (3 policies removed, 2 changed, YAML)",
                       repeated([exe, "diff", "--before", str(yaml_dir), "--after", str(after_dir)], args.repeat)),
                   flush=True)
+            p = plan_child(json_dir, suite)
+            print(f"\n`plan_suite` of the 1,000 cases: CPU {p['cpu']:.2f} s ({p['flows']} flows, {p['groups']} "
+                  f"source groups)", flush=True)
             live = live_snapshot(work, objs, args.repeat)
             print(f"\nLive snapshot of {live['pods']} pods, {live['policies']} policies, {live['namespaces']} "
                   f"namespaces from a stand-in API server (pods list {live['pods_mb']:.0f} MB of JSON): CPU "
                   f"{live['cpu_best']:.2f} s best / {live['cpu_median']:.2f} s median, wall {live['wall_best']:.2f} / "
                   f"{live['wall_median']:.2f} s (imports {live['import_cpu_s']:.2f} s CPU apart)", flush=True)
         if not args.skip_100k:
-            objs = generate_cluster(42, **SIZES["100k"], **REALISTIC)
-            big, big_json = work / "100k-yaml", work / "100k-json"
-            write_manifests(objs, big)
-            write_json_dump(objs, big_json)
-            suite = write_suite(objs, work / "suite-100k.yaml")
-            del objs
+            big, big_json, suite = work / "100k-yaml", work / "100k-json", work / "suite-100k.yaml"
+            if not (args.reuse and suite.exists()):
+                objs = generate_cluster(42, **SIZES["100k"], **REALISTIC)
+                write_manifests(objs, big)
+                write_json_dump(objs, big_json)
+                write_suite(objs, suite)
+                del objs
             print("\n100,000 pods (20,000 ReplicaSets x 5, 5,000 namespaces, 20,000 policies):\n")
             for label, d in (("YAML", big), ("JSON", big_json)):
-                m = class_matrix_child(d)
+                m = class_matrix_child(d, args.rows_cap)
                 print(f"- class matrix ({label}): {m['classes']} classes, {m['atoms']} atoms; "
-                      f"load {m['load_s']:.1f} s, build {m['build_s']:.1f} s (peak RSS {m['rss_built_mb']:.0f} MB), "
-                      f"every row and its "
-                      f"{m['groups']} destination groups {m['rows_s']:.1f} s; process CPU {m['cpu_s']:.1f} s, "
-                      f"peak RSS {m['rss_mb']:.0f} MB", flush=True)
+                      f"load {m['load_s']:.1f} s wall / {m['load_cpu']:.1f} s CPU, build {m['build_s']:.1f} s wall / "
+                      f"{m['build_cpu']:.1f} s CPU (peak RSS {m['rss_built_mb']:.0f} MB); {m['rows']} rows and their "
+                      f"{m['groups']} destination groups {m['rows_s']:.1f} s wall / {m['rows_cpu']:.1f} s CPU; "
+                      f"process CPU {m['cpu_s']:.1f} s, peak RSS {m['rss_mb']:.0f} MB", flush=True)
+            p = plan_child(big_json, suite)
+            print(f"- `plan_suite` of the 1,000 cases: CPU {p['cpu']:.2f} s ({p['flows']} flows)", flush=True)
             for label, d in (("YAML", big), ("JSON", big_json)):
                 r = repeated([exe, "check", "--manifests", str(d), "--suite", str(suite)], 1, (0, 1))
                 print(f"- `check` (1,000 cases, {label}): wall {r['wall_best']:.1f} s, CPU {r['cpu_best']:.1f} s, "

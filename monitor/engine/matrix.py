@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -87,33 +87,7 @@ class ClassMatrix:
         by_bits: dict[int, int] = {}
         for a, bits in partial.items():
             by_bits[bits] = by_bits.get(bits, 0) | 1 << a
-        # Partition refinement that visits only the parts a bitset meets: owner[d] is the part holding class
-        # d, found from the bitset's top class; a split re-points the smaller half (a part met whole is one OR).
-        parts, masks = [((1 << len(self.classes)) - 1) & ~full], [0]
-        owner = [0] * len(self.classes)
-        for bits, amask in by_bits.items():
-            left = bits
-            while left:
-                p = owner[left.bit_length() - 1]
-                part = parts[p]
-                inside = part & left
-                left ^= inside
-                if inside == part:
-                    masks[p] |= amask
-                    continue
-                outside = part ^ inside
-                q = len(parts)
-                if inside.bit_count() <= outside.bit_count():
-                    parts[p], moved = outside, inside
-                    parts.append(inside)
-                    masks.append(masks[p] | amask)
-                else:
-                    parts[p], moved = inside, outside
-                    parts.append(outside)
-                    masks.append(masks[p])
-                    masks[p] |= amask
-                for d in bits_of(moved):
-                    owner[d] = q
+        parts, masks, _ = refine(((1 << len(self.classes)) - 1) & ~full, len(self.classes), by_bits.items())
         return groups + [(self.conns(mask), part) for mask, part in zip(masks, parts, strict=True) if part]
 
     def pod_pairs(self) -> Iterator[tuple[Pod, Pod, ConnSet]]:
@@ -127,6 +101,41 @@ class ClassMatrix:
                         for b in self.members[d]:
                             if a is not b:
                                 yield a, b, conns
+
+
+def refine(universe: int, n: int, splitters: Iterable[tuple[int, int]]) -> tuple[list[int], list[int], list[int]]:
+    """Partition refinement of the classes in `universe` (bits below n) by bitsets: splitters are (bitset,
+    tag) pairs; classes end in one part when the same splitters hold them. Returns (parts, the OR of the tags
+    of the splitters holding each part, owner: the part of each class (0 outside the universe)).
+
+    Only the parts a bitset meets are visited: owner[d] is found from the bitset's top class, and a split
+    re-points the smaller half, so a part met whole costs one OR and the work is not parts x splitters.
+    """
+    parts, masks, owner = [universe], [0], [0] * n
+    for bits, tag in splitters:
+        left = bits
+        while left:
+            p = owner[left.bit_length() - 1]
+            part = parts[p]
+            inside = part & left
+            left ^= inside
+            if inside == part:
+                masks[p] |= tag
+                continue
+            outside = part ^ inside
+            q = len(parts)
+            if inside.bit_count() <= outside.bit_count():
+                parts[p], moved = outside, inside
+                parts.append(inside)
+                masks.append(masks[p] | tag)
+            else:
+                parts[p], moved = inside, outside
+                parts.append(outside)
+                masks.append(masks[p])
+                masks[p] |= tag
+            for d in bits_of(moved):
+                owner[d] = q
+    return parts, masks, owner
 
 
 def bits_of(x: int) -> Iterator[int]:
@@ -448,19 +457,14 @@ class _NetworkPolicyMatrix:
             acc_full, base_sparse = by_peers.pop(everyone)
             base_full |= acc_full
         groups = list(by_peers.values())
-        member_of: list[list[int]] = [[] for _ in range(n)]
-        for g, peers in enumerate(by_peers):
-            for s in bits_of(peers):
-                member_of[s].append(g)
-        peer_set_ids: dict[tuple[int, ...], int] = {}
-        peer_set_of = [peer_set_ids.setdefault(tuple(gs), len(peer_set_ids)) for gs in member_of]
-        peer_sets = list(peer_set_ids)
-        del member_of
+        # Sources in the same groups have the same ingress row: one peer set (a bitmask of groups) per part.
+        # Refined, not listed per source: a group's peers can be most classes of a big cluster.
+        _, peer_sets, peer_set_of = refine(everyone, n, ((peers, 1 << g) for g, peers in enumerate(by_peers)))
 
         @lru_cache(maxsize=_ROW_CACHE)
         def ingress_row(sid: int) -> Row:
             row_full, sparse = base_full, dict(base_sparse)
-            for g in peer_sets[sid]:
+            for g in bits_of(peer_sets[sid]):
                 acc_full, acc_sparse = groups[g]
                 row_full |= acc_full
                 for a, bits in acc_sparse.items():
