@@ -32,7 +32,6 @@ from monitor.engine.selectors import (
     block_bits,
     block_coverage,
     in_block_bits,
-    ip_block_matches,
     primary_cidrs,
 )
 from monitor.models import DEFAULT_POD_CIDRS, PROTOCOLS, LabelSelector, NetworkPolicy, Pod, PolicyPeer, Snapshot
@@ -307,6 +306,7 @@ class _NetworkPolicyMatrix:
         self._ns_sel: dict[LabelSelector, int] = {}
         self._pod_sel: dict[LabelSelector, int] = {}
         self._ip_block: dict[object, int] = {}
+        self._pieces: dict[tuple[int, str, int], list[tuple[int, int, ConnSet]]] = {}
 
     # selectors -> bitsets of classes (memoised: real clusters repeat the same selectors a lot)
     def ns_bits(self, sel: LabelSelector) -> int:
@@ -330,9 +330,12 @@ class _NetworkPolicyMatrix:
                 block = peer.ip_block
                 # Without an IP: inside unless the block holds none of the pod CIDRs (the engine's model).
                 unknown = block_coverage(block.cidr, block.except_, self.pod_cidrs) is not False
-                r = self._ip_block[block] = sum(
-                    1 << i for i, p in enumerate(self.reps)
-                    if (ip_block_matches(block, p.ip) if p.addresses else unknown))
+                bb = block_bits(block.cidr, block.except_)
+                r = 0
+                for i, p in enumerate(self.reps):
+                    if (bool(p.ip) and in_block_bits(address_bits(p.ip), bb)) if p.addresses else unknown:
+                        r |= 1 << i
+                self._ip_block[block] = r
             return r
         if peer.namespace_selector is None:
             cand = self.by_ns.get(policy_ns, 0)
@@ -355,9 +358,14 @@ class _NetworkPolicyMatrix:
         The destination classes are those a rule's connections apply to: for egress the peers themselves,
         for ingress the policy's own pods (`over`). A named port resolves per destination, so it becomes one
         piece per port number that name has anywhere (destinations with that number only): a handful of
-        ANDs per rule, however many distinct port layouts the pods have.
+        ANDs per rule, however many distinct port layouts the pods have. Kept: the atoms and the rows both
+        need them.
         """
-        out = []
+        key = (id(policy), direction, over if direction == "ingress" else 0)
+        out = self._pieces.get(key)
+        if out is not None:
+            return out
+        out = self._pieces[key] = []
         for rule in policy.ingress if direction == "ingress" else policy.egress:
             peers = self.everyone if not rule.peers else 0
             for peer in rule.peers:
