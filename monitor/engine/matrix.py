@@ -137,6 +137,15 @@ def refine(universe: int, n: int, splitters: Iterable[tuple[int, int]]) -> tuple
     return parts, masks, owner
 
 
+_BITS = bytes.maketrans(b"01", b"\0\1")
+
+
+def selector_bytes(bits: int) -> bytes:
+    """One byte per bit, 1 where set, from bit 0 up (to the highest set bit): for itertools.compress, which
+    then picks the members of a bitset in C, ~100x faster per member than iterating bits_of."""
+    return format(bits, "b").encode().translate(_BITS)[::-1]
+
+
 def bits_of(x: int) -> Iterator[int]:
     while x:
         low = x & -x
@@ -465,14 +474,21 @@ class _NetworkPolicyMatrix:
             acc_full, base_sparse = by_peers.pop(everyone)
             base_full |= acc_full
         groups = list(by_peers.values())
-        # Sources in the same groups have the same ingress row: one peer set (a bitmask of groups) per part.
-        # Refined, not listed per source: a group's peers can be most classes of a big cluster.
-        _, peer_sets, peer_set_of = refine(everyone, n, ((peers, 1 << g) for g, peers in enumerate(by_peers)))
+        # Sources in the same groups have the same ingress row (their peer set). A group's peers can be most
+        # of 20,000 classes: its members are picked in C (one selector byte per class), not bit by bit.
+        member_of: list[list[int]] = [[] for _ in range(n)]
+        for g, peers in enumerate(by_peers):
+            for s in itertools.compress(range(n), selector_bytes(peers)):
+                member_of[s].append(g)
+        peer_set_ids: dict[tuple[int, ...], int] = {}
+        peer_set_of = [peer_set_ids.setdefault(tuple(gs), len(peer_set_ids)) for gs in member_of]
+        peer_sets = list(peer_set_ids)
+        del member_of
 
         @lru_cache(maxsize=_ROW_CACHE)
         def ingress_row(sid: int) -> Row:
             row_full, sparse = base_full, dict(base_sparse)
-            for g in bits_of(peer_sets[sid]):
+            for g in peer_sets[sid]:
                 acc_full, acc_sparse = groups[g]
                 row_full |= acc_full
                 for a, bits in acc_sparse.items():
