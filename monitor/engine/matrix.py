@@ -111,6 +111,7 @@ def refine(universe: int, n: int, splitters: Iterable[tuple[int, int]]) -> tuple
     re-points the smaller half, so a part met whole costs one OR and the work is not parts x splitters.
     """
     parts, masks, owner = [universe], [0], [0] * n
+    everyone, dense = range(n), max(1, n // 64)
     for bits, tag in splitters:
         left = bits
         while left:
@@ -132,7 +133,8 @@ def refine(universe: int, n: int, splitters: Iterable[tuple[int, int]]) -> tuple
                 parts.append(outside)
                 masks.append(masks[p])
                 masks[p] |= tag
-            for d in bits_of(moved):
+            for d in (bits_of(moved) if moved.bit_count() < dense else
+                      itertools.compress(everyone, selector_bytes(moved))):
                 owner[d] = q
     return parts, masks, owner
 
