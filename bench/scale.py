@@ -18,9 +18,10 @@ layouts): 10,000 pods = 500 namespaces x 20 pods, 2,000 NetworkPolicies; 100,000
 - at 100,000 pods: load + class matrix (build, then its rows and their destination groups, as many as
   `--rows-cap` CPU seconds allow) in a child process, `check` as a whole process, and `plan_suite` (10,000
   pods too) in a child process.
-Wall and CPU time (user + sys of the process) and peak RSS come from os.wait4's rusage of each child. The
-machine's load (os.getloadavg) is printed around every measurement: shared machines make wall times noisy,
-so the report gives the best and the median. It measures and reports; it must not change what it measures.
+Wall and CPU time (user + sys of the process) come from os.wait4's rusage of each child, peak RSS from GNU
+time (/usr/bin/time -f %M: see measure() for why not the child's own ru_maxrss). The machine's load
+(os.getloadavg) is printed around every measurement: shared machines make wall times noisy, so the report
+gives the best and the median. It measures and reports; it must not change what it measures.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ REALISTIC = dict(pods_per_ns=20, ports_per_pod=2, workload_kind="Pod", replicas=
 SIZES = {"10k": dict(namespaces=500, policies=2000), "100k": dict(namespaces=5000, policies=20000)}
 
 _MATRIX_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 P, W = time.process_time, time.perf_counter
 c0, t0 = P(), W()
 from monitor.manifests import load_manifests
@@ -58,7 +59,8 @@ snapshot = load_manifests(sys.argv[1])
 c1, t1 = P(), W()
 m = class_matrix(snapshot)
 c2, t2 = P(), W()
-rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this process's own peak (ru_maxrss would include the memory of the process it was forked from)
+rss_built = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")) / 1024
 rows = groups = 0
 cap = float(sys.argv[2])  # seconds of CPU for the row listing (every row when they fit)
 while rows < len(m.classes) and P() - c2 < cap:
@@ -125,16 +127,27 @@ srv.serve_forever()
 
 
 # ------------------------------------------------------------------------------------------- measuring
+TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
 def measure(cmd: list[str], stdout: Any = subprocess.DEVNULL) -> dict:
-    """Wall, CPU (user + sys) and peak RSS of one child process, from its own rusage."""
+    """Wall and CPU (user + sys) of one child process from its rusage; its peak RSS from GNU time.
+
+    Not from the child's own ru_maxrss: Linux keeps, across exec, the high-water mark of the memory the
+    child was forked with, so a child of this (big, after generating 100,000 pods) process would report at
+    least this process's size. GNU time forks from its own small process and reports the command's."""
     load = os.getloadavg()[0]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss_file:
+        wrapped = [TIME, "-f", "%M", "-o", rss_file.name, *cmd] if TIME else cmd
+        start = time.perf_counter()
+        proc = subprocess.Popen(wrapped, stdout=stdout, stderr=subprocess.PIPE, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        rss_lines = [x for x in rss_file.read().split() if x.isdigit()]
     err = proc.stderr.read().decode() if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
+    rss = int(rss_lines[-1]) / 1024 if rss_lines else float("nan")  # nan: no GNU time here, not measured
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": rss,
             "rc": proc.returncode, "load": load, "stderr": err[-500:]}
 
 
@@ -311,13 +324,13 @@ def plan_child(directory: Path, suite: Path) -> dict:
 
 
 def class_matrix_child(directory: Path, rows_cap_s: float) -> dict:
-    cmd = [sys.executable, "-c", _MATRIX_CHILD, str(directory), str(rows_cap_s)]
-    out = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    _, status, usage = os.wait4(out.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(out.stderr.read().decode())  # type: ignore[union-attr]
-    result = json.loads(out.stdout.read())  # type: ignore[union-attr]
-    return {**result, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
+    with tempfile.TemporaryFile("w+") as out:
+        r = measure([sys.executable, "-c", _MATRIX_CHILD, str(directory), str(rows_cap_s)], stdout=out)
+        if r["rc"]:
+            raise SystemExit(r["stderr"])
+        out.seek(0)
+        result = json.loads(out.read())
+    return {**result, "cpu_s": r["cpu_s"], "rss_mb": r["rss_mb"]}
 
 
 def row(label: str, r: dict) -> str:
