@@ -113,7 +113,7 @@ def refine(universe: int, n: int, splitters: Iterable[tuple[int, int]]) -> tuple
     parts, masks, owner = [universe], [0], [0] * n
     everyone, dense = range(n), max(1, n // 64)
     for bits, tag in splitters:
-        left = bits
+        left = bits & universe  # a class outside every part would never be found
         while left:
             p = owner[left.bit_length() - 1]
             part = parts[p]
