@@ -14,6 +14,7 @@ from monitor.cluster import ClusterAdapter, ClusterEvent
 from monitor.models import AdminPolicy, ContainerPort, Namespace, NetworkPolicy, Pod, Service
 from monitor.settings import ClusterSettings
 from monitor.snapshot import take_snapshot
+from tests.lab import config as C
 from tests.lab.fixtures import Lab, deployment, pod_manifest
 from tests.test_admin_policies_lab import admin_policy_crds
 
@@ -50,7 +51,8 @@ def test_snapshot_holds_what_the_engine_needs(lab: Lab, lab_namespace: str, make
     [pod] = [p for p in snap.pods if p.namespace == ns]  # the probe-labelled pod is not part of a snapshot
     assert isinstance(pod, Pod)
     assert pod.name == web["metadata"]["name"] and pod.ip == web["status"]["podIP"]
-    assert pod.ports == (ContainerPort(8080, "TCP", "http"),) and pod.node == "lab-node"
+    assert pod.ports == (ContainerPort(8080, "TCP", "http"),)
+    assert pod.node == web["spec"]["nodeName"] and pod.node in {n.name for n in C.NODES}
     assert pod.workload == "Deployment/web"  # the ReplicaSet's hash is not part of the identity
     [svc] = [s for s in snap.services if s.namespace == ns]
     assert isinstance(svc, Service) and svc.selector == (("app", "web"),) and svc.cluster_ip

@@ -6,6 +6,7 @@ the session's agent stopped (the restart test restarts it in a finally block).
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 import pytest
@@ -45,8 +46,9 @@ def test_termination_message_exit_code_and_times(lab: Lab, lab_namespace: str) -
     big = lab.wait_finished(ns, "big")
 
     assert fails["status"]["phase"] == "Failed"
-    assert fails["status"]["podIP"].startswith("10.244.0.")
-    assert fails["status"]["hostIP"] == C.NODE_IP
+    node = C.node_named(fails["spec"]["nodeName"])  # the agent spread them over the nodes
+    assert ipaddress.ip_address(fails["status"]["podIP"]) in ipaddress.ip_network(node.pod_cidr)
+    assert fails["status"]["hostIP"] == node.ip
     term = fails["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (term["exitCode"], term["reason"], term["message"]) == (3, "Error", "why: bad")
     assert term["startedAt"] <= term["finishedAt"]
@@ -89,15 +91,16 @@ def test_deletion_removes_netns_route_and_frees_ip(lab: Lab, lab_namespace: str)
     pod = lab.run_pods(ns, [pod_manifest("victim")])["victim"]
     pod_ns, veth = netns.pod_names(pod["metadata"]["uid"])
     ip = pod["status"]["podIP"]
+    node = lab.node_of(pod)
     assert netns.netns_exists(pod_ns)
-    assert ip in netns.run(["ip", "-n", C.NODE_NETNS, "route", "show"]).stdout
+    assert ip in netns.run(["ip", "-n", node.netns, "route", "show"]).stdout
 
     lab.api.delete(f"/api/v1/namespaces/{ns}/pods/victim")  # graceful: the agent must finish it
     wait("pod to be deleted", lambda: gone(lab, ns, "victim"))
 
     assert not netns.netns_exists(pod_ns)
-    assert not netns.link_exists(veth, C.NODE_NETNS)
-    assert f"{ip} " not in netns.run(["ip", "-n", C.NODE_NETNS, "route", "show"]).stdout
+    assert not netns.link_exists(veth, node.netns)
+    assert f"{ip} " not in netns.run(["ip", "-n", node.netns, "route", "show"]).stdout
 
 
 def test_active_deadline(lab: Lab, lab_namespace: str) -> None:

@@ -108,8 +108,10 @@ def test_deleted_namespace_finishes_on_its_own(lab: Lab) -> None:
 
 # ------------------------------------------------------------------------------------------ kube-proxy
 def service_chain_packets(ns: str, svc: str) -> int:
-    """Packets that kube-proxy's per-endpoint DNAT rules of the Service have handled (node namespace, nat)."""
-    out = netns.run(["ip", "netns", "exec", C.NODE_NETNS, "iptables-save", "-c", "-t", "nat"]).stdout
+    """Packets that kube-proxy's per-endpoint DNAT rules of the Service have handled (nat of every node: the
+    source pod's node DNATs)."""
+    out = "".join(netns.run(["ip", "netns", "exec", n.netns, "iptables-save", "-c", "-t", "nat"]).stdout
+                  for n in C.NODES)
     total = 0
     for line in out.splitlines():
         if line.startswith("[") and "-j DNAT" in line and f'"{ns}/{svc}' in line:
@@ -146,8 +148,8 @@ def test_cluster_ip_case_is_connected_when_allowed_and_blocked_when_denied(lab: 
         return got if got == want else None
 
     wait_for("the api Service's EndpointSlice", endpoints, 30)
-    wait_for("kube-proxy's rules for the api Service", lambda: all(
-        f"--to-destination {ip}:9000" in netns.node_iptables("nat") for ip in want), 30)
+    wait_for("kube-proxy's rules for the api Service on every node", lambda: all(
+        f"--to-destination {ip}:9000" in netns.node_iptables("nat", n) for ip in want for n in C.NODES), 30)
 
     suite = {"name": "svc", "cases": [{"name": "client-to-api-service", "from": {"namespace": ns, "workload": "client"},
                                        "to": {"service": f"{ns}/api"}, "port": 80, "expect": "allow"}]}

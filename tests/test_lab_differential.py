@@ -83,11 +83,11 @@ class Gen:
         ip = r.choice(self.pod_ips)
         return r.choice([
             {"cidr": f"{ip}/32"},
-            {"cidr": C.POD_CIDR, "except": [f"{ip}/32"]},
+            {"cidr": C.node_of_ip(ip).pod_cidr, "except": [f"{ip}/32"]},  # the pod's node's CIDR but the pod
             {"cidr": "0.0.0.0/0"},
             {"cidr": f"{C.ROOT_IP}/32"},
-            {"cidr": "10.244.0.0/16", "except": [C.POD_CIDR]},
-            {"cidr": "0.0.0.0/0", "except": [C.POD_CIDR]},
+            {"cidr": C.CLUSTER_CIDR, "except": [C.NODES[0].pod_cidr]},  # the pods of the second node
+            {"cidr": "0.0.0.0/0", "except": [C.NODES[1].pod_cidr]},
         ])
 
     def peer(self, ip_block_ok: bool = True) -> dict:

@@ -1,15 +1,18 @@
 """The lab node agent: the kubelet of the lab, realizing pods as Linux network namespaces.
 
-Job (LAB.md "Lab node agent contract"): register Node lab-node (InternalIP 198.18.77.2, Ready); bind Pending
-pods to it; give each pod a network namespace and an IP from 10.244.0.0/24; report hostIP/podIP while Pending;
-wait until kube-router's rules mention the pod IP (probe pods do not wait, as with a real kubelet:
+Job (LAB.md "Lab node agent contract"): register the lab's nodes (config.NODES: lab-node and lab-node-2, each
+Ready with its InternalIP and pod CIDR); schedule Pending pods (nodeName and nodeSelector honoured, the rest spread
+over the nodes: the lab has no scheduler, the agent is it) and act as the kubelet of both nodes: give each pod a
+network namespace whose host veth is in its node's namespace and an IP from its node's pod CIDR; report
+hostIP/podIP while Pending;
+wait until its node's kube-router's rules mention the pod IP (probe pods do not wait, as with a real kubelet:
 LAB_START_BEFORE_RULES); run each container's command (image ignored; command mapped
 to this host, the venv's bin dir first on PATH) in the pod namespace; report Running, then the termination
 (exit code, reason, times, the termination message file's content <= 4 KiB); on deletion kill the processes,
 remove the namespace, free the IP and delete the pod with grace 0. It survives its own restart: at start it
 re-adopts the pods it still has state for and removes every pod namespace no live pod owns.
 
-Like a kubelet it also renews the node's Lease (every 10 s, so the node lifecycle controller keeps the node
+Like a kubelet it also renews each node's Lease (every 10 s, so the node lifecycle controller keeps the node
 Ready), gives every container the `kubernetes` Service's KUBERNETES_SERVICE_* variables, and materializes the
 pod's volumes (projected ServiceAccount tokens from the TokenRequest API, refreshed at 80% of their life, the
 kube-root-ca.crt ConfigMap, downwardAPI, configMap, secret, emptyDir, persistentVolumeClaim) bind-mounted at
@@ -129,6 +132,7 @@ class PodRec:
     uid: str
     namespace: str
     name: str
+    node: str
     netns: str
     veth: str
     ip: str
@@ -147,16 +151,21 @@ class PodRec:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def save(self) -> None:
-        meta = {k: getattr(self, k) for k in ("uid", "namespace", "name", "netns", "veth", "ip", "containers",
+        meta = {k: getattr(self, k) for k in ("uid", "namespace", "name", "node", "netns", "veth", "ip", "containers",
                                               "pgids", "tokens", "start_time", "started_at", "deadline",
                                               "ready", "running")}
         tmp = self.dir / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.dir / "meta.json")
 
+    @property
+    def lab_node(self) -> C.LabNode:
+        return C.node_named(self.node)
+
     @classmethod
     def load(cls, d: Path) -> PodRec:
         meta = json.loads((d / "meta.json").read_text())
+        meta.setdefault("node", C.NODE.name)
         rec = cls(dir=d, **{k: v for k, v in meta.items() if k in cls.__dataclass_fields__})
         rec.started_mono = time.monotonic()  # deadline accounting restarts with the agent (conservative)
         return rec
@@ -170,73 +179,82 @@ class Agent:
         self.busy: set[str] = set()  # uids with a start or delete thread running
         self.gave_up: set[str] = set()  # uids whose start failed (reported Failed, never retried)
         self.rules_lock = threading.Lock()
-        self.rules, self.rules_at = "", 0.0
+        self.rules: dict[str, tuple[str, float]] = {}  # node -> (its iptables-save filter, when read)
         self.lock = threading.Lock()
-        self.pool = [str(ip) for ip in ipaddress.ip_network(C.POD_CIDR).hosts()][1:]  # .1 stays unused
-        self.next_ip = 0
+        # Per node: its pod CIDR's addresses (.1 stays unused) and the round-robin cursor.
+        self.pool = {n.name: [str(ip) for ip in ipaddress.ip_network(n.pod_cidr).hosts()][1:] for n in C.NODES}
+        self.next_ip = dict.fromkeys(self.pool, 0)
+        self.spread = 0  # round-robin cursor over the nodes for pods that may run on either
         self.stop = threading.Event()
         self.command_map = default_command_map()
         paths.agent.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------------------------------------ node
-    def register_node(self) -> None:
+    def register_nodes(self) -> None:
+        for node in C.NODES:
+            self.register_node(node)
+
+    def register_node(self, node: C.LabNode) -> None:
         body = {
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": C.NODE_NAME, "labels": {"kubernetes.io/hostname": C.NODE_NAME,
-                                                         "kubernetes.io/os": "linux"}},
-            "spec": {"podCIDR": C.POD_CIDR, "podCIDRs": [C.POD_CIDR]},
+            "metadata": {"name": node.name, "labels": {"kubernetes.io/hostname": node.name,
+                                                       "kubernetes.io/os": "linux"}},
+            "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
         }
-        if not self.api.exists(f"/api/v1/nodes/{C.NODE_NAME}"):
+        if not self.api.exists(f"/api/v1/nodes/{node.name}"):
             self.api.post("/api/v1/nodes", body)
         t = now()
         res = {"cpu": "8", "memory": "16Gi", "pods": "250"}
-        self.api.merge_patch(f"/api/v1/nodes/{C.NODE_NAME}/status", {"status": {
-            "addresses": [{"type": "InternalIP", "address": C.NODE_IP}, {"type": "Hostname", "address": C.NODE_NAME}],
+        self.api.merge_patch(f"/api/v1/nodes/{node.name}/status", {"status": {
+            "addresses": [{"type": "InternalIP", "address": node.ip}, {"type": "Hostname", "address": node.name}],
             "capacity": res, "allocatable": res,
             "conditions": [{"type": "Ready", "status": "True", "reason": "LabAgentReady",
                             "message": "lab node agent is running", "lastHeartbeatTime": t,
                             "lastTransitionTime": t}],
         }})
-        log(f"node {C.NODE_NAME} registered and Ready")
+        log(f"node {node.name} registered and Ready")
 
-    def renew_lease(self) -> None:
+    def renew_lease(self, node: C.LabNode) -> None:
         """The node's heartbeat, as a kubelet sends it: kube-node-lease/<node>, renewed every 10 s."""
-        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{C.NODE_NAME}"
+        path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node.name}"
         t = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        spec = {"holderIdentity": C.NODE_NAME, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": t}
+        spec = {"holderIdentity": node.name, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": t}
         try:
             self.api.merge_patch(path, {"spec": spec})
         except ApiError as e:
             if e.status != 404:
                 raise
-            node = self.api.get(f"/api/v1/nodes/{C.NODE_NAME}")
+            obj = self.api.get(f"/api/v1/nodes/{node.name}")
             self.api.post(path.rsplit("/", 1)[0], {
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": C.NODE_NAME, "ownerReferences": [{
-                    "apiVersion": "v1", "kind": "Node", "name": C.NODE_NAME, "uid": node["metadata"]["uid"]}]},
+                "metadata": {"name": node.name, "ownerReferences": [{
+                    "apiVersion": "v1", "kind": "Node", "name": node.name, "uid": obj["metadata"]["uid"]}]},
                 "spec": spec})
 
     def heartbeat(self) -> None:
         while not self.stop.is_set():
-            try:
-                self.renew_lease()
-            except Exception as e:  # keep beating through API hiccups; the controller tolerates a few misses
-                log(f"lease renewal failed: {e!r}")
+            for node in C.NODES:
+                try:
+                    self.renew_lease(node)
+                except Exception as e:  # keep beating through API hiccups; the controller tolerates a few misses
+                    log(f"lease renewal of {node.name} failed: {e!r}")
             self.stop.wait(10)
 
     # ----------------------------------------------------------------------------------------- addressing
-    def allocate(self, preferred: str | None) -> str:
+    def allocate(self, node: C.LabNode, preferred: str | None) -> str:
+        pool = self.pool[node.name]
         with self.lock:
             used = {r.ip for r in self.pods.values()}
-            if preferred and preferred in self.pool and preferred not in used:
+            if preferred and preferred in pool and preferred not in used:
                 return preferred
             # Round-robin, so a freed IP is not reused at once (stale conntrack / enforcer state).
-            for i in range(len(self.pool)):
-                ip = self.pool[(self.next_ip + i) % len(self.pool)]
+            start = self.next_ip[node.name]
+            for i in range(len(pool)):
+                ip = pool[(start + i) % len(pool)]
                 if ip not in used:
-                    self.next_ip = (self.next_ip + i + 1) % len(self.pool)
+                    self.next_ip[node.name] = (start + i + 1) % len(pool)
                     return ip
-        raise RuntimeError(f"pod CIDR {C.POD_CIDR} exhausted")
+        raise RuntimeError(f"pod CIDR {node.pod_cidr} of {node.name} exhausted")
 
     # ---------------------------------------------------------------------------------------- reconcile
     def adopt(self) -> None:
@@ -257,34 +275,37 @@ class Agent:
             else:
                 log(f"cleaning stale state of {rec.namespace}/{rec.name} ({rec.netns})")
                 self.kill(rec)
-                netns.pod_down(rec.netns, rec.veth, rec.ip)
+                netns.pod_down(rec.lab_node, rec.netns, rec.veth, rec.ip)
                 shutil.rmtree(d, ignore_errors=True)
         owned = {r.netns for r in self.pods.values()}
         for ns in netns.pod_netns_list():
             if ns not in owned:
-                netns.pod_down(ns, C.POD_VETH_PREFIX + ns[len(C.POD_NETNS_PREFIX):], None)
+                for node in C.NODES:
+                    netns.pod_down(node, ns, C.POD_VETH_PREFIX + ns[len(C.POD_NETNS_PREFIX):], None)
                 log(f"removed orphan netns {ns}")
-        out = netns.run(["ip", "-n", C.NODE_NETNS, "-o", "link", "show"], check=False).stdout
         owned_veths = {r.veth for r in self.pods.values()}
-        for m in re.finditer(r"^\d+: (" + C.POD_VETH_PREFIX + r"[0-9a-f]+)@", out, re.M):
-            if m.group(1) not in owned_veths:
-                netns.run(["ip", "-n", C.NODE_NETNS, "link", "del", m.group(1)], check=False)
-                log(f"removed orphan veth {m.group(1)}")
+        for node in C.NODES:
+            out = netns.run(["ip", "-n", node.netns, "-o", "link", "show"], check=False).stdout
+            for m in re.finditer(r"^\d+: (" + C.POD_VETH_PREFIX + r"[0-9a-f]+)@", out, re.M):
+                if m.group(1) not in owned_veths:
+                    netns.run(["ip", "-n", node.netns, "link", "del", m.group(1)], check=False)
+                    log(f"removed orphan veth {m.group(1)} in {node.netns}")
 
-    def node_rules(self, max_age: float = 0.08) -> str:
-        """iptables-save of the node namespace, shared by every pod waiting for kube-router (one read per
-        max_age however many pods start at once)."""
+    def node_rules(self, node: C.LabNode, max_age: float = 0.08) -> str:
+        """iptables-save of the node's namespace, shared by every pod of that node waiting for its kube-router
+        (one read per max_age however many pods start at once)."""
         with self.rules_lock:
-            if time.monotonic() - self.rules_at > max_age:
-                self.rules = netns.node_iptables("filter")  # kube-proxy names pod IPs in nat
-                self.rules_at = time.monotonic()
-            return self.rules
+            rules, at = self.rules.get(node.name, ("", 0.0))
+            if time.monotonic() - at > max_age:
+                rules = netns.node_iptables("filter", node)  # kube-proxy names pod IPs in nat
+                self.rules[node.name] = (rules, time.monotonic())
+            return rules
 
     def list_pods(self) -> list[dict[str, Any]]:
         return self.api.get("/api/v1/pods")["items"]
 
     def run(self) -> None:
-        self.register_node()
+        self.register_nodes()
         threading.Thread(target=self.heartbeat, daemon=True, name="lease").start()
         self.adopt()
         last_node = time.monotonic()
@@ -292,7 +313,7 @@ class Agent:
             try:
                 self.sync()
                 if time.monotonic() - last_node > 60:
-                    self.register_node()  # heartbeat; also re-creates the node if someone deleted it
+                    self.register_nodes()  # heartbeat; also re-creates a node if someone deleted it
                     last_node = time.monotonic()
             except Exception as e:  # the agent must keep running through API hiccups
                 log(f"sync error: {e!r}")
@@ -302,12 +323,13 @@ class Agent:
     def sync(self) -> None:
         pods = self.list_pods()
         seen = set()
+        ours = {n.name for n in C.NODES}
         for pod in pods:
             md, spec = pod["metadata"], pod["spec"]
             uid = md["uid"]
             seen.add(uid)
             node = spec.get("nodeName")
-            if node and node != C.NODE_NAME:
+            if node and node not in ours:
                 continue
             if uid in self.busy:
                 continue
@@ -315,7 +337,7 @@ class Agent:
             if md.get("deletionTimestamp"):
                 self.spawn(uid, self.delete_pod, pod)
             elif not node:
-                self.bind(pod)
+                self.bind(pod, pods)
             elif uid not in self.pods and uid not in self.gave_up and phase not in ("Succeeded", "Failed"):
                 self.spawn(uid, self.start_pod_or_fail, pod)
         self.live_groups = None  # one /proc scan per pass for all running pods, not one per pod
@@ -346,13 +368,49 @@ class Agent:
         threading.Thread(target=body, daemon=True, name=f"{fn.__name__}-{uid[:8]}").start()
 
     # --------------------------------------------------------------------------------------------- binding
-    def bind(self, pod: dict[str, Any]) -> None:
+    def schedule(self, pod: dict[str, Any], pods: list[dict[str, Any]]) -> C.LabNode | None:
+        """The node for an unscheduled pod: among the nodes its nodeSelector (and required node affinity on
+        kubernetes.io/hostname) allows, the least loaded one, ties taken in turn, so the pods of a namespace
+        spread over both nodes. None when no node fits (the pod stays Pending, as with a scheduler)."""
+        spec = pod["spec"]
+        selector = spec.get("nodeSelector") or {}
+        fits = [n for n in C.NODES
+                if all({"kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux"}.get(k) == v
+                       for k, v in selector.items())]
+        terms = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                  .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
+        hostnames = {v for t in terms for e in t.get("matchExpressions") or []
+                     if e.get("key") == "kubernetes.io/hostname" and e.get("operator") == "In"
+                     for v in e.get("values") or []}
+        if hostnames:
+            fits = [n for n in fits if n.name in hostnames]
+        if not fits:
+            return None
+        # Spread as the default scheduler's topology spreading does: fewest live pods of the same namespace
+        # first (a test's or workload's pods land on both nodes), then fewest pods overall.
+        load = {n.name: [0, 0] for n in fits}
+        for p in pods:
+            node = p["spec"].get("nodeName")
+            if node in load and p.get("status", {}).get("phase") not in ("Succeeded", "Failed"):
+                load[node][0] += p["metadata"]["namespace"] == pod["metadata"]["namespace"]
+                load[node][1] += 1
+        least = min(load.values())
+        candidates = [n for n in fits if load[n.name] == least]
+        with self.lock:
+            self.spread += 1
+            return candidates[self.spread % len(candidates)]
+
+    def bind(self, pod: dict[str, Any], pods: list[dict[str, Any]]) -> None:
         md = pod["metadata"]
+        node = self.schedule(pod, pods)
+        if node is None:
+            return
         try:
             self.api.post(f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}/binding", {
                 "apiVersion": "v1", "kind": "Binding", "metadata": {"name": md["name"], "uid": md["uid"]},
-                "target": {"apiVersion": "v1", "kind": "Node", "name": C.NODE_NAME}})
-            log(f"bound {md['namespace']}/{md['name']}")
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node.name}})
+            log(f"bound {md['namespace']}/{md['name']} to {node.name}")
+            pod["spec"]["nodeName"] = node.name  # the next pod of this pass counts it
         except ApiError as e:
             if e.status not in (404, 409):
                 raise
@@ -380,19 +438,20 @@ class Agent:
         md, spec = pod["metadata"], pod["spec"]
         uid = md["uid"]
         ns_name, veth = netns.pod_names(uid)
-        ip = self.allocate(pod.get("status", {}).get("podIP"))
+        node = C.node_named(spec["nodeName"])
+        ip = self.allocate(node, pod.get("status", {}).get("podIP"))
         d = self.paths.agent / uid
         d.mkdir(parents=True, exist_ok=True)
-        rec = PodRec(uid=uid, namespace=md["namespace"], name=md["name"], netns=ns_name, veth=veth, ip=ip, dir=d,
-                     containers=spec.get("containers", []), start_time=now())
+        rec = PodRec(uid=uid, namespace=md["namespace"], name=md["name"], node=node.name, netns=ns_name, veth=veth,
+                     ip=ip, dir=d, containers=spec.get("containers", []), start_time=now())
         rec.ready = not any(c.get("readinessProbe") for c in rec.containers)
         if spec.get("activeDeadlineSeconds"):
             rec.deadline = float(spec["activeDeadlineSeconds"])
         with self.lock:
             self.pods[uid] = rec
         rec.save()
-        netns.pod_up(ns_name, veth, ip)
-        log(f"{rec.namespace}/{rec.name}: netns {ns_name} ip {ip}")
+        netns.pod_up(node, ns_name, veth, ip)
+        log(f"{rec.namespace}/{rec.name}: netns {ns_name} ip {ip} on {node.name}")
         racing = START_BEFORE_RULES == "all" or (
             START_BEFORE_RULES == "probe" and (md.get("labels") or {}).get(PROBE_LABEL) == "true")
         if not racing:
@@ -404,7 +463,7 @@ class Agent:
         synced = False
         while not racing and time.monotonic() - t0 < KUBE_ROUTER_WAIT and not rec.cancel.is_set():
             try:
-                if pattern.search(self.node_rules()):
+                if pattern.search(self.node_rules(node)):
                     synced = True
                     break
             except Exception as e:
@@ -414,7 +473,7 @@ class Agent:
             return
         if racing:
             # Said in a fixed form (tests read it): whether the containers really start before the rules.
-            present = bool(pattern.search(self.node_rules(max_age=0)))
+            present = bool(pattern.search(self.node_rules(node, max_age=0)))
             log(f"{rec.namespace}/{rec.name}: starting before kube-router's rules "
                 f"(LAB_START_BEFORE_RULES={START_BEFORE_RULES}): rules {'present' if present else 'absent'}")
         else:
@@ -470,7 +529,7 @@ class Agent:
             **KUBERNETES_SERVICE_ENV,  # a kubelet gives these to every pod, service links or not
         }
         fields = {"metadata.name": rec.name, "metadata.namespace": rec.namespace, "metadata.uid": rec.uid,
-                  "spec.nodeName": C.NODE_NAME, "status.podIP": rec.ip, "status.hostIP": C.NODE_IP,
+                  "spec.nodeName": rec.node, "status.podIP": rec.ip, "status.hostIP": rec.lab_node.ip,
                   "spec.serviceAccountName": pod["spec"].get("serviceAccountName", "default")}
         for e in c.get("env") or []:
             if "value" in e:
@@ -754,7 +813,7 @@ class Agent:
                 st["state"] = {"waiting": {"reason": waiting or "ContainerCreating"}}
             statuses.append(st)
         status: dict[str, Any] = {
-            "phase": phase, "hostIP": C.NODE_IP, "hostIPs": [{"ip": C.NODE_IP}], "podIP": rec.ip,
+            "phase": phase, "hostIP": rec.lab_node.ip, "hostIPs": [{"ip": rec.lab_node.ip}], "podIP": rec.ip,
             "podIPs": [{"ip": rec.ip}], "startTime": rec.start_time, "conditions": cond,
             "containerStatuses": statuses,
         }
@@ -793,7 +852,7 @@ class Agent:
         rec.cancel.set()
         with rec.lock:
             self.kill(rec)
-            netns.pod_down(rec.netns, rec.veth, rec.ip)
+            netns.pod_down(rec.lab_node, rec.netns, rec.veth, rec.ip)
             shutil.rmtree(rec.dir, ignore_errors=True)
             with self.lock:
                 self.pods.pop(rec.uid, None)

@@ -7,8 +7,10 @@ LAB_STATE, binaries under LAB_CACHE).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,17 +41,63 @@ def binary(name: str) -> Path:
     return LAB_CACHE / f"{name}-{version}" / name
 
 
-# Network layout (LAB.md): everything stays on loopback, link-local, or inside the lab's own namespaces.
-NODE_NETNS = "labnode"
-ROOT_VETH = "nplab0"  # root-namespace end of the node link
-NODE_VETH = "nplab1"  # node-namespace end
-# The link is 198.18.77.0/30 (RFC 2544 benchmarking space: routable but never used by real networks), not
-# link-local: the API server's address is the `kubernetes` Service's endpoint, and the API rejects link-local
-# endpoint addresses (169.254.0.0/16) with "may not be in the link-local range".
-ROOT_IP = "198.18.77.1"
-NODE_IP = "198.18.77.2"
+# Network layout (LAB.md): everything stays on loopback, the lab's links, or inside the lab's own namespaces.
+# Two nodes. Each is a "node" network namespace linked to the root namespace by its own veth pair on a /30 of
+# 198.18.77.0/29 (RFC 2544 benchmarking space: routable but never used by real networks; not link-local: the
+# API server's address is the `kubernetes` Service's endpoint, and the API rejects link-local endpoint
+# addresses with "may not be in the link-local range"). The nodes reach each other's pods over a third veth
+# pair between the two node namespaces (198.18.77.8/30): the root namespace never forwards (its ip_forward
+# and firewall stay as they are), it only reaches each node's own /30.
 LINK_PREFIX = 30
-POD_CIDR = "10.244.0.0/24"
+CLUSTER_CIDR = "10.244.0.0/16"  # every node's pod CIDR is a /24 of it (kube-proxy and the controller manager)
+
+
+@dataclass(frozen=True)
+class LabNode:
+    """One lab node: its Node object, network namespace, link to the root namespace and pod CIDR."""
+
+    name: str
+    netns: str
+    root_veth: str  # root-namespace end of the node's link
+    node_veth: str  # node-namespace end
+    root_ip: str
+    ip: str  # the node's InternalIP (node end of its link)
+    pod_cidr: str
+    peer_veth: str  # node-namespace end of the link between the two node namespaces
+    peer_ip: str  # this node's address on that link
+
+    def proc(self, component: str) -> str:
+        """Name (pid file, log, LAB_PROC) of a per-node process: kube-proxy and kube-router run once per node,
+        as a DaemonSet would run them."""
+        return f"{component}-{self.name}"
+
+
+NODES = (
+    LabNode("lab-node", "labnode", "nplab0", "nplab1", "198.18.77.1", "198.18.77.2", "10.244.0.0/24",
+            "npnode1", "198.18.77.9"),
+    LabNode("lab-node-2", "labnode2", "nplab2", "nplab3", "198.18.77.5", "198.18.77.6", "10.244.1.0/24",
+            "npnode2", "198.18.77.10"),
+)
+NODE = NODES[0]  # the first node (the API server's address is its root end)
+# The first node under its old names (tests written for the one-node lab that mean "the API server's side").
+NODE_NETNS = NODE.netns
+ROOT_VETH = NODE.root_veth
+NODE_VETH = NODE.node_veth
+ROOT_IP = NODE.root_ip
+NODE_IP = NODE.ip
+NODE_NAME = NODE.name
+
+
+def node_named(name: str) -> LabNode:
+    return next(n for n in NODES if n.name == name)
+
+
+def node_of_ip(ip: str) -> LabNode | None:
+    """The node whose pod CIDR holds ip (None: not a pod address of the lab)."""
+    addr = ipaddress.ip_address(ip)
+    return next((n for n in NODES if addr in ipaddress.ip_network(n.pod_cidr)), None)
+
+
 POD_GATEWAY = "169.254.1.1"  # link-local next hop every pod uses; answered by proxy ARP on the host veth
 SERVICE_CIDR = "10.96.0.0/24"
 SA_ISSUER = "https://kubernetes.default.svc"  # also the API server's default token audience
@@ -61,14 +109,14 @@ ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 APISERVER_PORT = 6443
 APISERVER_URL = f"https://{ROOT_IP}:{APISERVER_PORT}"
-KUBE_ROUTER_HEALTH_PORT = 20244  # inside the node namespace only
-KUBE_PROXY_HEALTHZ = "127.0.0.1:10256"  # inside the node namespace only
-KUBE_PROXY_METRICS = "127.0.0.1:10249"  # inside the node namespace only
+KUBE_ROUTER_HEALTH_PORT = 20244  # inside each node namespace only
+KUBE_PROXY_HEALTHZ = "127.0.0.1:10256"  # inside each node namespace only
+KUBE_PROXY_METRICS = "127.0.0.1:10249"  # inside each node namespace only
 # What `up` builds; a lab of another layout (an older checkout's) is torn down and rebuilt, never repaired.
 # 2: kube-controller-manager, kube-proxy, ServiceAccount admission, the `kubernetes` Service's endpoints.
-LAYOUT = "2"
+# 3: two nodes (kube-proxy and kube-router per node, processes named <component>-<node>).
+LAYOUT = "3"
 
-NODE_NAME = "lab-node"
 MONITOR_NAMESPACE = "netpol-drift"
 MONITOR_SA = "netpol-drift"
 MONITOR_USER = f"system:serviceaccount:{MONITOR_NAMESPACE}:{MONITOR_SA}"

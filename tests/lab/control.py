@@ -1,9 +1,9 @@
-"""`up`, `down` and `status` of the lab: etcd, kube-apiserver, kube-controller-manager, the node namespace, the
-node agent, kube-proxy and kube-router.
+"""`up`, `down` and `status` of the lab: etcd, kube-apiserver, kube-controller-manager, the two node namespaces,
+the node agent, and kube-proxy and kube-router on each node.
 
 Job: bring the whole lab up in order (printing progress), tear down every process, namespace, link, route
 and file it made (idempotently), and say what runs. Must not: touch the root namespace's firewall, bind
-anything outside loopback / the lab's link-local link, or leave anything behind after `down`.
+anything outside loopback / the lab's own links, or leave anything behind after `down`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from pathlib import Path
 from . import config as C
 from . import netns, procs
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "agent", "kube-proxy", "kube-router")
+# kube-proxy and kube-router run once per node (as their DaemonSets would), named <component>-<node>.
+NODE_COMPONENTS = ("kube-proxy", "kube-router")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "agent",
+              *(node.proc(c) for node in C.NODES for c in NODE_COMPONENTS))
 
 # Static tokens: name -> (user, uid, groups). Each gets pki/<name>.token and <name>.kubeconfig in the state dir.
 IDENTITIES = {
@@ -132,14 +135,17 @@ def apiserver_ready(p: C.Paths = C.PATHS) -> bool:
     return _http_ok(f"{C.APISERVER_URL}/readyz", token, _ca_file(p))
 
 
-def node_ready(p: C.Paths = C.PATHS) -> bool:
+def node_ready(p: C.Paths = C.PATHS, name: str | None = None) -> bool:
+    """The named node (default: every lab node) is registered and Ready."""
     try:
         from .rest import Rest
 
-        node = Rest(p.admin_kubeconfig).get(f"/api/v1/nodes/{C.NODE_NAME}")
+        api = Rest(p.admin_kubeconfig)
+        nodes = [api.get(f"/api/v1/nodes/{n}") for n in ([name] if name else [n.name for n in C.NODES])]
     except Exception:
         return False
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+    return all(any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+               for node in nodes)
 
 
 def controllers_working(p: C.Paths = C.PATHS) -> bool:
@@ -155,10 +161,10 @@ def controllers_working(p: C.Paths = C.PATHS) -> bool:
         return False
 
 
-def kube_proxy_synced() -> bool:
-    """kube-proxy routes the `kubernetes` Service's ClusterIP to the API server in the node namespace."""
+def kube_proxy_synced(node: C.LabNode = C.NODE) -> bool:
+    """kube-proxy routes the `kubernetes` Service's ClusterIP to the API server in the node's namespace."""
     try:
-        nat = netns.node_iptables("nat")
+        nat = netns.node_iptables("nat", node)
     except Exception:
         return False
     return f"-d {C.KUBERNETES_SERVICE_IP}/32" in nat and f"--to-destination {C.ROOT_IP}:{C.APISERVER_PORT}" in nat
@@ -172,10 +178,10 @@ def layout(p: C.Paths = C.PATHS) -> str:
         return "1"
 
 
-def kube_router_synced() -> bool:
-    """kube-router has installed its top-level chains in the node namespace."""
+def kube_router_synced(node: C.LabNode = C.NODE) -> bool:
+    """kube-router has installed its top-level chains in the node's namespace."""
     try:
-        return "KUBE-ROUTER-FORWARD" in netns.node_iptables()
+        return "KUBE-ROUTER-FORWARD" in netns.node_iptables(node=node)
     except Exception:
         return False
 
@@ -197,7 +203,8 @@ def up(p: C.Paths = C.PATHS) -> bool:
     if all(running.values()) and apiserver_ready(p) and node_ready(p):
         say(f"already up ({', '.join(f'{n}={pid}' for n, pid in running.items())})")
         return False
-    if running["etcd"] and running["kube-apiserver"] and netns.netns_exists(C.NODE_NETNS) and apiserver_ready(p):
+    nodes_present = all(netns.netns_exists(n.netns) for n in C.NODES)
+    if running["etcd"] and running["kube-apiserver"] and nodes_present and apiserver_ready(p):
         # API server fine, another process died: restart just that, keeping everyone's pods.
         if not running["kube-controller-manager"]:
             say("kube-controller-manager not running: restarting it")
@@ -205,16 +212,14 @@ def up(p: C.Paths = C.PATHS) -> bool:
         if not running["agent"]:
             say("node agent not running: restarting it (it re-adopts the pods)")
             start_agent(p)
-            _wait(f"node {C.NODE_NAME} Ready", lambda: node_ready(p), 30, "agent", p)
-        if not running["kube-proxy"]:
-            say("kube-proxy not running: restarting it")
-            start_kube_proxy(p)
-        if not running["kube-router"]:
-            say("kube-router not running: restarting it")
-            start_kube_router(p)
+            _wait("every node Ready", lambda: node_ready(p), 30, "agent", p)
+        missing = [(n, c) for n in C.NODES for c in NODE_COMPONENTS if not running[n.proc(c)]]
+        if missing:
+            say(", ".join(n.proc(c) for n, c in missing) + " not running: restarting")
+            start_node_daemons(missing, p)
         say(f"up again in {time.monotonic() - t_start:.1f}s")
         return False
-    if any(running.values()) or netns.netns_exists(C.NODE_NETNS) or p.root.exists():
+    if any(running.values()) or any(netns.netns_exists(n.netns) for n in C.NODES) or p.root.exists():
         say("a partial lab is present: tearing it down first")
         down(p)
     for d in (p.root, p.logs, p.pids, p.agent):
@@ -223,9 +228,12 @@ def up(p: C.Paths = C.PATHS) -> bool:
     p.layout.write_text(C.LAYOUT + "\n")
     _credentials(p)
 
-    say(f"node namespace {C.NODE_NETNS}: link {C.ROOT_VETH} {C.ROOT_IP} <-> {C.NODE_VETH} {C.NODE_IP}, "
-        f"route {C.POD_CIDR}")
-    netns.node_up()
+    for n in C.NODES:
+        say(f"node {n.name}: namespace {n.netns}, link {n.root_veth} {n.root_ip} <-> {n.node_veth} {n.ip}, "
+            f"pod CIDR {n.pod_cidr}")
+    a, b = C.NODES
+    say(f"node link {a.netns}/{a.peer_veth} {a.peer_ip} <-> {b.netns}/{b.peer_veth} {b.peer_ip}")
+    netns.nodes_up()
 
     say(f"etcd {C.ETCD_VERSION} on 127.0.0.1:{C.ETCD_CLIENT_PORT}")
     procs.start("etcd", [
@@ -274,11 +282,10 @@ def up(p: C.Paths = C.PATHS) -> bool:
 
     say("node agent")
     start_agent(p)
-    dt = _wait(f"node {C.NODE_NAME} Ready", lambda: node_ready(p), 30, "agent", p)
-    say(f"node {C.NODE_NAME} Ready ({dt:.1f}s)")
+    dt = _wait("every node Ready", lambda: node_ready(p), 30, "agent", p)
+    say(f"nodes {', '.join(n.name for n in C.NODES)} Ready ({dt:.1f}s)")
 
-    start_kube_proxy(p)
-    start_kube_router(p)
+    start_node_daemons([(n, c) for n in C.NODES for c in NODE_COMPONENTS], p)
     say(f"lab up in {time.monotonic() - t_start:.1f}s; admin kubeconfig {p.admin_kubeconfig}, "
         f"monitor kubeconfig {p.monitor_kubeconfig}")
     return True
@@ -291,8 +298,8 @@ def start_controller_manager(p: C.Paths = C.PATHS) -> None:
         "--leader-elect=false", "--use-service-account-credentials",
         "--secure-port=0",  # nothing to serve: readiness is seen in the API (below)
         f"--service-account-private-key-file={p.sa_key}", f"--root-ca-file={_ca_file(p)}",
-        f"--service-cluster-ip-range={C.SERVICE_CIDR}", f"--cluster-cidr={C.POD_CIDR}",
-        "--allocate-node-cidrs=false",  # the agent registers the node with its podCIDR
+        f"--service-cluster-ip-range={C.SERVICE_CIDR}", f"--cluster-cidr={C.CLUSTER_CIDR}",
+        "--allocate-node-cidrs=false",  # the agent registers each node with its podCIDR
         "--controllers=*", "--profiling=false", "--v=1",
     ], paths=p)
     dt = _wait("the default ServiceAccount and kube-root-ca.crt", lambda: controllers_working(p), 60,
@@ -300,34 +307,53 @@ def start_controller_manager(p: C.Paths = C.PATHS) -> None:
     say(f"kube-controller-manager working ({dt:.1f}s)")
 
 
-def start_kube_proxy(p: C.Paths = C.PATHS) -> None:
-    say(f"kube-proxy {C.K8S_VERSION} in {C.NODE_NETNS} (iptables mode)")
-    procs.start("kube-proxy", [
-        "ip", "netns", "exec", C.NODE_NETNS, str(C.binary("kube-proxy")),
-        f"--kubeconfig={p.kubeconfig('kube-proxy')}", f"--hostname-override={C.NODE_NAME}",
-        "--proxy-mode=iptables", f"--cluster-cidr={C.POD_CIDR}",
+def start_node_daemons(which: list[tuple[C.LabNode, str]], p: C.Paths = C.PATHS) -> None:
+    """Starts kube-proxy/kube-router on the given nodes all at once, then waits for each (in parallel they cost
+    about what one node's pair costs: most of their start is waiting for the API and their first sync)."""
+    for node, component in which:
+        (start_kube_proxy if component == "kube-proxy" else start_kube_router)(node, p, wait=False)
+    for node, component in which:
+        wait_node_daemon(node, component, p)
+
+
+def start_kube_proxy(node: C.LabNode = C.NODE, p: C.Paths = C.PATHS, wait: bool = True) -> None:
+    say(f"kube-proxy {C.K8S_VERSION} in {node.netns} (iptables mode, node {node.name})")
+    procs.start(node.proc("kube-proxy"), [
+        "ip", "netns", "exec", node.netns, str(C.binary("kube-proxy")),
+        f"--kubeconfig={p.kubeconfig('kube-proxy')}", f"--hostname-override={node.name}",
+        "--proxy-mode=iptables", f"--cluster-cidr={C.CLUSTER_CIDR}",
         # 0 = leave the conntrack sysctls alone (nf_conntrack_max is not per namespace and not ours to raise).
         "--conntrack-max-per-core=0", "--conntrack-tcp-timeout-established=0",
         "--conntrack-tcp-timeout-close-wait=0",
         f"--healthz-bind-address={C.KUBE_PROXY_HEALTHZ}", f"--metrics-bind-address={C.KUBE_PROXY_METRICS}",
         "--profiling=false", "--v=1",
     ], paths=p)
-    dt = _wait(f"kube-proxy rules for the kubernetes Service ({C.KUBERNETES_SERVICE_IP})", kube_proxy_synced, 60,
-               "kube-proxy", p)
-    say(f"kube-proxy routing Services ({dt:.1f}s)")
+    if wait:
+        wait_node_daemon(node, "kube-proxy", p)
 
 
-def start_kube_router(p: C.Paths = C.PATHS) -> None:
-    say(f"kube-router {C.KUBE_ROUTER_VERSION} in {C.NODE_NETNS} (firewall only)")
-    procs.start("kube-router", [
-        "ip", "netns", "exec", C.NODE_NETNS, str(C.binary("kube-router")),
-        f"--kubeconfig={p.kubeconfig('kube-router')}", f"--hostname-override={C.NODE_NAME}",
+def start_kube_router(node: C.LabNode = C.NODE, p: C.Paths = C.PATHS, wait: bool = True) -> None:
+    say(f"kube-router {C.KUBE_ROUTER_VERSION} in {node.netns} (firewall only, node {node.name})")
+    procs.start(node.proc("kube-router"), [
+        "ip", "netns", "exec", node.netns, str(C.binary("kube-router")),
+        f"--kubeconfig={p.kubeconfig('kube-router')}", f"--hostname-override={node.name}",
         "--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
         f"--health-port={C.KUBE_ROUTER_HEALTH_PORT}", "--metrics-port=0",
         f"--service-cluster-ip-range={C.SERVICE_CIDR}", "--v=1",
-    ], env={"NODE_NAME": C.NODE_NAME}, paths=p)
-    dt = _wait("kube-router chains in the node namespace", kube_router_synced, 60, "kube-router", p)
-    say(f"kube-router enforcing ({dt:.1f}s)")
+    ], env={"NODE_NAME": node.name}, paths=p)
+    if wait:
+        wait_node_daemon(node, "kube-router", p)
+
+
+def wait_node_daemon(node: C.LabNode, component: str, p: C.Paths = C.PATHS) -> None:
+    name = node.proc(component)
+    if component == "kube-proxy":
+        dt = _wait(f"{name} rules for the kubernetes Service ({C.KUBERNETES_SERVICE_IP})",
+                   lambda: kube_proxy_synced(node), 60, name, p)
+        say(f"{name} routing Services ({dt:.1f}s)")
+    else:
+        dt = _wait(f"{name} chains in {node.netns}", lambda: kube_router_synced(node), 60, name, p)
+        say(f"{name} enforcing ({dt:.1f}s)")
 
 
 def start_agent(p: C.Paths = C.PATHS) -> int:
@@ -358,7 +384,7 @@ def down(p: C.Paths = C.PATHS) -> None:
     for ns in netns.pod_netns_list():
         netns.run(["ip", "netns", "del", ns], check=False)
         say(f"removed pod netns {ns}")
-    for item in netns.node_down():
+    for item in netns.nodes_down():
         say(f"removed {item}")
     for f in reversed(_created_files(p)):  # children first: a created dir goes once it is empty again
         if f.is_file() and not f.is_symlink() and f.stat().st_size == 0:
@@ -382,8 +408,9 @@ def status(p: C.Paths = C.PATHS) -> int:
         rows.append((n, f"running (pid {pid})" if pid else "not running"))
     ok_api = apiserver_ready(p) if p.admin_token.exists() else False
     rows.append(("apiserver /readyz", "ok" if ok_api else "no"))
-    rows.append((f"node {C.NODE_NAME}", "Ready" if ok_api and node_ready(p) else "not ready"))
-    rows.append((f"netns {C.NODE_NETNS}", "present" if netns.netns_exists(C.NODE_NETNS) else "absent"))
+    for n in C.NODES:
+        rows.append((f"node {n.name}", "Ready" if ok_api and node_ready(p, n.name) else "not ready"))
+        rows.append((f"netns {n.netns}", "present" if netns.netns_exists(n.netns) else "absent"))
     pods = netns.pod_netns_list()
     rows.append(("pod namespaces", str(len(pods))))
     rows.append(("state dir", str(p.root) if p.root.exists() else "absent"))
@@ -393,7 +420,7 @@ def status(p: C.Paths = C.PATHS) -> int:
     up_count = sum(1 for n in COMPONENTS if procs.pid_of(n, p))
     if up_count == len(COMPONENTS) and ok_api:
         return 0
-    return 1 if up_count or pods or netns.netns_exists(C.NODE_NETNS) else 3
+    return 1 if up_count or pods or any(netns.netns_exists(n.netns) for n in C.NODES) else 3
 
 
 def main(argv: list[str]) -> int:

@@ -48,11 +48,14 @@ def pod_manifest(name: str, labels: Mapping[str, str] | None = None, tcp: Iterab
 def workload_manifest(kind: str, name: str, labels: Mapping[str, str] | None = None,
                       tcp: Iterable[int | tuple[str, int]] = (80,), udp: Iterable[int | tuple[str, int]] = (),
                       replicas: int = 1, command: list[str] | None = None,
-                      selector: Mapping[str, str] | None = None) -> dict[str, Any]:
+                      selector: Mapping[str, str] | None = None, node: str | None = None) -> dict[str, Any]:
     """A Deployment or StatefulSet of lab listeners (pod_manifest's ports); selector: the template's labels
-    unless given (relabelling a pod out of its workload's selector makes the controller let it go)."""
+    unless given (relabelling a pod out of its workload's selector makes the controller let it go); node: a
+    nodeSelector on kubernetes.io/hostname (otherwise the agent spreads the replicas over the nodes)."""
     labels = dict(labels or {"app": name})
     pod = pod_manifest(name, labels, tcp=tcp, udp=udp, command=command)
+    if node:
+        pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
     pod["spec"]["restartPolicy"] = "Always"  # the only one a workload's template may have
     pod["spec"]["terminationGracePeriodSeconds"] = 2
     spec: dict[str, Any] = {"replicas": replicas, "selector": {"matchLabels": dict(selector or labels)},
@@ -183,20 +186,24 @@ class Lab:
                 for m in manifests}
 
     def wait_pod_synced(self, pod_ip: str, timeout: float = 20.0) -> None:
-        """kube-router's rules in the node namespace mention the pod IP."""
+        """The kube-router of the pod's node has rules that mention the pod IP."""
         pattern = re.compile(r"(?<![\d.])" + re.escape(pod_ip) + r"(?!\d)")
-        _poll(f"kube-router rules for {pod_ip}", lambda: pattern.search(netns.node_iptables("filter")), timeout)
+        _poll(f"kube-router rules for {pod_ip}", lambda: pattern.search(netns.node_iptables_of(pod_ip, "filter")),
+              timeout)
 
-    def wait_synced(self, since: float | None = None, timeout: float = 20.0, quiet: float = 0.3) -> None:
-        """kube-router has finished a policy sync that started after `since` (default: now; pass the time
-        taken just before your API changes) and started none in the `quiet` seconds after it, so the firewall
-        reflects those changes. Needs a real change after `since`, or it times out.
+    def wait_synced(self, since: float | None = None, timeout: float = 20.0, quiet: float = 0.3,
+                    nodes: Iterable[C.LabNode] | None = None) -> None:
+        """The kube-router of every node (default: every node whose kube-router runs) has finished a policy
+        sync that started after `since` (default: now; pass the time taken just before your API changes) and
+        started none in the `quiet` seconds after it, so the firewalls reflect those changes. Needs a real
+        change after `since`, or it times out (any policy, namespace or pod change makes every node sync).
         kube-router logs `Starting sync of iptables with version: <unix ns>` and `sync iptables took ...`."""
         since_ns = int((since if since is not None else time.time()) * 1e9)
-        log = self.paths.log("kube-router")
+        if nodes is None:
+            nodes = [n for n in C.NODES if procs.pid_of(n.proc("kube-router"), self.paths)]
         start_re = re.compile(r"Starting sync of iptables with version: (\d+)")
 
-        def check() -> bool:
+        def synced(log: Path) -> bool:
             with open(log, "rb") as f:  # the tail is enough (a sync logs ~1.5 KB) and the log only grows
                 f.seek(max(0, f.seek(0, os.SEEK_END) - 256 * 1024))
                 text = f.read().decode(errors="replace")
@@ -207,7 +214,13 @@ class Lab:
                 return False  # one is running
             return time.time_ns() - int(starts[-1].group(1)) > quiet * 1e9  # and none was requested since
 
-        _poll("kube-router to sync", check, timeout, interval=0.05)
+        logs = [self.paths.log(n.proc("kube-router")) for n in nodes]
+        _poll("kube-router to sync on " + ", ".join(n.name for n in nodes), lambda: all(synced(g) for g in logs),
+              timeout, interval=0.05)
+
+    def node_of(self, pod: Mapping[str, Any]) -> C.LabNode:
+        """The lab node a pod runs on."""
+        return C.node_named(pod["spec"]["nodeName"])
 
     # -------------------------------------------------------------------------------------------- probing
     def netns_of(self, pod: Mapping[str, Any]) -> str:
