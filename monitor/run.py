@@ -2,7 +2,7 @@
 
 Job: wire the stages in order for one run, with one reading of the clock (`now`, passed in) and one run id;
 map probe outcomes to verdicts (probe.refused_means, and udp_refused_means for UDP, for `refused`; a silent UDP
-target is `unknown`);
+target, or one whose own kernel says nothing listens, is `unknown`);
 fold the replicas of a destination into one result per case, source identity, destination identity and port.
 `record_run` compares the run with the known-good baseline (compare.py decides), re-probes only the flows that
 changed (`reprobe`) and hands the run and its drift transitions to the store in one call (one transaction).
@@ -27,7 +27,7 @@ from monitor.engine import Engine
 from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict, suite_exit_code
 from monitor.plan import FlowPlan, Plan, SourceGroup, control_group, plan_suite
 from monitor.probe.runner import ProbeProgress, ProbeReport, ProbeTask, run_probes, sweep_probe_pods
-from monitor.probe.wire import LETTER_OUTCOMES, ProbeTarget, TargetOutcome
+from monitor.probe.wire import CLOSED_AT_DESTINATION, LETTER_OUTCOMES, ProbeTarget, TargetOutcome
 from monitor.settings import ProbeSettings, Settings
 from monitor.snapshot import snapshot_digest, take_snapshot
 from monitor.suite import Suite, validate_suite
@@ -304,10 +304,14 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
                 else None
             if blocked is not None:
                 outcome, detail = blocked, f"{blocked.value} (passes {got.detail}: blocked in every one)"
-            elif outcome is Outcome.UNSETTLED:
+            verdict = outcome_verdict(outcome, protocol, refused_means)
+            if outcome is Outcome.UNSETTLED:
                 detail = f"unsettled: the probe's passes disagree ({got.detail or '?'}), not a verdict"
-            judged.append((outcome, outcome_verdict(outcome, protocol, refused_means), got.latency_ms, detail,
-                           node, f))
+            elif protocol == "UDP" and outcome is Outcome.REFUSED and got.detail == CLOSED_AT_DESTINATION:
+                verdict = Verdict.UNKNOWN
+                detail = ("refused by the destination itself (its own ICMP port unreachable): the datagram got "
+                          "there and nothing listens on the port, which says nothing about the policies")
+            judged.append((outcome, verdict, got.latency_ms, detail, node, f))
         observed = [j for j in judged if j[0] is not Outcome.SKIPPED]
         # One unsettled replica makes the flow unsettled: the settled ones cannot vouch for it.
         pick = next((j for j in observed if j[0] is Outcome.UNSETTLED), None) \

@@ -18,6 +18,7 @@ import pytest
 
 from monitor.probe.agent import probe_all, probe_settled
 from monitor.probe.wire import (
+    CLOSED_AT_DESTINATION,
     RESULT_LIMIT,
     ProbeTarget,
     TargetOutcome,
@@ -144,6 +145,9 @@ def test_udp_answering_destination_connected(udp_echo):
 def test_udp_closed_port_refused_by_icmp():
     [result] = _probe([ProbeTarget("127.0.0.1", free_port(socket.SOCK_DGRAM), "UDP")])
     assert result.outcome == "refused"
+    # The port unreachable came from the destination's own address: it got there, nothing listens. (A REJECT
+    # on a node in between comes from the node's address: tests/test_lab_udp.py sees kube-router's.)
+    assert result.detail == CLOSED_AT_DESTINATION
 
 
 def test_udp_silent_destination_is_a_timeout(udp_silent):

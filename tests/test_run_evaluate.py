@@ -13,7 +13,7 @@ import pytest
 from monitor.models import LabelSelector, NetworkPolicy, Outcome, Snapshot, Verdict, labels_of
 from monitor.plan import plan_suite
 from monitor.probe.runner import ProbeReport
-from monitor.probe.wire import TargetOutcome
+from monitor.probe.wire import CLOSED_AT_DESTINATION, TargetOutcome
 from monitor.run import evaluate, probe_tasks, summarise
 from monitor.suite import parse_suite
 from tests.test_plan import _snapshot
@@ -89,3 +89,32 @@ def test_passes_that_only_disagree_on_how_a_flow_is_blocked_are_blocked(passes, 
         assert r.verdict is Verdict.SKIPPED and "unsettled" in r.reason
     else:
         assert r.verdict is Verdict.DENY and r.reason == f"{want.value} (passes {passes}: blocked in every one)"
+
+
+def _udp_results(expect: str, outcome: TargetOutcome):
+    suite = parse_suite({"name": "t", "cases": [
+        {"name": "web-to-api-udp", "from": {"namespace": "shop", "workload": "web"},
+         "to": {"namespace": "shop", "workload": "api"}, "port": 5353, "protocol": "UDP", "expect": expect}]})
+    snap = _snapshot()
+    plan = plan_suite(suite, snap)
+    tasks, index = probe_tasks(plan)
+    reports = [ProbeReport(t, tuple(outcome for _ in t.targets), pod=f"shop/probe-{i}", node="n1")
+               for i, t in enumerate(tasks)]
+    results = evaluate(plan, snap, reports, index, {"TCP": "deny", "SCTP": "deny", "UDP": "deny"})
+    return results, summarise(suite, results)
+
+
+@pytest.mark.parametrize("expect", ["allow", "deny"])
+def test_udp_refused_by_the_destination_itself_is_unknown_never_a_pass(expect):
+    """Nothing listens on the UDP port: the destination's own kernel answered, which proves neither that the
+    policies allow the flow nor that they block it, whatever udp_refused_means says about REJECTing CNIs."""
+    [r], [case] = _udp_results(expect, TargetOutcome("refused", 0.4, CLOSED_AT_DESTINATION))
+    assert (r.outcome, r.verdict) == (Outcome.REFUSED, Verdict.UNKNOWN)
+    assert "nothing listens on the port" in r.reason
+    assert not r.violation and not r.enforcement_gap
+    assert case.status == "unknown"
+
+
+def test_udp_refused_by_something_in_between_follows_udp_refused_means():
+    [r], [case] = _udp_results("deny", TargetOutcome("refused", 0.4))
+    assert (r.outcome, r.verdict, case.status) == (Outcome.REFUSED, Verdict.DENY, "pass")

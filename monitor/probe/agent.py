@@ -24,6 +24,7 @@ import sys
 import time
 
 from monitor.probe.wire import (
+    CLOSED_AT_DESTINATION,
     OUTCOME_LETTERS,
     ProbeTarget,
     TargetOutcome,
@@ -46,6 +47,10 @@ UDP_PAYLOAD = b"netpol-drift probe\n"
 
 # ICMP host/network unreachable and friends: the packet could not be delivered, which is not a refusal.
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+# Linux: queue each ICMP error of a UDP socket with the address that sent it (the socket module lacks the names
+# before Python 3.13 on some builds).
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -80,21 +85,46 @@ async def _probe_stream(target: ProbeTarget, timeout: float, proto: int) -> Targ
         return TargetOutcome("connected", (time.perf_counter() - started) * 1000)
 
 
+def _icmp_sender(sock: socket.socket) -> str | None:
+    """The address that sent the ICMP error queued on the socket (IP_RECVERR), None if none is queued."""
+    try:
+        _, ancdata, _, _ = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+    except OSError:
+        return None
+    for level, kind, data in ancdata:
+        # struct sock_extended_err (16 bytes), then the offender's sockaddr_in / sockaddr_in6.
+        if (level, kind) == (socket.IPPROTO_IP, _IP_RECVERR) and len(data) >= 24:
+            return socket.inet_ntop(socket.AF_INET, data[20:24])
+        if (level, kind) == (socket.IPPROTO_IPV6, _IPV6_RECVERR) and len(data) >= 40:
+            return socket.inet_ntop(socket.AF_INET6, data[24:40])
+    return None
+
+
 async def _probe_udp(target: ProbeTarget, timeout: float) -> TargetOutcome:
-    """A reply means connected, an ICMP port unreachable means refused, silence is `timeout` (the verdict
-    for a silent UDP target is `unknown`: a dropped datagram and an ignored one look the same)."""
+    """A reply means connected, an ICMP port unreachable means refused (detail CLOSED_AT_DESTINATION when the
+    destination itself sent it), silence is `timeout` (the verdict for a silent UDP target is `unknown`: a
+    dropped datagram and an ignored one look the same)."""
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
-    with socket.socket(_family(target.host), socket.SOCK_DGRAM) as sock:
+    family = _family(target.host)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         try:
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
             sock.connect((target.host, target.port))  # connected UDP: ICMP errors come back to us
             await loop.sock_sendall(sock, UDP_PAYLOAD)
             await asyncio.wait_for(loop.sock_recv(sock, 2048), timeout)
         except TimeoutError:
             return TargetOutcome("timeout")
         except OSError as e:
-            return _classify(e, (time.perf_counter() - started) * 1000)
+            got = _classify(e, (time.perf_counter() - started) * 1000)
+            sender = _icmp_sender(sock) if got.outcome == "refused" else None
+            if sender is not None and sender == socket.inet_ntop(family, socket.inet_pton(family, target.host)):
+                return TargetOutcome("refused", got.latency_ms, CLOSED_AT_DESTINATION)
+            return got
         return TargetOutcome("connected", (time.perf_counter() - started) * 1000)
 
 

@@ -25,6 +25,10 @@ VERSION = "P1"
 OUTCOME_LETTERS = {"connected": "c", "refused": "r", "timeout": "t", "unreachable": "u", "error": "e",
                    "unsettled": "n"}
 LETTER_OUTCOMES = {v: k for k, v in OUTCOME_LETTERS.items()}
+# Detail of a UDP `refused` whose ICMP port unreachable came from the destination itself: the datagram got
+# there and nothing listens on the port. That says nothing about policies (run.py judges it `unknown`), unlike
+# a refusal sent by something in between (a REJECTing CNI on a node), which probe.udp_refused_means judges.
+CLOSED_AT_DESTINATION = "closed"
 PROTOCOL_LETTERS = {"TCP": "T", "UDP": "U", "SCTP": "S"}
 LETTER_PROTOCOLS = {v: k for k, v in PROTOCOL_LETTERS.items()}
 
@@ -44,7 +48,7 @@ class ProbeTarget:
 class TargetOutcome:
     outcome: str  # connected, refused, timeout, unreachable, error, unsettled
     latency_ms: float | None = None
-    detail: str = ""  # errno name or exception class for `error` and `unreachable`
+    detail: str = ""  # errno name or exception class for `error` and `unreachable`; CLOSED_AT_DESTINATION
 
 
 # ------------------------------------------------------------------------------------------------- targets
