@@ -54,7 +54,7 @@ class ProbeSettings:
     run_deadline_seconds: int = 300
     per_node: bool = False
     refused_means: str = "deny"  # TCP and SCTP: allow | deny | unknown: REJECTing CNIs make refused mean blocked
-    udp_refused_means: str = "deny"  # UDP apart: an ICMP port unreachable (REJECT, or nothing listening)
+    udp_refused_means: str = "deny"  # UDP apart: an ICMP port unreachable from in between (a REJECT)
     settle_seconds: float = 2.0  # between the probe agent's passes (a fresh pod races its CNI rules)
     lease_seconds: int = 60  # a run's Lease lapses this long after its last renewal: its probe pods are then swept
 
