@@ -370,8 +370,9 @@ class Agent:
     # --------------------------------------------------------------------------------------------- binding
     def schedule(self, pod: dict[str, Any], pods: list[dict[str, Any]]) -> C.LabNode | None:
         """The node for an unscheduled pod: among the nodes its nodeSelector (and required node affinity on
-        kubernetes.io/hostname) allows, the least loaded one, ties taken in turn, so the pods of a namespace
-        spread over both nodes. None when no node fits (the pod stays Pending, as with a scheduler)."""
+        kubernetes.io/hostname or the node's name, as DaemonSet pods carry) allows, the least loaded one, ties
+        taken in turn, so the pods of a namespace spread over both nodes. None when no node fits (the pod stays
+        Pending, as with a scheduler)."""
         spec = pod["spec"]
         selector = spec.get("nodeSelector") or {}
         fits = [n for n in C.NODES
@@ -379,8 +380,9 @@ class Agent:
                        for k, v in selector.items())]
         terms = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
                   .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
-        hostnames = {v for t in terms for e in t.get("matchExpressions") or []
-                     if e.get("key") == "kubernetes.io/hostname" and e.get("operator") == "In"
+        # The DaemonSet controller pins each of its pods with matchFields metadata.name; people use the label.
+        hostnames = {v for t in terms for e in [*(t.get("matchExpressions") or []), *(t.get("matchFields") or [])]
+                     if e.get("key") in ("kubernetes.io/hostname", "metadata.name") and e.get("operator") == "In"
                      for v in e.get("values") or []}
         if hostnames:
             fits = [n for n in fits if n.name in hostnames]
