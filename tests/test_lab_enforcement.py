@@ -122,7 +122,7 @@ def test_ipblock_ingress_with_except(lab: Lab, lab_namespace: str) -> None:
 
     apply_and_sync(lab, ns, netpol("cidr", {
         "podSelector": {"matchLabels": {"app": "srv"}}, "policyTypes": ["Ingress"],
-        "ingress": [{"from": [{"ipBlock": {"cidr": "10.244.0.0/24", "except": [f"{b['status']['podIP']}/32"]}}]}]}))
+        "ingress": [{"from": [{"ipBlock": {"cidr": C.CLUSTER_CIDR, "except": [f"{b['status']['podIP']}/32"]}}]}]}))
 
     assert lab.connect(a, srv, 80) == "connected"
     assert lab.connect(b, srv, 80) in BLOCKED

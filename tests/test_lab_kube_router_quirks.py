@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.lab import config as C
 from tests.lab.engine import EngineView, lab_pod_object
 from tests.lab.fixtures import Lab, pod_manifest
 
@@ -80,13 +81,13 @@ def test_k2_egress_named_port_applies_every_number_to_every_destination(lab: Lab
 
 
 def test_k3_second_ipblock_except_cancels_first_ipblock(lab: Lab, lab_namespace: str) -> None:
-    """Spec: peers of a rule are ORed. `to: [{ipBlock: 10.244.0.0/24}, {ipBlock: 0.0.0.0/0 except
-    10.244.0.0/24}]` allows every pod IP. kube-router puts both blocks in one ipset, where the except entry
+    """Spec: peers of a rule are ORed. `to: [{ipBlock: 10.244.0.0/16}, {ipBlock: 0.0.0.0/0 except
+    10.244.0.0/16}]` allows every pod IP. kube-router puts both blocks in one ipset, where the except entry
     (nomatch) replaces the first block's cidr: pod traffic is blocked."""
     ns = lab_namespace
     manifests = [pod_manifest("a", {"app": "a"}), pod_manifest("srv", {"app": "srv"})]
-    two_blocks = [{"ipBlock": {"cidr": "10.244.0.0/24"}},
-                  {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.244.0.0/24"]}}]
+    two_blocks = [{"ipBlock": {"cidr": C.CLUSTER_CIDR}},
+                  {"ipBlock": {"cidr": "0.0.0.0/0", "except": [C.CLUSTER_CIDR]}}]
     pods, engine = setup(lab, ns, manifests, [
         netpol("out", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"],
                        "egress": [{"to": two_blocks}]})])
@@ -98,7 +99,7 @@ def test_k3_control_one_ipblock_agrees(lab: Lab, lab_namespace: str) -> None:
     ns = lab_namespace
     pods, engine = setup(lab, ns, [pod_manifest("a", {"app": "a"}), pod_manifest("srv", {"app": "srv"})], [
         netpol("out", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Egress"],
-                       "egress": [{"to": [{"ipBlock": {"cidr": "10.244.0.0/24"}}]}]})])
+                       "egress": [{"to": [{"ipBlock": {"cidr": C.CLUSTER_CIDR}}]}]})])
     assert engine.decide(f"{ns}/a", f"{ns}/srv", 80)[0] is True
     assert lab.connect(pods["a"], pods["srv"], 80) == "connected"
 
