@@ -168,7 +168,7 @@ def test_per_node_run_finds_the_node_whose_enforcer_stopped(lab: Lab, lab_namesp
     assert probe_pods(lab) == []
 
     # Without --per-node one probe pod per source goes wherever the agent schedules it: the fault shows only
-    # if it lands on the broken node, and nothing in the report says which node enforcement failed on.
+    # if it lands on the broken node (the flow's node says where it ran), and nothing says the other node is fine.
     with capsys.disabled():
         print("\ncontrast without --per-node:", [(c["name"], c["result"], f["node"], f["outcome"])
                                                  for c in contrast["cases"] for f in c["flows"]])
