@@ -259,13 +259,16 @@ ICMP_KERNEL_DEFAULTS = ("net.ipv4.icmp_ratelimit=1000", "net.ipv4.icmp_msgs_per_
 
 @contextmanager
 def kernel_icmp_limits() -> Iterator[None]:
-    """The node namespace (where kube-router REJECTs, so where the ICMP errors come from) with the kernel's
-    default ICMP rate limits instead of the lab's unlimited ones; restored after."""
-    netns.run(["ip", "netns", "exec", C.NODE_NETNS, "sysctl", "-q", "-w", *ICMP_KERNEL_DEFAULTS])
+    """The node namespaces (where kube-router REJECTs, so where the ICMP errors come from: every node, as the
+    pods spread over them) with the kernel's default ICMP rate limits instead of the lab's unlimited ones;
+    restored after."""
+    for node in C.NODES:
+        netns.run(["ip", "netns", "exec", node.netns, "sysctl", "-q", "-w", *ICMP_KERNEL_DEFAULTS])
     try:
         yield
     finally:
-        netns.run(["ip", "netns", "exec", C.NODE_NETNS, "sysctl", "-q", "-w", *netns.ICMP_UNLIMITED])
+        for node in C.NODES:
+            netns.run(["ip", "netns", "exec", node.netns, "sysctl", "-q", "-w", *netns.ICMP_UNLIMITED])
 
 
 def test_kernel_icmp_rate_limits_and_50_probe_pods_flip_blocked_flows_without_a_single_alert(
