@@ -137,3 +137,34 @@ def test_serve_publishes_policy_reports_updated_in_place(lab: Lab, lab_namespace
     assert fixed_cluster["metadata"]["uid"] == cluster["metadata"]["uid"]
     assert fixed_cluster["summary"]["fail"] == 0
     assert "PolicyReports netpol-drift in 1 namespace(s)" in s.log
+
+
+def test_the_policy_reports_rule_is_needed(lab: Lab, lab_namespace: str, policy_report_crds) -> None:
+    """deploy/rbac-policyreports.yaml's one rule, proven needed like deploy/rbac.yaml's (tests/test_helm_lab.py):
+    as the monitor's identity, publishing works with it and is refused with a 403 naming the resource without it."""
+    from monitor.cluster import ClusterAdapter, ClusterError
+    from monitor.settings import ClusterSettings
+
+    adapter = ClusterAdapter.connect(ClusterSettings(name="lab", retries=0), kubeconfig=str(lab.monitor_kubeconfig))
+    labels = {"app.kubernetes.io/managed-by": "netpol-drift"}
+
+    def report(kind: str, **meta) -> dict:
+        return {"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": kind,
+                "metadata": {"name": "netpol-drift", "labels": labels, **meta},
+                "summary": {"pass": 0, "fail": 0, "warn": 0, "error": 0, "skip": 0}, "results": []}
+
+    namespaced = [report("PolicyReport", namespace=lab_namespace)]
+    assert adapter.publish_policy_reports(namespaced, report("ClusterPolicyReport"), labels) == 1
+    assert adapter.publish_policy_reports(namespaced, report("ClusterPolicyReport"), labels) == 1  # in place
+
+    rbac = list(yaml.safe_load_all((REPO / "deploy" / "rbac-policyreports.yaml").read_text()))
+    role = next(d for d in rbac if d and d["kind"] == "ClusterRole")
+    lab.apply({**role, "rules": []})
+    try:
+        time.sleep(0.5)  # the authorizer's informer
+        with pytest.raises(ClusterError) as e:
+            adapter.publish_policy_reports(namespaced, report("ClusterPolicyReport"), labels)
+        assert "403" in str(e.value) and "policyreports" in str(e.value), e.value
+    finally:
+        lab.apply(rbac)
+    lab.api.delete(f"{GROUP}/namespaces/{lab_namespace}/policyreports/netpol-drift")
