@@ -58,6 +58,7 @@ ADMIN_POLICY_APIS = (
 )
 ADMIN_POLICY_GROUP = "policy.networking.k8s.io"
 _TRANSIENT_STATUS = {429, 500, 502, 503, 504}
+_MAX_RETRY_AFTER = 10.0  # a longer Retry-After is not waited out inside one call: the call fails, the run goes on
 # Kinds with a plain list-all method to watch (admin-policy kinds go through the custom-objects API).
 _WATCHABLE = {
     "Namespace": ("core", "list_namespace"),
@@ -132,6 +133,8 @@ class ClusterAdapter:
         self.server = api.configuration.host
         # Told of every failed call, by verb (the service counts them in a metric; this module imports none).
         self.on_api_error: Callable[[str], None] = lambda verb: None
+        # Told of every call the API server throttled (429: API Priority and Fairness), by verb.
+        self.on_api_throttled: Callable[[str], None] = lambda verb: None
         # Probe pods this adapter created and has not deleted: what the probe_pods_running metric shows.
         self._probe_pods: set[tuple[str, str]] = set()
 
@@ -177,8 +180,10 @@ class ClusterAdapter:
                 return fn(*args, **kwargs)
             except ApiException as e:
                 self.on_api_error(_verb(what))
+                if e.status == 429:
+                    self.on_api_throttled(_verb(what))
                 if e.status in _TRANSIENT_STATUS and attempt + 1 < attempts:
-                    self._backoff(what, attempt, f"HTTP {e.status}")
+                    self._backoff(what, attempt, f"HTTP {e.status}", _retry_after(e))
                     continue
                 raise _api_error(what, e) from e
             except (urllib3.exceptions.HTTPError, OSError) as e:
@@ -191,8 +196,9 @@ class ClusterAdapter:
         raise AssertionError("unreachable")  # the loop always returns or raises
 
     @staticmethod
-    def _backoff(what: str, attempt: int, why: str) -> None:
-        delay = min(0.2 * 2 ** attempt, 5.0)
+    def _backoff(what: str, attempt: int, why: str, retry_after: float | None = None) -> None:
+        # A throttling server says when to come back (APF's 429 carries Retry-After): never sooner than that.
+        delay = max(min(0.2 * 2 ** attempt, 5.0), min(retry_after or 0.0, _MAX_RETRY_AFTER))
         log.warning("%s failed (%s); retrying in %.1fs", what, why, delay)
         time.sleep(delay)
 
@@ -374,6 +380,8 @@ class ClusterAdapter:
                 yield event["type"], obj
         except ApiException as e:
             self.on_api_error("watch")
+            if e.status == 429:
+                self.on_api_throttled("watch")
             raise _api_error(what, e) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
             self.on_api_error("watch")
@@ -705,6 +713,15 @@ def _verb(what: str) -> str:
     """The verb of a call's description ("list pods" -> list), for the api_errors metric's few label values."""
     verb = what.split(" ", 1)[0]
     return {"read": "get", "replace": "update"}.get(verb, verb)
+
+
+def _retry_after(e: ApiException) -> float | None:
+    """The Retry-After of an error answer, in seconds (None when absent or not a number of seconds)."""
+    value = (e.headers or {}).get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _fingerprint(kind: str, obj: dict) -> str:

@@ -54,6 +54,12 @@ class Metrics:
                               registry=r)
         self.api_errors = Counter("netpol_drift_api_errors", "Failed Kubernetes API calls by verb", ["verb"],
                                   registry=r)
+        self.api_throttled = Counter("netpol_drift_api_throttled", "Kubernetes API calls the API server throttled "
+                                     "(HTTP 429 from API Priority and Fairness), by verb; retried after its "
+                                     "Retry-After, a probe that still cannot run is skipped", ["verb"], registry=r)
+        self.watch_relists = Counter("netpol_drift_watch_relists", "Watches that had to list again because the API "
+                                     "server no longer had their resourceVersion (410 Gone), by kind", ["kind"],
+                                     registry=r)
         self.leader = Gauge("netpol_drift_leader", "1 while this replica holds the Lease (only the leader probes)",
                             registry=r)
         self.config_reload_errors = Counter("netpol_drift_config_reload_errors", "Changed config or suite files "
@@ -89,6 +95,12 @@ class Metrics:
 
     def api_error(self, verb: str) -> None:
         self.api_errors.labels(verb).inc()
+
+    def api_throttled_call(self, verb: str) -> None:
+        self.api_throttled.labels(verb).inc()
+
+    def watch_relisted(self, kind: str) -> None:
+        self.watch_relists.labels(kind).inc()
 
     def alert_result(self, channel: str, result: str) -> None:
         """monitor.alert.AlertMetrics: one delivery attempt's result."""

@@ -146,6 +146,8 @@ class Service:
         # Separate clients: a slow run or a long watch must never hold up the Lease renewal or /readyz.
         self._runs, self._watch, self._lease, self._health = connect(), connect(), connect(), connect()
         self._runs.on_api_error = self._watch.on_api_error = self._lease.on_api_error = metrics.api_error
+        self._runs.on_api_throttled = self._watch.on_api_throttled = self._lease.on_api_throttled = \
+            metrics.api_throttled_call
         metrics.count_probe_pods_with(self._runs.probe_pods_alive)
         self._store: Store | None = None
         self._lock = threading.Lock()
@@ -252,16 +254,24 @@ class Service:
     # ------------------------------------------------------------------------------------------- changes
     def _watch_loop(self, kind: str) -> None:
         """One kind: list, then watch from the list's resourceVersion, resume after the server ends a watch,
-        re-list on 410 Gone (comparing fingerprints, so a change in the gap is not missed)."""
+        re-list on 410 Gone (comparing fingerprints, so a change in the gap is not missed). Every API failure,
+        the re-list's too, is retried with backoff: this thread ends only when the service stops."""
         known: dict[tuple[str, str], str] | None = None
         version = ""
         backoff = 1.0
         absent_logged = False
+        gone = False  # the last watch was answered 410 Gone: the next list is compared with what was known
         while not self._stopping.is_set():
             try:
-                if known is None:
+                if known is None or gone:
                     listed, version = self._watch.list_fingerprints(kind)
-                    known = listed
+                    if gone:
+                        for key in set(known or {}) | set(listed):
+                            if (known or {}).get(key) != listed.get(key):
+                                self._observe(kind, known or {}, ClusterEvent(
+                                    "DELETED" if key not in listed else "MODIFIED", kind, key[0] or None, key[1],
+                                    version, listed.get(key, "")))
+                    known, gone = listed, False
                     continue
                 timeout = self.settings.schedule.watch_timeout_seconds
                 for event in self._watch.watch_changes(kind, timeout, version):
@@ -270,14 +280,10 @@ class Service:
                     if self._stopping.is_set():
                         return
                 backoff = 1.0
-            except ClusterConflictError:  # 410 Gone: the version is too old, re-list and compare
-                listed, version = self._watch.list_fingerprints(kind)
-                for key in set(known or {}) | set(listed):
-                    if (known or {}).get(key) != listed.get(key):
-                        self._observe(kind, known or {}, ClusterEvent(
-                            "DELETED" if key not in listed else "MODIFIED", kind, key[0] or None, key[1], version,
-                            listed.get(key, "")))
-                known = listed
+            except ClusterConflictError as e:  # 410 Gone: the version is too old, re-list and compare
+                log.info("watch %s: %s", kind, e)
+                self.metrics.watch_relisted(kind)
+                gone = True
             except ClusterNotFoundError:
                 # Logged once; checked again now and then, quietly, in case the CRD gets installed.
                 log.log(logging.INFO if not absent_logged else logging.DEBUG,

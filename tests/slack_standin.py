@@ -5,7 +5,8 @@ auth.test, chat.postMessage, chat.update and the webhook; it checks what Slack c
 (the token, the channel, Block Kit limits: 50 blocks, 3,000 characters per section text, 150 per header,
 a plain-text fallback) and answers Slack's way (HTTP 200 with ok=false and an error code). Tests script
 failures with `fail_next(...)`: "429" (with Retry-After), "500", "invalid_auth", "channel_not_found"; `stop()`
-and `start()` on the same port give connection refused in between.
+and `start()` on the same port give connection refused in between; `hold_next(method, seconds)` posts the next
+message but holds its answer back (a client killed mid-delivery).
 
 `python -m tests.slack_standin --port 0` runs it alone and prints what it receives (make demo uses that).
 """
@@ -95,6 +96,8 @@ class SlackStandin:
         self.rejected: list[tuple[str, str]] = []  # (method, why): requests real Slack would refuse
         self.requests = 0  # every request that reached the server, failed or not
         self._failures: list[str] = []
+        self._holds: dict[str, float] = {}  # method -> seconds the next such answer is held back
+        self.held = threading.Event()  # set when a held request has been processed (the answer not yet sent)
         self._lock = threading.Lock()
         self._ts = 0
         self._server: ThreadingHTTPServer | None = None
@@ -134,6 +137,17 @@ class SlackStandin:
         """The next requests get these answers, in order: "429", "429:SECONDS", "500", or a Slack error code."""
         with self._lock:
             self._failures.extend(answers)
+
+    def hold_next(self, method: str, seconds: float) -> None:
+        """The next `method` request is processed as Slack would (a message is posted) but its answer is sent
+        only `seconds` later: the client is caught mid-delivery (e.g. killed before it learns the ts)."""
+        with self._lock:
+            self._holds[method] = seconds
+            self.held.clear()
+
+    def _take_hold(self, method: str) -> float:
+        with self._lock:
+            return self._holds.pop(method, 0.0)
 
     def of(self, method: str) -> list[Received]:
         return [r for r in self.received if r.method == method]
@@ -206,6 +220,10 @@ class SlackStandin:
                     self._send(404, {}, "no_service")
                     return
                 status, headers, answer = standin._answer(method, self.headers, body, webhook)
+                hold = standin._take_hold(method) if status == 200 else 0.0
+                if hold:
+                    standin.held.set()
+                    time.sleep(hold)
                 if standin.echo and status == 200:
                     standin._print(method, body)
                 self._send(status, headers, answer)

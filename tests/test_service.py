@@ -38,6 +38,8 @@ ISSUE_METRICS = {
     "netpol_drift_leader", "netpol_drift_config_reload_errors_total",
     # issue 12 (Slack alerts)
     "netpol_drift_alerts_total", "netpol_drift_alert_queue_depth", "netpol_drift_alert_oldest_queued_seconds",
+    # issue 15 (reliability: APF throttling, watches answered 410 Gone)
+    "netpol_drift_api_throttled_total", "netpol_drift_watch_relists_total",
 }
 
 
@@ -78,6 +80,10 @@ def test_metrics_have_exactly_the_issue_names_and_each_service_its_own_registry(
     a.api_error("watch")
     assert sample(a.render(), "netpol_drift_runs_total", trigger="change", status="ok") == 1.0
     assert sample(a.render(), "netpol_drift_api_errors_total", verb="watch") == 1.0
+    a.api_throttled_call("create")
+    a.watch_relisted("NetworkPolicy")
+    assert sample(a.render(), "netpol_drift_api_throttled_total", verb="create") == 1.0
+    assert sample(a.render(), "netpol_drift_watch_relists_total", kind="NetworkPolicy") == 1.0
     # What the alert sender reports through monitor.alert.AlertMetrics.
     a.alert_result("slack", "sent")
     a.alert_queue(3, 42.0)

@@ -235,36 +235,8 @@ def up(p: C.Paths = C.PATHS) -> bool:
     say(f"node link {a.netns}/{a.peer_veth} {a.peer_ip} <-> {b.netns}/{b.peer_veth} {b.peer_ip}")
     netns.nodes_up()
 
-    say(f"etcd {C.ETCD_VERSION} on 127.0.0.1:{C.ETCD_CLIENT_PORT}")
-    procs.start("etcd", [
-        str(C.binary("etcd")), "--name", "lab", "--data-dir", str(p.etcd_data),
-        "--listen-client-urls", f"http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
-        "--advertise-client-urls", f"http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
-        "--listen-peer-urls", f"http://127.0.0.1:{C.ETCD_PEER_PORT}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{C.ETCD_PEER_PORT}",
-        "--initial-cluster", f"lab=http://127.0.0.1:{C.ETCD_PEER_PORT}",
-        "--unsafe-no-fsync", "--log-level", "warn",
-    ], paths=p)
-    dt = _wait("etcd /health", lambda: _http_ok(f"http://127.0.0.1:{C.ETCD_CLIENT_PORT}/health"), 30, "etcd", p)
-    say(f"etcd healthy ({dt:.1f}s)")
-
-    say(f"kube-apiserver {C.K8S_VERSION} on {C.APISERVER_URL} (RBAC, static tokens)")
-    p.cert_dir.mkdir(parents=True, exist_ok=True)
-    procs.start("kube-apiserver", [
-        str(C.binary("kube-apiserver")),
-        f"--etcd-servers=http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
-        f"--bind-address={C.ROOT_IP}", f"--advertise-address={C.ROOT_IP}", f"--secure-port={C.APISERVER_PORT}",
-        f"--cert-dir={p.cert_dir}",
-        f"--service-account-issuer={C.SA_ISSUER}",
-        f"--service-account-key-file={p.sa_pub}", f"--service-account-signing-key-file={p.sa_key}",
-        # Default admission (ServiceAccount included: pods get their token volume) and the default `lease`
-        # endpoint reconciler (the `kubernetes` Service's endpoints are this server).
-        f"--service-cluster-ip-range={C.SERVICE_CIDR}",
-        "--authorization-mode=RBAC", f"--token-auth-file={p.tokens}",
-        "--anonymous-auth=false", "--profiling=false", "--v=1",
-    ], paths=p)
-    dt = _wait("kube-apiserver /readyz", lambda: apiserver_ready(p), 90, "kube-apiserver", p)
-    say(f"kube-apiserver ready ({dt:.1f}s)")
+    start_etcd(p)
+    start_apiserver(p)
 
     for name, (user, _, _) in IDENTITIES.items():
         _write_kubeconfig(p.kubeconfig(name), user, p.token(name).read_text(), p)
@@ -289,6 +261,53 @@ def up(p: C.Paths = C.PATHS) -> bool:
     say(f"lab up in {time.monotonic() - t_start:.1f}s; admin kubeconfig {p.admin_kubeconfig}, "
         f"monitor kubeconfig {p.monitor_kubeconfig}")
     return True
+
+
+def start_etcd(p: C.Paths = C.PATHS) -> None:
+    """Starts etcd on its data dir (also used by tests that restart it: the data is kept)."""
+    say(f"etcd {C.ETCD_VERSION} on 127.0.0.1:{C.ETCD_CLIENT_PORT}")
+    procs.start("etcd", [
+        str(C.binary("etcd")), "--name", "lab", "--data-dir", str(p.etcd_data),
+        "--listen-client-urls", f"http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
+        "--advertise-client-urls", f"http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
+        "--listen-peer-urls", f"http://127.0.0.1:{C.ETCD_PEER_PORT}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{C.ETCD_PEER_PORT}",
+        "--initial-cluster", f"lab=http://127.0.0.1:{C.ETCD_PEER_PORT}",
+        "--unsafe-no-fsync", "--log-level", "warn",
+    ], paths=p)
+    dt = _wait("etcd /health", lambda: _http_ok(f"http://127.0.0.1:{C.ETCD_CLIENT_PORT}/health"), 30, "etcd", p)
+    say(f"etcd healthy ({dt:.1f}s)")
+
+
+def start_apiserver(p: C.Paths = C.PATHS, extra_args: tuple[str, ...] = ()) -> None:
+    """Starts kube-apiserver and waits for /readyz (also used by fault tests that stop and restart it;
+    extra_args: more flags for that one start, e.g. a smaller request concurrency)."""
+    say(f"kube-apiserver {C.K8S_VERSION} on {C.APISERVER_URL} (RBAC, static tokens)")
+    p.cert_dir.mkdir(parents=True, exist_ok=True)
+    procs.start("kube-apiserver", [
+        str(C.binary("kube-apiserver")),
+        f"--etcd-servers=http://127.0.0.1:{C.ETCD_CLIENT_PORT}",
+        f"--bind-address={C.ROOT_IP}", f"--advertise-address={C.ROOT_IP}", f"--secure-port={C.APISERVER_PORT}",
+        f"--cert-dir={p.cert_dir}",
+        f"--service-account-issuer={C.SA_ISSUER}",
+        f"--service-account-key-file={p.sa_pub}", f"--service-account-signing-key-file={p.sa_key}",
+        # Default admission (ServiceAccount included: pods get their token volume) and the default `lease`
+        # endpoint reconciler (the `kubernetes` Service's endpoints are this server).
+        f"--service-cluster-ip-range={C.SERVICE_CIDR}",
+        "--authorization-mode=RBAC", f"--token-auth-file={p.tokens}",
+        "--anonymous-auth=false", "--profiling=false", "--v=1", *extra_args,
+    ], paths=p)
+    dt = _wait("kube-apiserver /readyz", lambda: apiserver_ready(p), 90, "kube-apiserver", p)
+    say(f"kube-apiserver ready ({dt:.1f}s)")
+
+
+def stop_component(name: str, p: C.Paths = C.PATHS) -> None:
+    """Stops one lab process (SIGTERM, then SIGKILL): fault tests stop etcd or kube-apiserver mid-run and
+    start them again with start_etcd/start_apiserver, which keep the state dir (data, certificates)."""
+    pid = procs.pid_of(name, p)
+    if pid:
+        procs.stop([pid])
+        say(f"stopped {name} (pid {pid})")
 
 
 def start_controller_manager(p: C.Paths = C.PATHS) -> None:

@@ -1,0 +1,353 @@
+"""Reliability (issue 15, docs/RELIABILITY.md sections 1 and 6): `netpol-drift serve` as a subprocess on the lab
+while its control plane fails under it: kube-apiserver stopped mid-run and started again, etcd restarted, the
+monitor's own requests throttled by API Priority and Fairness (real 429s), watches answered 410 Gone; and the
+service itself SIGKILLed mid-run and mid-alert.
+
+Every test asserts the same contract: no false drift alert (the Slack stand-in gets nothing, no drift event is
+opened, unless the test made a real change), no lost alert (a real change made across the fault reaches Slack
+exactly once), no orphaned probe pod (while serve still runs, and after it), the service keeps running or
+restarts cleanly, and the metric that tells an operator about the fault moves. Each prints what it measured
+(the numbers in docs/RELIABILITY.md); run with `-s` to see them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.store import Store
+from tests.lab import control
+from tests.lab.fixtures import Lab
+from tests.slack_standin import TOKEN, SlackStandin
+from tests.test_live_history_lab import suite_of
+from tests.test_live_lab import deploy_three_tier, probe_pods
+from tests.test_service_lab import Serve, break_api_to_db
+
+pytestmark = pytest.mark.lab
+
+CASES = ("api-to-db", "frontend-to-api", "frontend-to-db-denied")
+# Short Leases so a restart or a takeover costs seconds, not the production defaults' minute.
+FAST = {"schedule": {"interval_seconds": 6, "debounce_seconds": 1, "shutdown_grace_seconds": 0},
+        "leader": {"lease_seconds": 8, "renew_deadline_seconds": 5, "retry_seconds": 1},
+        "probe": {"lease_seconds": 12}}
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackStandin]:
+    with SlackStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+def start(lab: Lab, lab_namespace: str, tmp_path: Path, slack: SlackStandin) -> Iterator[Callable[..., Serve]]:
+    """Starts `serve` (bot token, the stand-in, the fast settings above, one SQLite file per test: a second start
+    is the same service restarted); every one is stopped at the end, and no probe pod may be left."""
+    started: list[Serve] = []
+
+    def run(**extra: Any) -> Serve:
+        settings = {k: v | extra.pop(k, {}) for k, v in FAST.items()} | extra
+        s = Serve(lab, tmp_path, lab_namespace, name=f"serve{len(started)}", suite=suite_of(lab_namespace, *CASES),
+                  env={"NETPOL_DRIFT_SLACK_TOKEN": TOKEN},
+                  slack={"channel": "#netpol-alerts", "base_url": slack.base_url}, **settings)
+        started.append(s)
+        return s
+
+    yield run
+    for s in started:
+        if s.proc.poll() is None:
+            s.stop()
+    assert probe_pods(lab) == [], "serve left probe pods behind"
+
+
+def wait_for(pred: Callable[[], Any], what: str, s: Serve, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        assert s.proc.poll() is None, f"serve exited: {s.log[-3000:]}"
+        time.sleep(0.1)
+    raise AssertionError(f"no {what} within {timeout}s; serve log: {s.log[-4000:]}")
+
+
+def metric_sum(s: Serve, name: str, **labels: str) -> float:
+    """The sum of a metric over all its series (those with the given labels)."""
+    _, text = s.get("/metrics")
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.split()[-1])
+    return total
+
+
+def top_level(slack: SlackStandin) -> list:
+    return [r for r in slack.of("chat.postMessage") if not r.body.get("thread_ts")]
+
+
+def drift_events(s: Serve) -> list:
+    with Store.open(s.db) as store:
+        return [e for e in store.events("lab") if e.kind == "drift"]
+
+
+def mid_run_pods(lab: Lab, s: Serve, timeout: float = 60.0) -> set[str]:
+    """Waits until a run of `s` has probe pods and returns their names (the fault goes in now)."""
+    return wait_for(lambda: {p["metadata"]["name"] for p in probe_pods(lab)}, "probe pods (a run under way)", s,
+                    timeout)
+
+
+def wait_gone(lab: Lab, s: Serve, names: set[str], timeout: float) -> float:
+    """Seconds until none of these probe pods exists any more, while serve keeps running."""
+    began = time.monotonic()
+    wait_for(lambda: not names & {p["metadata"]["name"] for p in probe_pods(lab)}, f"probe pods {sorted(names)} "
+             "deleted", s, timeout)
+    return time.monotonic() - began
+
+
+def one_alert_for_the_real_change(lab: Lab, ns: str, s: Serve, slack: SlackStandin, timeout: float = 120) -> float:
+    """The real change (db-from-api replaced: api -> db blocked) reaches Slack as exactly one message naming it
+    and nothing else; returns the seconds it took."""
+    changed = time.monotonic()
+    break_api_to_db(lab, ns)
+    [msg] = wait_for(lambda: top_level(slack), "the alert for the real change", s, timeout)
+    took = time.monotonic() - changed
+    assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked" in msg.body["text"], msg.body["text"]
+    assert f"Cause: NetworkPolicy {ns}/db-from-api changed" in msg.body["text"], msg.body["text"]
+    [event] = drift_events(s)
+    assert event.flow_key.startswith(f"{ns}/api") and f"{ns}/db" in event.flow_key, event
+    return took
+
+
+def assert_no_false_alert(s: Serve, slack: SlackStandin) -> None:
+    assert top_level(slack) == [], [m.body["text"] for m in top_level(slack)]
+    assert drift_events(s) == [], drift_events(s)
+    assert slack.rejected == []
+
+
+def restart_apiserver_after(seconds: float, compact: bool = False) -> float:
+    """Stops kube-apiserver, keeps it down `seconds` (compacting etcd to its newest revision meanwhile, so no
+    watch can resume from a version it handed out), starts it again; returns the seconds it was down."""
+    began = time.monotonic()
+    control.stop_component("kube-apiserver")
+    if compact:
+        compact_etcd()
+    time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+    control.start_apiserver()
+    return time.monotonic() - began
+
+
+def compact_etcd() -> int:
+    """etcd's own compaction (its v3 JSON gateway) up to the newest revision: every older revision is gone."""
+    def call(path: str, body: dict) -> dict:
+        req = urllib.request.Request(f"http://127.0.0.1:2379/v3/{path}", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.load(r)
+
+    rev = int(call("kv/range", {"key": base64.b64encode(b"/").decode(), "limit": 1})["header"]["revision"])
+    call("kv/compaction", {"revision": str(rev), "physical": True})
+    return rev
+
+
+def runs_after(s: Serve, since: float) -> list:
+    """Stored runs that started after the unix time `since`."""
+    return [r for r in s.runs() if _unix(r.started_at) > since]
+
+
+def _unix(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+# ------------------------------------------------------------------------------- 1. API server, etcd, watches
+def test_api_server_stopped_mid_run_and_restarted(lab: Lab, lab_namespace: str, start, slack) -> None:
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    s = start()
+    [first] = s.wait_runs(1)
+    assert first.known_good
+    errors_before = metric_sum(s, "netpol_drift_api_errors_total")
+    left = mid_run_pods(lab, s)
+    down = restart_apiserver_after(10)
+    back = time.time()
+    # The service lived through it, leads again, and its next full run holds: no false alert.
+    assert s.proc.poll() is None and s.get("/healthz")[0] == 200
+    wait_for(lambda: [r for r in runs_after(s, back) if r.known_good], "a known-good run after the restart", s, 120)
+    took = time.time() - back
+    assert_no_false_alert(s, slack)
+    swept = wait_gone(lab, s, left, 60)
+    errors = metric_sum(s, "netpol_drift_api_errors_total") - errors_before
+    assert errors > 0
+    assert s.metric("netpol_drift_leader") == 1.0
+    # A real change after the outage still alerts, once (the watches came back).
+    alert = one_alert_for_the_real_change(lab, ns, s, slack)
+    print(f"\nAPI server down {down:.1f}s: {errors:.0f} failed API calls counted, known-good run {took:.1f}s after "
+          f"restart, {len(left)} mid-run probe pod(s) gone {swept:.1f}s later, real change alerted in {alert:.1f}s")
+
+
+def test_etcd_restarted_mid_run(lab: Lab, lab_namespace: str, start, slack) -> None:
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    s = start()
+    [first] = s.wait_runs(1)
+    assert first.known_good
+    errors_before = metric_sum(s, "netpol_drift_api_errors_total")
+    left = mid_run_pods(lab, s)
+    began = time.monotonic()
+    control.stop_component("etcd")
+    time.sleep(8)
+    control.start_etcd()
+    down = time.monotonic() - began
+    back = time.time()
+    assert s.proc.poll() is None and s.get("/healthz")[0] == 200
+    wait_for(lambda: [r for r in runs_after(s, back) if r.known_good], "a known-good run after etcd is back", s, 120)
+    took = time.time() - back
+    assert_no_false_alert(s, slack)
+    swept = wait_gone(lab, s, left, 60)
+    errors = metric_sum(s, "netpol_drift_api_errors_total") - errors_before
+    assert errors > 0
+    alert = one_alert_for_the_real_change(lab, ns, s, slack)
+    print(f"\netcd down {down:.1f}s: {errors:.0f} failed API calls counted, known-good run {took:.1f}s after, "
+          f"{len(left)} mid-run probe pod(s) gone {swept:.1f}s later, real change alerted in {alert:.1f}s")
+
+
+def test_watch_410_gone_after_compaction_relists_without_missing_a_change(lab: Lab, lab_namespace: str, start,
+                                                                        slack) -> None:
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    # Runs only on changes (the interval is an hour): a change the watches miss is never probed.
+    s = start(schedule={"interval_seconds": 3600}, log_level="DEBUG")
+    [first] = s.wait_runs(1)
+    assert first.known_good
+    relists_before = metric_sum(s, "netpol_drift_watch_relists_total")
+    # The API server restarts (a fresh watch cache) and etcd is compacted past every version the monitor's
+    # watches hold: resuming them can only give 410 Gone. The change lands before they resume (their backoff).
+    restart_apiserver_after(3, compact=True)
+    alert = one_alert_for_the_real_change(lab, ns, s, slack)
+    wait_for(lambda: metric_sum(s, "netpol_drift_watch_relists_total") > relists_before, "a re-list after 410", s, 30)
+    assert "410 Gone" in s.log
+    relists = metric_sum(s, "netpol_drift_watch_relists_total") - relists_before
+    runs = s.runs()
+    assert runs[-1].trigger == "change" and f"NetworkPolicy {ns}/db-from-api" in (runs[-1].trigger_detail or "")
+    print(f"\n410 Gone: {relists:.0f} watch(es) re-listed, the change in the gap alerted once in {alert:.1f}s")
+
+
+APF_NAME = "netpol-drift-throttled"
+
+
+def throttle_monitor(lab: Lab, verbs: list[str], resources: list[str]) -> None:
+    """A PriorityLevelConfiguration that admits nothing of its own (no nominal seats, borrows none) and rejects
+    what waits, and a FlowSchema that sends the monitor's ServiceAccount's requests of these verbs and resources
+    to it, ahead of every default schema but `exempt`."""
+    lab.apply([
+        {"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
+         "metadata": {"name": APF_NAME},
+         "spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 0, "lendablePercent": 0,
+                                                 "borrowingLimitPercent": 0,
+                                                 "limitResponse": {"type": "Reject"}}}},
+        {"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema", "metadata": {"name": APF_NAME},
+         "spec": {"priorityLevelConfiguration": {"name": APF_NAME}, "matchingPrecedence": 2,
+                  "distinguisherMethod": {"type": "ByUser"},
+                  "rules": [{"subjects": [{"kind": "ServiceAccount",
+                                           "serviceAccount": {"name": "netpol-drift", "namespace": "netpol-drift"}}],
+                             "resourceRules": [{"verbs": verbs, "apiGroups": [""], "resources": resources,
+                                                "namespaces": ["*"]}]}]}},
+    ])
+
+
+def unthrottle_monitor(lab: Lab) -> None:
+    for kind in ("flowschemas", "prioritylevelconfigurations"):
+        lab.api.delete(f"/apis/flowcontrol.apiserver.k8s.io/v1/{kind}/{APF_NAME}")
+
+
+def test_apf_429s_make_probes_skipped_never_a_verdict(lab: Lab, lab_namespace: str, start, slack) -> None:
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    s = start()
+    [first] = s.wait_runs(1)
+    assert first.known_good
+    throttled_before = metric_sum(s, "netpol_drift_api_throttled_total")
+    # Probe pods cannot be created while the monitor's pod creations are throttled: every probe is skipped.
+    throttle_monitor(lab, ["create"], ["pods"])
+    began = time.time()
+    try:
+        throttled = wait_for(lambda: [r for r in runs_after(s, began + 1) if r.status != "ok"],
+                             "a run with throttled probes", s, 120)[0]
+        with Store.open(s.db) as store:
+            detail = store.run_detail(throttled.id)
+        outcomes = {r.outcome.value for r in detail.results} if hasattr(detail, "results") else set()
+        assert not throttled.known_good
+        assert metric_sum(s, "netpol_drift_api_throttled_total") > throttled_before
+        assert s.metric("netpol_drift_cases", state="skipped") == len(CASES), s.log[-3000:]
+        assert "429" in s.log
+        assert_no_false_alert(s, slack)
+    finally:
+        unthrottle_monitor(lab)
+    cleared = time.time()
+    wait_for(lambda: [r for r in runs_after(s, cleared + 1) if r.known_good], "a known-good run after", s, 120)
+    took = time.time() - cleared
+    assert_no_false_alert(s, slack)
+    assert probe_pods(lab) == []
+    n = metric_sum(s, "netpol_drift_api_throttled_total") - throttled_before
+    print(f"\nAPF: {n:.0f} throttled (429) calls, run {throttled.id} stored {throttled.status} with outcomes "
+          f"{sorted(outcomes)}; known-good again {took:.1f}s after the FlowSchema went")
+
+
+# --------------------------------------------------------------------------------------------- 6. SIGKILL
+def test_sigkill_mid_run_next_start_sweeps_and_does_not_alert(lab: Lab, lab_namespace: str, start, slack) -> None:
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    s = start()
+    [first] = s.wait_runs(1)
+    assert first.known_good
+    left = mid_run_pods(lab, s)
+    s.proc.kill()
+    s.proc.wait(10)
+    killed = time.monotonic()
+    again = start()
+    wait_for(lambda: again.metric("netpol_drift_leader") == 1.0, "the restarted service to lead", again, 60)
+    leads = time.monotonic() - killed
+    wait_gone(lab, again, left, 60)
+    swept = time.monotonic() - killed
+    runs = again.wait_runs(len(s.runs()) + 1, timeout=90)
+    assert runs[-1].known_good
+    assert "sweep deleted" in again.log
+    assert_no_false_alert(again, slack)
+    print(f"\nSIGKILL mid-run: {len(left)} probe pod(s) left, restarted service led after {leads:.1f}s and swept "
+          f"them {swept:.1f}s after the kill")
+
+
+def test_sigkill_mid_alert_restart_does_not_alert_twice(lab: Lab, lab_namespace: str, start, slack) -> None:
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    s = start()
+    [first] = s.wait_runs(1)
+    assert first.known_good
+    # Slack posts the message but serve never hears back: it is killed while waiting for the answer.
+    slack.hold_next("chat.postMessage", 30)
+    break_api_to_db(lab, ns)
+    wait_for(slack.held.is_set, "the alert to reach Slack", s, 120)
+    s.proc.kill()
+    s.proc.wait(10)
+    killed = time.monotonic()
+    assert len(top_level(slack)) == 1
+    again = start()
+    wait_for(lambda: again.metric("netpol_drift_leader") == 1.0, "the restarted service to lead", again, 60)
+    # Its alert pass (after its first run and every 15 s) finds the alert in the outbox: it must not post it again.
+    runs = again.wait_runs(len(again.runs()) + 1, timeout=90)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert len(top_level(slack)) == 1, [m.body["text"] for m in top_level(slack)]
+        time.sleep(0.5)
+    assert again.metric("netpol_drift_alert_queue_depth") == 0.0
+    [msg] = top_level(slack)
+    assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked" in msg.body["text"]
+    print(f"\nSIGKILL mid-alert: 1 message in Slack, restart led after {time.monotonic() - killed:.1f}s, "
+          f"{len(runs)} runs, no second message")
