@@ -17,8 +17,10 @@ webhook URL.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -292,6 +294,7 @@ class _Row:
     change: str
     event: DriftEvent
     attempts: int = 0
+    tried: bool = False  # an earlier try was cut off before Slack's answer (a kill): it may have been posted
 
 
 def _batch_key(r: _Row) -> tuple:
@@ -308,7 +311,7 @@ def _rows(alerts: Iterable[Alert]) -> tuple[list[_Row], list[tuple[Alert, StoreE
         except StoreError as e:
             damaged.append((a, e))
             continue
-        out.append(_Row(a.id, a.created_at, change, event, a.attempts))
+        out.append(_Row(a.id, a.created_at, change, event, a.attempts, (a.last_error or "").startswith(SENDING_NOTE)))
     return out, damaged
 
 
@@ -362,6 +365,19 @@ def _change_text(events: Sequence[DriftEvent], result: FlowResult | None) -> str
 
 
 # ------------------------------------------------------------------------------------------- targets
+# Slack message metadata (chat.postMessage `metadata`) that tags each alert message with its delivery key.
+METADATA_EVENT = "netpol_drift_alert"
+SENDING_NOTE = "being sent: no answer from Slack yet"
+# Lookup failures that mean "this bot cannot read the channel", not "try again later".
+_CANNOT_LOOK = {"missing_scope", "not_in_channel", "channel_not_found", "not_allowed_token_type", "not_authed"}
+_LOOKUP_MARGIN = timedelta(minutes=5)  # Slack's clock and the database's may differ a little
+
+
+def _delivery_key(rows: Sequence[_Row]) -> str:
+    """The same outbox rows give the same key in every process: what tags their message in Slack."""
+    return hashlib.sha256(",".join(sorted(r.alert_id for r in rows)).encode()).hexdigest()[:20]
+
+
 class AlertMetrics(Protocol):
     """Where delivery is counted (monitor.metrics implements it; tests may count by hand)."""
 
@@ -386,9 +402,14 @@ class Target(Protocol):
 
     def check(self) -> str: ...
 
-    def post(self, message: Message, thread: Posted | None = None) -> Posted: ...
+    def post(self, message: Message, thread: Posted | None = None, key: str | None = None) -> Posted:
+        """Posts; `key` tags the message so that `find` can recognise it later."""
 
     def update(self, where: Posted, message: Message) -> None: ...
+
+    def find(self, key: str, since: datetime) -> Posted | None:
+        """The message posted with `key` since `since`, if this target can look (None: not there, or no way to
+        tell). Raises AlertError for a transient failure: the caller retries later."""
 
 
 class _Redact(logging.Filter):
@@ -444,6 +465,8 @@ class BotTarget:
     def __init__(self, token: str, channel: str, base_url: str | None = None, timeout: float = 10.0) -> None:
         self.channel = channel
         self._token = token
+        self._channel_id: str | None = None  # the channel's id, as Slack answers a post
+        self._lookup_warned = False
         kwargs: dict[str, Any] = {"base_url": base_url} if base_url else {}
         self.client = WebClient(token=token, timeout=int(timeout), retry_handlers=_retry_handlers(timeout),
                                 logger=_sdk_logger("slack_sdk", [token]), **kwargs)
@@ -462,14 +485,67 @@ class BotTarget:
             _raise("auth.test", e, [self._token])
         raise AssertionError("unreachable")
 
-    def post(self, message: Message, thread: Posted | None = None) -> Posted:
+    def post(self, message: Message, thread: Posted | None = None, key: str | None = None) -> Posted:
+        metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}} if key else None
         try:
             resp = self.client.chat_postMessage(channel=thread.channel if thread else self.channel,
                                                 text=message.text, blocks=list(message.blocks) or None,
-                                                thread_ts=thread.ts if thread else None, unfurl_links=False)
+                                                thread_ts=thread.ts if thread else None, unfurl_links=False,
+                                                metadata=metadata)
         except (SlackApiError, SlackClientError, OSError) as e:
             _raise("chat.postMessage", e, [self._token])
+        if not thread:
+            self._channel_id = resp.get("channel") or self._channel_id
         return Posted(resp.get("channel"), resp.get("ts"))
+
+    def find(self, key: str, since: datetime) -> Posted | None:
+        """Reads the channel's history since `since` (conversations.history with the messages' metadata) for
+        the message tagged `key`. A bot without the scopes to read it (channels:history, channels:read for a
+        channel given by name) cannot tell: said once, and the alert is posted (it may then show twice)."""
+        try:
+            channel = self._channel_id or self._resolve_channel()
+            cursor = None
+            while True:
+                try:
+                    resp = self.client.conversations_history(channel=channel, oldest=f"{since.timestamp():.6f}",
+                                                             include_all_metadata=True, limit=200, cursor=cursor)
+                except (SlackApiError, SlackClientError, OSError) as e:
+                    _raise("conversations.history", e, [self._token])
+                for m in resp.get("messages") or []:
+                    meta = m.get("metadata") or {}
+                    if meta.get("event_type") == METADATA_EVENT and (meta.get("event_payload") or {}).get("key") == key:
+                        return Posted(channel, m.get("ts"))
+                cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    return None
+        except AlertError as e:
+            if error_code(e) not in _CANNOT_LOOK:
+                raise
+            if not self._lookup_warned:
+                self._lookup_warned = True
+                log.warning("cannot check whether an interrupted alert already reached Slack (%s; the bot needs "
+                            "channels:history, and channels:read for a channel given by name): it is posted "
+                            "again and may show twice", e)
+            return None
+
+    def _resolve_channel(self) -> str:
+        """The channel's id (conversations.history takes no name): the setting if it is one, else looked up."""
+        if re.fullmatch(r"[CGD][A-Z0-9]{6,}", self.channel):
+            return self.channel
+        name, cursor = self.channel.lstrip("#"), None
+        while True:
+            try:
+                resp = self.client.conversations_list(types="public_channel,private_channel",
+                                                      exclude_archived=True, limit=1000, cursor=cursor)
+            except (SlackApiError, SlackClientError, OSError) as e:
+                _raise("conversations.list", e, [self._token])
+            for c in resp.get("channels") or []:
+                if c.get("name") == name:
+                    self._channel_id = c.get("id")
+                    return self._channel_id
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                raise AlertError("Slack conversations.list failed: channel_not_found")
 
     def update(self, where: Posted, message: Message) -> None:
         try:
@@ -501,7 +577,7 @@ class WebhookTarget:
     def check(self) -> str:
         return "not checked (a webhook has no test call)"
 
-    def post(self, message: Message, thread: Posted | None = None) -> Posted:
+    def post(self, message: Message, thread: Posted | None = None, key: str | None = None) -> Posted:
         try:
             resp = self.client.send(text=message.text, blocks=list(message.blocks) or None, unfurl_links=False)
         except (SlackClientError, OSError) as e:
@@ -513,6 +589,9 @@ class WebhookTarget:
 
     def update(self, where: Posted, message: Message) -> None:
         raise AlertError("an incoming webhook cannot update a message")
+
+    def find(self, key: str, since: datetime) -> Posted | None:
+        return None  # a webhook cannot read the channel: an interrupted delivery is posted again
 
 
 class LogTarget:
@@ -530,12 +609,15 @@ class LogTarget:
     def check(self) -> str:
         return "ok"
 
-    def post(self, message: Message, thread: Posted | None = None) -> Posted:
+    def post(self, message: Message, thread: Posted | None = None, key: str | None = None) -> Posted:
         self.logger.warning("alert %s", json.dumps({"text": message.text}, ensure_ascii=False))
         return Posted(None, None)
 
     def update(self, where: Posted, message: Message) -> None:
         raise AlertError("log lines cannot be updated")
+
+    def find(self, key: str, since: datetime) -> Posted | None:
+        return None
 
 
 def make_target(settings: Settings) -> Target:
@@ -740,9 +822,7 @@ class AlertSender:
                                 f"{self.settings.alert.flap_window_seconds // 60} min; quiet until it has not "
                                 f"changed for {self.settings.alert.flap_quiet_runs} runs", ev0.opened_at,
                                 (line,), kind="flapping")
-            posted = self.target.post(render_incident(incident, self.settings.web.external_url))
-            self.metrics.alert_result(self.target.name, "sent")
-            report.sent += 1
+            posted = self._post_once(render_incident(incident, self.settings.web.external_url), rows, report)
             iid = self.outbox.save_incident(cluster, incident.to_json(), now=_iso(now), channel=posted.channel,
                                             ts=posted.ts, flow_key=line.key)
             self._close(rows, now, report, incident_id=iid, posted=posted)
@@ -753,16 +833,33 @@ class AlertSender:
     def _post_incident(self, incident: Incident, rows: list[_Row], now: datetime, report: DeliveryReport) -> None:
         external = self.settings.web.external_url
         threads = self.target.threads
-        posted = self.target.post(render_incident(incident, external, details=not threads))
+        posted = self._post_once(render_incident(incident, external, details=not threads), rows, report)
         # Stored (with its details still due) before the thread reply: a failure after this point must not post
         # the message twice, and the details are posted by a later pass if this one cannot.
         iid = self.outbox.save_incident(incident.cluster, incident.to_json(), now=_iso(now), channel=posted.channel,
                                         ts=posted.ts, details_due=threads)
         self._close(rows, now, report, incident_id=iid, posted=posted)
-        self.metrics.alert_result(self.target.name, "sent")
-        report.sent += 1
         if threads:
             self._post_details(StoredIncident(iid, incident, posted.channel, posted.ts), now, report)
+
+    def _post_once(self, message: Message, rows: list[_Row], report: DeliveryReport) -> Posted:
+        """Posts the top-level message of these outbox rows once, across crashes: the rows are marked as being
+        sent first; rows an earlier try may have delivered (killed before Slack's answer, or a timeout) are
+        first looked up in the channel by their key, and a message found there is taken as posted."""
+        key = _delivery_key(rows)
+        if any(r.tried for r in rows):
+            since = min(_parse(r.created_at) for r in rows) - _LOOKUP_MARGIN
+            found = self.target.find(key, since)
+            if found is not None:
+                log.info("alert %s was already posted (%s) by a delivery cut off before Slack's answer: not "
+                         "posted again", key, found.ts)
+                self.metrics.alert_result(self.target.name, "recovered")
+                return found
+        self.outbox.mark_alerts_sending([r.alert_id for r in rows], f"{SENDING_NOTE} (key {key})")
+        posted = self.target.post(message, key=key)
+        self.metrics.alert_result(self.target.name, "sent")
+        report.sent += 1
+        return posted
 
     def _post_details(self, stored: StoredIncident, now: datetime, report: DeliveryReport) -> bool:
         try:

@@ -66,7 +66,8 @@ class Metrics:
                                             "that were rejected (the previous ones keep running)", registry=r)
         self.alerts = Counter("netpol_drift_alerts", "Alert deliveries by target (slack, webhook, log) and result: "
                               "sent, suppressed (history only: refused <-> timeout, flapping), error (queued for "
-                              "a retry), config_error (halted until the Slack settings are fixed)",
+                              "a retry), config_error (halted until the Slack settings are fixed), recovered (found "
+                              "in the channel, posted by a delivery a crash cut off: not posted again)",
                               ["channel", "result"], registry=r)
         self.alert_queue_depth = Gauge("netpol_drift_alert_queue_depth", "Alerts in the outbox not delivered yet",
                                        registry=r)

@@ -1,7 +1,8 @@
 """A local stand-in for the Slack Web API and incoming webhooks: a real HTTP server on 127.0.0.1 (or `host`).
 
 slack_sdk talks to it through `base_url` (Web API) or the webhook URL it hands out. It speaks
-auth.test, chat.postMessage, chat.update and the webhook; it checks what Slack checks that we can get wrong
+auth.test, chat.postMessage (message metadata kept), chat.update, conversations.list, conversations.history
+and the webhook; it checks what Slack checks that we can get wrong
 (the token, the channel, Block Kit limits: 50 blocks, 3,000 characters per section text, 150 per header,
 a plain-text fallback) and answers Slack's way (HTTP 200 with ok=false and an error code). Tests script
 failures with `fail_next(...)`: "429" (with Retry-After), "500", "invalid_auth", "channel_not_found"; `stop()`
@@ -175,7 +176,7 @@ class SlackStandin:
             if method in ("chat.postMessage", "chat.update") and body.get("channel") not in self.channels \
                     and body.get("channel") not in {m["channel"] for m in self.messages.values()}:
                 return 200, {}, {"ok": False, "error": "channel_not_found"}
-            problems = block_kit_problems(body)
+            problems = block_kit_problems(body) if method in ("chat.postMessage", "chat.update", "webhook") else []
             if problems:
                 self.rejected.append((method, "; ".join(problems)))
                 error = "invalid_blocks" if body.get("blocks") else "no_text"
@@ -199,12 +200,43 @@ class SlackStandin:
             if method == "webhook":
                 self.received.append(Received(method, body))
                 return 200, {}, "ok"
+            if method == "conversations.list":
+                return 200, {}, {"ok": True, "channels": [{"id": c, "name": c.lstrip("#")} for c in self.channels],
+                                 "response_metadata": {"next_cursor": ""}}
+            if method == "conversations.history":
+                return 200, {}, self._history(body)
             return 404, {}, {"ok": False, "error": "unknown_method"}
+
+    def _history(self, query: dict) -> dict:
+        """conversations.history: the channel's top-level messages since `oldest`, newest first; their
+        `metadata` only with include_all_metadata (as Slack does). Needs the id the posts were answered with."""
+        channel = query.get("channel")
+        if channel not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        oldest = float(query.get("oldest") or 0)
+        with_meta = str(query.get("include_all_metadata", "")).lower() in ("1", "true")
+        out = []
+        for ts, m in sorted(self.messages.items(), key=lambda kv: float(kv[0]), reverse=True):
+            if m.get("channel") != channel or m.get("thread_ts") or float(ts) < oldest:
+                continue
+            item = {"type": "message", "ts": ts, "text": m.get("text", "")}
+            if with_meta and m.get("metadata"):
+                item["metadata"] = m["metadata"]
+            out.append(item)
+        return {"ok": True, "messages": out, "has_more": False, "response_metadata": {"next_cursor": ""}}
 
     def _handler(self):
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # slack_sdk reads (conversations.*) with GET and a query string
+                path, _, query = self.path.partition("?")
+                if not path.startswith("/api/"):
+                    self._send(404, {}, "no_service")
+                    return
+                body = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
+                self._send(*standin._answer(path[len("/api/"):], self.headers, body, False))
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()

@@ -445,10 +445,10 @@ def test_thread_details_that_fail_are_posted_by_a_later_pass_once(store, slack) 
     # The message goes out, then Slack fails three times: slack_sdk gives up on the thread reply.
     original = sender.target.post
 
-    def post_then_fail(message, thread=None):
+    def post_then_fail(message, thread=None, key=None):
         if thread is not None and not slack.of("chat.postMessage")[1:]:
             slack.fail_next("500", "500", "500")
-        return original(message, thread)
+        return original(message, thread, key)
 
     sender.target.post = post_then_fail
     report = sender.deliver(T0 + timedelta(minutes=5))
@@ -460,3 +460,66 @@ def test_thread_details_that_fail_are_posted_by_a_later_pass_once(store, slack) 
     assert details.body["text"].startswith("Details: Reachability drift on prod")
     AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=7))
     assert len(replies(slack, msg.ts)) == 1 and store.details_due() == []
+
+
+def test_a_delivery_killed_before_slacks_answer_is_found_in_the_channel_not_posted_twice(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+
+    class Killed(BotTarget):
+        """Slack gets the message, the process dies before the answer (SIGKILL mid-delivery)."""
+
+        def post(self, message, thread=None, key=None):
+            super().post(message, thread, key)
+            raise SystemExit("killed")
+
+    with pytest.raises(SystemExit):
+        AlertSender(store, Killed(TOKEN, "#netpol-alerts", slack.base_url), settings()).deliver(
+            T0 + timedelta(minutes=5))
+    [msg] = top_level(slack)
+    assert msg.body["metadata"]["event_type"] == "netpol_drift_alert"
+    assert all(a.attempts == 0 and a.last_error.startswith("being sent") for a in store.pending_alerts())
+    # The restarted service finds the message by its key in the channel's history: no second one; it threads
+    # the details under the message that is there and closes the alerts.
+    metrics = Counted()
+    report = AlertSender(store, bot(slack), settings(), metrics).deliver(T0 + timedelta(minutes=6))
+    assert len(top_level(slack)) == 1 and report.failed == 0
+    assert ("slack", "recovered") in metrics.results and ("slack", "sent") not in metrics.results
+    [details] = replies(slack, msg.ts)
+    assert "now decided by:" in details.body["text"]
+    assert store.pending_alerts() == [] and slack.rejected == []
+    # A resolution later updates that same message.
+    record(store, T0 + timedelta(minutes=10), Outcome.TIMEOUT, deny=True)
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=10))
+    [update] = slack.of("chat.update")
+    assert update.ts == msg.ts
+
+
+def test_an_interrupted_delivery_that_never_reached_slack_is_posted_once(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+
+    class KilledBefore(BotTarget):
+        def post(self, message, thread=None, key=None):
+            raise SystemExit("killed before the request left")
+
+    with pytest.raises(SystemExit):
+        AlertSender(store, KilledBefore(TOKEN, "#netpol-alerts", slack.base_url), settings()).deliver(
+            T0 + timedelta(minutes=5))
+    metrics = Counted()
+    AlertSender(store, bot(slack), settings(), metrics).deliver(T0 + timedelta(minutes=6))
+    assert len(top_level(slack)) == 1 and ("slack", "sent") in metrics.results
+    assert [r.method for r in slack.received].count("chat.postMessage") == 2  # the message and its details
+    assert store.pending_alerts() == []
+
+
+def test_a_bot_that_cannot_read_the_channel_posts_an_interrupted_alert_and_says_so(store, slack, caplog) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    ids = [a.id for a in store.pending_alerts()]
+    store.mark_alerts_sending(ids, "being sent: no answer from Slack yet")
+    slack.fail_next("missing_scope")  # conversations.list without channels:read
+    with caplog.at_level(logging.WARNING):
+        AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=6))
+    assert len(top_level(slack)) == 1 and store.pending_alerts() == []
+    assert caplog.text.count("cannot check whether an interrupted alert already reached Slack") == 1

@@ -105,6 +105,15 @@ class Outbox(StoreBase):
             return _alert(row)
 
 
+    def mark_alerts_sending(self, alert_ids: Sequence[str], note: str) -> None:
+        """Notes, before a message goes out, that these alerts are being sent (not an attempt yet: nothing is
+        counted). If the process dies before the answer, the note survives: the next sender looks the message
+        up in Slack before posting it again (a post whose answer never came may have arrived)."""
+        ids = [_int_id(a, "alert") for a in alert_ids]
+        with self._guard("update alert"), self._tx(write=True) as s:
+            s.execute(update(AlertRow).where(AlertRow.id.in_(ids), AlertRow.sent_at.is_(None))
+                      .values(last_error=note[:2000]))
+
     # ------------------------------------------------------------------------- incidents (alert.py)
     def close_alerts(self, alert_ids: Sequence[str], now: str, *, incident_id: str | None = None,
                      channel: str | None = None, ts: str | None = None, note: str | None = None) -> None:
