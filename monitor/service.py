@@ -4,8 +4,9 @@ Job: keep proving the cluster's policies for as long as the process lives. An AP
 the suite every `schedule.interval_seconds` (with jitter; one run at a time, coalesced, memory job store);
 watches on policies, namespaces and the suite's pods move that job's next start to a short quiet period after a
 change (debounced, capped); only the holder of the Lease probes; each run is cut at `probe.run_deadline_seconds`;
-the config and suite files are re-read when they change (a ConfigMap update); retention is applied daily; a
-new leader sweeps the probe pods a dead one left, again when their run Lease lapses if it was still fresh.
+the config and suite files are re-read when they change (a ConfigMap update); retention is applied daily; each
+run first sweeps the probe pods of runs that are gone (a dead leader's, or what a run could not delete while the
+API server was away), again when their run Lease lapses if it was still fresh.
 After each run, `_after_run` is the one place for follow-up work (metrics, then every `after_run` hook, e.g.
 the alerts); `add_periodic` schedules other leader-only work (e.g. the alert outbox sender).
 This module must not probe, compare or store by itself (monitor.run does, the store is handed in), print, or
@@ -157,7 +158,6 @@ class Service:
         self._changes: list[str] = []
         self._first_change: float | None = None
         self._next_trigger = "startup"
-        self._sweep_next = True
         self._rejected_digest: str | None = None
         self.after_run: list[Callable[[RunOutcome], None]] = []
         s = settings
@@ -242,7 +242,7 @@ class Service:
         self.metrics.set_leader(leading)
         if leading and not was and not self._stopping.is_set():
             # A new leader does not know when the previous one last ran: run now, and sweep what it left.
-            self._next_trigger, self._sweep_next = "startup", True
+            self._next_trigger = "startup"
             self._scheduler.modify_job("run", next_run_time=datetime.now(UTC))
         elif not leading and was:
             self._scheduler.modify_job("run", next_run_time=None)
@@ -342,12 +342,11 @@ class Service:
             changes, self._changes, self._first_change = self._changes, [], None
             trigger = "change" if changes else self._next_trigger
             self._next_trigger = "schedule"
-            sweep, self._sweep_next = self._sweep_next, False
             run_id = uuid.uuid4().hex[:10]
             clock = RunClock()
             box: dict = {}
             cause = _describe_changes(changes) if changes else trigger
-            worker = threading.Thread(target=self._execute_into, args=(box, run_id, trigger, cause, clock, sweep),
+            worker = threading.Thread(target=self._execute_into, args=(box, run_id, trigger, cause, clock),
                                       name=f"run-{run_id}", daemon=True)
             current = self._running = _Current(run_id, clock, worker)
         log.info("run %s starting (trigger %s: %s)", run_id, trigger, cause)
@@ -377,10 +376,10 @@ class Service:
             due = max(0.0, min(sched.debounce_seconds, first + sched.debounce_max_seconds - time.monotonic()))
             self._scheduler.modify_job("run", next_run_time=datetime.now(UTC) + timedelta(seconds=due))
 
-    def _execute_into(self, box: dict, run_id: str, trigger: str, cause: str, clock: RunClock, sweep: bool) -> None:
+    def _execute_into(self, box: dict, run_id: str, trigger: str, cause: str, clock: RunClock) -> None:
         """The worker thread of one run. The top of a run: every failure is logged and counted, never raised."""
         try:
-            box["live"], box["recorded"] = self._execute(run_id, trigger, cause, clock, sweep)
+            box["live"], box["recorded"] = self._execute(run_id, trigger, cause, clock)
             box["status"] = "ok" if box["live"].run.status == "ok" else "partial"
         except _Aborted:
             box["status"] = "aborted"
@@ -393,14 +392,14 @@ class Service:
                 log.exception("run %s failed", run_id)
                 box["status"], box["error"] = "failed", f"{type(e).__name__}: {e}"
 
-    def _execute(self, run_id: str, trigger: str, cause: str, clock: RunClock,
-                 sweep: bool) -> tuple[LiveRun, Recorded]:
+    def _execute(self, run_id: str, trigger: str, cause: str, clock: RunClock) -> tuple[LiveRun, Recorded]:
         loaded = self._loaded
         store = self.open_store()
         clock.check()
         now = datetime.now(UTC)  # the one reading of the wall clock for this run
-        if sweep:
-            self._sweep(now, run_id)
+        # Every run, not only a new leader's first: pods an earlier run could not delete (the API server went
+        # away mid-run, and came back before the Lease changed hands) go as soon as their run Lease has lapsed.
+        self._sweep(now, run_id)
         live = run_once(self._runs, loaded.suite, loaded.settings, now, run_id, trigger=trigger, sweep=False,
                         clock=clock, trigger_detail=cause if trigger == "change" else None)
         clock.check()
