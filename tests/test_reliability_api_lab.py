@@ -125,7 +125,7 @@ def one_alert_for_the_real_change(lab: Lab, ns: str, s: Serve, slack: SlackStand
     assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked" in msg.body["text"], msg.body["text"]
     assert f"Cause: NetworkPolicy {ns}/db-from-api changed" in msg.body["text"], msg.body["text"]
     [event] = drift_events(s)
-    assert event.flow_key.startswith(f"{ns}/api") and f"{ns}/db" in event.flow_key, event
+    assert event.flow_key.rsplit("|", 3)[1:] == [f"{ns}/api", f"{ns}/db", "5432/TCP"], event
     return took
 
 
@@ -256,7 +256,7 @@ def throttle_monitor(lab: Lab, verbs: list[str], resources: list[str]) -> None:
                                                  "borrowingLimitPercent": 0,
                                                  "limitResponse": {"type": "Reject"}}}},
         {"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema", "metadata": {"name": APF_NAME},
-         "spec": {"priorityLevelConfiguration": {"name": APF_NAME}, "matchingPrecedence": 2,
+         "spec": {"priorityLevelConfiguration": {"name": APF_NAME}, "matchingPrecedence": 50,
                   "distinguisherMethod": {"type": "ByUser"},
                   "rules": [{"subjects": [{"kind": "ServiceAccount",
                                            "serviceAccount": {"name": "netpol-drift", "namespace": "netpol-drift"}}],
