@@ -31,6 +31,7 @@ from monitor.store import Store
 from tests.lab import control
 from tests.lab.fixtures import Lab
 from tests.slack_standin import TOKEN, SlackStandin
+from tests.test_alert_lab import top_level, wait_for
 from tests.test_live_history_lab import suite_of
 from tests.test_live_lab import deploy_three_tier, probe_pods
 from tests.test_service_lab import Serve, break_api_to_db
@@ -71,17 +72,6 @@ def start(lab: Lab, lab_namespace: str, tmp_path: Path, slack: SlackStandin) -> 
     assert probe_pods(lab) == [], "serve left probe pods behind"
 
 
-def wait_for(pred: Callable[[], Any], what: str, s: Serve, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        assert s.proc.poll() is None, f"serve exited: {s.log[-3000:]}"
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout}s; serve log: {s.log[-4000:]}")
-
-
 def metric_sum(s: Serve, name: str, **labels: str) -> float:
     """The sum of a metric over all its series (those with the given labels)."""
     _, text = s.get("/metrics")
@@ -90,10 +80,6 @@ def metric_sum(s: Serve, name: str, **labels: str) -> float:
         if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.split()[-1])
     return total
-
-
-def top_level(slack: SlackStandin) -> list:
-    return [r for r in slack.of("chat.postMessage") if not r.body.get("thread_ts")]
 
 
 def drift_events(s: Serve) -> list:
@@ -170,19 +156,20 @@ def _unix(iso: str) -> float:
 
 
 # ------------------------------------------------------------------------------- 1. API server, etcd, watches
-def test_api_server_stopped_mid_run_and_restarted(lab: Lab, lab_namespace: str, start, slack) -> None:
-    ns = lab_namespace
+def outage_mid_run(lab: Lab, ns: str, start, slack: SlackStandin, outage: Callable[[], float], what: str) -> None:
+    """A known-good service; mid-run (probe pods exist) `outage` takes part of the control plane away and brings
+    it back. Then: serve alive, a known-good run again, no false alert, the mid-run pods deleted, the failed
+    calls counted, and a real change alerted once."""
     deploy_three_tier(lab, ns)
     s = start()
     [first] = s.wait_runs(1)
     assert first.known_good
     errors_before = metric_sum(s, "netpol_drift_api_errors_total")
     left = mid_run_pods(lab, s)
-    down = restart_apiserver_after(10)
+    down = outage()
     back = time.time()
-    # The service lived through it, leads again, and its next full run holds: no false alert.
     assert s.proc.poll() is None and s.get("/healthz")[0] == 200
-    wait_for(lambda: [r for r in runs_after(s, back) if r.known_good], "a known-good run after the restart", s, 120)
+    wait_for(lambda: [r for r in runs_after(s, back) if r.known_good], f"a known-good run after {what}", s, 120)
     took = time.time() - back
     assert_no_false_alert(s, slack)
     swept = wait_gone(lab, s, left, 60)
@@ -191,34 +178,23 @@ def test_api_server_stopped_mid_run_and_restarted(lab: Lab, lab_namespace: str, 
     assert s.metric("netpol_drift_leader") == 1.0
     # A real change after the outage still alerts, once (the watches came back).
     alert = one_alert_for_the_real_change(lab, ns, s, slack)
-    print(f"\nAPI server down {down:.1f}s: {errors:.0f} failed API calls counted, known-good run {took:.1f}s after "
-          f"restart, {len(left)} mid-run probe pod(s) gone {swept:.1f}s later, real change alerted in {alert:.1f}s")
+    print(f"\n{what}: down {down:.1f}s, {errors:.0f} failed API calls counted, known-good run {took:.1f}s after, "
+          f"{len(left)} mid-run probe pod(s) gone {swept:.1f}s later, real change alerted in {alert:.1f}s")
+
+
+def test_api_server_stopped_mid_run_and_restarted(lab: Lab, lab_namespace: str, start, slack) -> None:
+    outage_mid_run(lab, lab_namespace, start, slack, lambda: restart_apiserver_after(10), "API server restart")
 
 
 def test_etcd_restarted_mid_run(lab: Lab, lab_namespace: str, start, slack) -> None:
-    ns = lab_namespace
-    deploy_three_tier(lab, ns)
-    s = start()
-    [first] = s.wait_runs(1)
-    assert first.known_good
-    errors_before = metric_sum(s, "netpol_drift_api_errors_total")
-    left = mid_run_pods(lab, s)
-    began = time.monotonic()
-    control.stop_component("etcd")
-    time.sleep(8)
-    control.start_etcd()
-    down = time.monotonic() - began
-    back = time.time()
-    assert s.proc.poll() is None and s.get("/healthz")[0] == 200
-    wait_for(lambda: [r for r in runs_after(s, back) if r.known_good], "a known-good run after etcd is back", s, 120)
-    took = time.time() - back
-    assert_no_false_alert(s, slack)
-    swept = wait_gone(lab, s, left, 60)
-    errors = metric_sum(s, "netpol_drift_api_errors_total") - errors_before
-    assert errors > 0
-    alert = one_alert_for_the_real_change(lab, ns, s, slack)
-    print(f"\netcd down {down:.1f}s: {errors:.0f} failed API calls counted, known-good run {took:.1f}s after, "
-          f"{len(left)} mid-run probe pod(s) gone {swept:.1f}s later, real change alerted in {alert:.1f}s")
+    def restart_etcd() -> float:
+        began = time.monotonic()
+        control.stop_component("etcd")
+        time.sleep(8)
+        control.start_etcd()
+        return time.monotonic() - began
+
+    outage_mid_run(lab, lab_namespace, start, slack, restart_etcd, "etcd restart")
 
 
 def test_watch_410_gone_after_compaction_relists_without_missing_a_change(lab: Lab, lab_namespace: str, start,
