@@ -371,3 +371,63 @@ def test_serve_refuses_a_slack_token_without_a_channel_before_it_connects(tmp_pa
     assert proc.stderr.splitlines()[-1] == ("netpol-drift: error: NETPOL_DRIFT_SLACK_TOKEN is set but "
                                             "slack.channel is not: set the channel to post to")
     assert "xoxb-never-shown" not in proc.stdout + proc.stderr
+
+
+class ScriptedWatch:
+    """The watch side of the cluster adapter, scripted: each list/watch call takes the next step (a result, or
+    an error to raise); after the script, watches wait until the service stops. Our own boundary: the real
+    410s are in tests/test_reliability_api_lab.py."""
+
+    def __init__(self, lists: list, watches: list, stopping: threading.Event) -> None:
+        self.lists, self.watches, self.stopping = lists, watches, stopping
+        self.on_api_error = self.on_api_throttled = lambda verb: None
+
+    def list_fingerprints(self, kind: str):
+        step = self.lists.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    def watch_changes(self, kind: str, timeout: float, version: str):
+        if not self.watches:
+            self.stopping.wait()
+            return
+        step = self.watches.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        yield from step
+
+    def probe_pods_alive(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_410_whose_relist_fails_too_keeps_the_watch_and_reports_the_change_in_the_gap(tmp_path):
+    from monitor.cluster import ClusterConflictError, ClusterUnavailableError
+
+    settings = load_settings(write_config(tmp_path), env={})
+    stopping = threading.Event()
+    watch = ScriptedWatch(
+        lists=[({("shop", "a"): "f1"}, "10"),
+               ClusterUnavailableError("list NetworkPolicy: API server unreachable"),  # still coming back
+               ({("shop", "a"): "f2", ("shop", "b"): "f3"}, "20")],
+        watches=[ClusterConflictError("watch NetworkPolicy: resource version too old (410 Gone): re-list")],
+        stopping=stopping)
+    svc = Service(settings, config_path=None, metrics=Metrics(), connect=lambda: watch)
+    svc._leading = True
+    seen: list[str] = []
+    svc.changed = seen.append
+    svc._stopping = stopping
+    t = threading.Thread(target=svc._watch_loop, args=("NetworkPolicy",), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert t.is_alive(), "the watch thread died on the failed re-list"
+    assert sorted(seen) == ["NetworkPolicy shop/a modified", "NetworkPolicy shop/b modified"]
+    assert sample(svc.metrics.render(), "netpol_drift_watch_relists_total", kind="NetworkPolicy") == 1.0
+    stopping.set()
+    t.join(5)
+    assert not t.is_alive()
