@@ -844,8 +844,8 @@ class AlertSender:
 
     def _post_once(self, message: Message, rows: list[_Row], report: DeliveryReport) -> Posted:
         """Posts the top-level message of these outbox rows once, across crashes: the rows are marked as being
-        sent first; rows an earlier try may have delivered (killed before Slack's answer, or a timeout) are
-        first looked up in the channel by their key, and a message found there is taken as posted."""
+        sent first; rows whose earlier try was cut off by a kill before Slack's answer (the mark is still there)
+        are first looked up in the channel by their key, and a message found there is taken as posted."""
         key = _delivery_key(rows)
         if any(r.tried for r in rows):
             since = min(_parse(r.created_at) for r in rows) - _LOOKUP_MARGIN
