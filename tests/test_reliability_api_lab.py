@@ -67,8 +67,7 @@ def start(lab: Lab, lab_namespace: str, tmp_path: Path, slack: SlackStandin) -> 
 
     yield run
     for s in started:
-        if s.proc.poll() is None:
-            s.stop()
+        s.stop()  # also closes its log (a SIGKILLed one too)
     assert probe_pods(lab) == [], "serve left probe pods behind"
 
 
@@ -162,7 +161,7 @@ def outage_mid_run(lab: Lab, ns: str, start, slack: SlackStandin, outage: Callab
     calls counted, and a real change alerted once."""
     deploy_three_tier(lab, ns)
     s = start()
-    [first] = s.wait_runs(1)
+    first = s.wait_runs(1)[0]
     assert first.known_good
     errors_before = metric_sum(s, "netpol_drift_api_errors_total")
     left = mid_run_pods(lab, s)
@@ -201,13 +200,14 @@ def test_watch_410_gone_after_compaction_relists_without_missing_a_change(lab: L
                                                                         slack) -> None:
     ns = lab_namespace
     deploy_three_tier(lab, ns)
-    # Runs only on changes (the interval is an hour): a change the watches miss is never probed.
-    s = start(schedule={"interval_seconds": 3600}, log_level="DEBUG")
-    [first] = s.wait_runs(1)
+    # Runs only on changes (the interval is an hour, and no Lease to lose and win back, which would run at once):
+    # a change the watches miss is never probed.
+    s = start(schedule={"interval_seconds": 3600}, leader={"enabled": False})
+    first = s.wait_runs(1)[0]
     assert first.known_good
     relists_before = metric_sum(s, "netpol_drift_watch_relists_total")
     # The API server restarts (a fresh watch cache) and etcd is compacted past every version the monitor's
-    # watches hold: resuming them can only give 410 Gone. The change lands before they resume (their backoff).
+    # watches hold: resuming them can only give 410 Gone. The change lands as they come back (their backoff).
     restart_apiserver_after(3, compact=True)
     alert = one_alert_for_the_real_change(lab, ns, s, slack)
     wait_for(lambda: metric_sum(s, "netpol_drift_watch_relists_total") > relists_before, "a re-list after 410", s, 30)
@@ -250,7 +250,7 @@ def test_apf_429s_make_probes_skipped_never_a_verdict(lab: Lab, lab_namespace: s
     ns = lab_namespace
     deploy_three_tier(lab, ns)
     s = start()
-    [first] = s.wait_runs(1)
+    first = s.wait_runs(1)[0]
     assert first.known_good
     throttled_before = metric_sum(s, "netpol_drift_api_throttled_total")
     # Probe pods cannot be created while the monitor's pod creations are throttled: every probe is skipped.
@@ -282,7 +282,7 @@ def test_sigkill_mid_run_next_start_sweeps_and_does_not_alert(lab: Lab, lab_name
     ns = lab_namespace
     deploy_three_tier(lab, ns)
     s = start()
-    [first] = s.wait_runs(1)
+    first = s.wait_runs(1)[0]
     assert first.known_good
     left = mid_run_pods(lab, s)
     s.proc.kill()
@@ -305,7 +305,7 @@ def test_sigkill_mid_alert_restart_does_not_alert_twice(lab: Lab, lab_namespace:
     ns = lab_namespace
     deploy_three_tier(lab, ns)
     s = start()
-    [first] = s.wait_runs(1)
+    first = s.wait_runs(1)[0]
     assert first.known_good
     # Slack posts the message but serve never hears back: it is killed while waiting for the answer.
     slack.hold_next("chat.postMessage", 30)
@@ -394,7 +394,7 @@ def test_slow_api_responses_slow_runs_down_and_timeouts_skip_never_alert(lab: La
     try:
         s = start(cluster={"kubeconfig": str(proxy.kubeconfig(lab, tmp_path / "slow.kubeconfig")),
                            "request_timeout_seconds": 5, "retries": 1})
-        [first] = s.wait_runs(1)
+        first = s.wait_runs(1)[0]
         assert first.known_good
         fast = _seconds(first)
         # Slow: every answer 0.5 s late. Runs take longer, still verify everything, still hold.
