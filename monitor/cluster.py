@@ -378,6 +378,12 @@ class ClusterAdapter:
                         raise ClusterConflictError(f"{what}: resource version too old (410 Gone): re-list")
                     raise ClusterRejectedError(f"{what}: watch error {code}: {obj.get('message')}")
                 yield event["type"], obj
+        except KeyError as e:
+            # kubernetes' Watch.stream with deserialize=False fails on every ERROR event (it reads
+            # event['raw_object'], which only its deserializing path sets): in practice the 410 Gone after an
+            # API server restart or an etcd compaction. Re-listing is the safe answer to any watch error.
+            self.on_api_error("watch")
+            raise ClusterConflictError(f"{what}: the watch ended with an error event (410 Gone): re-list") from e
         except ApiException as e:
             self.on_api_error("watch")
             if e.status == 429:
