@@ -126,7 +126,9 @@ class StoredIncident:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    text: str  # plain-text fallback (notifications, clients without Block Kit, log lines)
+    # Plain-text fallback (notifications, clients without Block Kit, log lines). Slack parses it as mrkdwn all
+    # the same, so the targets that send it escape it there: a case named `<!channel>` must not ping anyone.
+    text: str
     blocks: tuple[dict, ...] = ()
 
 
@@ -465,7 +467,7 @@ class BotTarget:
     def post(self, message: Message, thread: Posted | None = None) -> Posted:
         try:
             resp = self.client.chat_postMessage(channel=thread.channel if thread else self.channel,
-                                                text=message.text, blocks=list(message.blocks) or None,
+                                                text=_mrkdwn(message.text), blocks=list(message.blocks) or None,
                                                 thread_ts=thread.ts if thread else None, unfurl_links=False)
         except (SlackApiError, SlackClientError, OSError) as e:
             _raise("chat.postMessage", e, [self._token])
@@ -473,7 +475,7 @@ class BotTarget:
 
     def update(self, where: Posted, message: Message) -> None:
         try:
-            self.client.chat_update(channel=where.channel, ts=where.ts, text=message.text,
+            self.client.chat_update(channel=where.channel, ts=where.ts, text=_mrkdwn(message.text),
                                     blocks=list(message.blocks) or None)
         except (SlackApiError, SlackClientError, OSError) as e:
             _raise("chat.update", e, [self._token])
@@ -503,7 +505,7 @@ class WebhookTarget:
 
     def post(self, message: Message, thread: Posted | None = None) -> Posted:
         try:
-            resp = self.client.send(text=message.text, blocks=list(message.blocks) or None, unfurl_links=False)
+            resp = self.client.send(text=_mrkdwn(message.text), blocks=list(message.blocks) or None, unfurl_links=False)
         except (SlackClientError, OSError) as e:
             _raise("webhook", e, [self._url])
         if resp.status_code != 200:

@@ -34,9 +34,26 @@ class Received:
     """One accepted request: the method (chat.postMessage, chat.update, webhook) and its arguments."""
 
     method: str
-    body: dict
+    body: dict  # as sent: mrkdwn text with Slack's escapes (&amp; &lt; &gt;)
     ts: str | None = None
     at: float = field(default_factory=time.time)
+
+    @property
+    def text(self) -> str:
+        """The fallback text as Slack shows it: its three escapes decoded (Slack decodes no other entity)."""
+        return shown(str(self.body.get("text", "")))
+
+
+def shown(mrkdwn: str) -> str:
+    return mrkdwn.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def unescaped(mrkdwn: str) -> list[str]:
+    """Control sequences Slack would act on (`<!channel>`, `<@U1>`, `<http://x|y>`) or a bare & < >: what a
+    name from the cluster must never produce once it is escaped."""
+    import re
+
+    return re.findall(r"<[^>]*>|&(?!amp;|lt;|gt;)|[<>]", mrkdwn)
 
 
 def block_kit_problems(body: dict) -> list[str]:

@@ -120,7 +120,7 @@ def test_policy_edit_is_one_message_and_its_revert_updates_it_even_after_a_resta
 
     [msg] = top_level(slack)
     assert report.failed == 0 and slack.rejected == []
-    text = msg.body["text"]
+    text = msg.text
     assert "shop/web -> shop/db 5432/TCP  blocked -> allowed (connected)" in text
     assert "Cause: NetworkPolicy shop/deny-db removed" in text
     assert f"run {opened_run}" in text and "cluster prod" in text
@@ -129,7 +129,7 @@ def test_policy_edit_is_one_message_and_its_revert_updates_it_even_after_a_resta
     # The drift, the violation and the enforcement-gap-free flow: one flow line, not one per event.
     assert text.count("shop/web -> shop/db") == 1
     [details] = replies(slack, msg.ts)
-    assert "now decided by:" in details.body["text"]
+    assert "now decided by:" in details.text
     assert ("slack", "sent") in metrics.results and metrics.queue == (0, 0.0)
     assert store.pending_alerts() == []
 
@@ -137,9 +137,9 @@ def test_policy_edit_is_one_message_and_its_revert_updates_it_even_after_a_resta
     record(store, T0 + timedelta(minutes=10), Outcome.TIMEOUT, deny=True)
     AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=10))
     [update] = slack.of("chat.update")
-    assert update.ts == msg.ts and update.body["text"].startswith("Resolved: reachability drift on prod")
+    assert update.ts == msg.ts and update.text.startswith("Resolved: reachability drift on prod")
     [reply] = [r for r in replies(slack, msg.ts) if r is not details]
-    assert "all flows are back" in reply.body["text"] and "shop/web -> shop/db 5432/TCP" in reply.body["text"]
+    assert "all flows are back" in reply.text and "shop/web -> shop/db 5432/TCP" in reply.text
     assert len(top_level(slack)) == 1  # nothing new in the channel
     assert store.pending_alerts() == []
 
@@ -192,8 +192,8 @@ def test_blocked_mode_changes_alert_when_asked(store, slack) -> None:
     record(store, T0 + timedelta(minutes=5), Outcome.REFUSED)
     AlertSender(store, bot(slack), settings(on_blocked_mode_change=True)).deliver(T0 + timedelta(minutes=5))
     [msg] = top_level(slack)
-    assert "blocked (timeout) -> blocked (refused)" in msg.body["text"]
-    assert "dataplane: no policy or label changed" in msg.body["text"]
+    assert "blocked (timeout) -> blocked (refused)" in msg.text
+    assert "dataplane: no policy or label changed" in msg.text
 
 
 def test_two_hundred_flows_of_one_edit_are_one_message_within_slack_limits(store, slack) -> None:
@@ -203,10 +203,10 @@ def test_two_hundred_flows_of_one_edit_are_one_message_within_slack_limits(store
     assert slack.rejected == []
     [msg] = top_level(slack)
     assert "201 flows changed" in msg.body["blocks"][0]["text"]["text"]
-    assert "…and 191 more" in msg.body["text"]
+    assert "…and 191 more" in msg.text
     [details] = replies(slack, msg.ts)
     assert len(details.body["blocks"]) <= MAX_BLOCKS
-    shown = details.body["text"].count("->") + sum(b["text"]["text"].count(" -> ")
+    shown = details.text.count("->") + sum(b["text"]["text"].count(" -> ")
                                                   for b in details.body["blocks"] if b["type"] == "section")
     assert shown > 0 and block_kit_problems(details.body) == []
 
@@ -232,8 +232,8 @@ def test_webhook_posts_one_message_per_alert(store, slack) -> None:
     record(store, T0 + timedelta(minutes=10), Outcome.TIMEOUT)
     sender.deliver(T0 + timedelta(minutes=10))
     opened, resolved = slack.of("webhook")
-    assert "blocked -> allowed (connected)" in opened.body["text"] and "now decided by:" in opened.body["text"]
-    assert resolved.body["text"].startswith("Resolved by run")
+    assert "blocked -> allowed (connected)" in opened.text and "now decided by:" in opened.text
+    assert resolved.text.startswith("Resolved by run")
     assert slack.rejected == []
 
 
@@ -393,7 +393,7 @@ def test_a_flapping_flow_gets_one_message_then_quiet_until_stable(store, slack) 
     t += timedelta(minutes=5)
     record(store, t, Outcome.CONNECTED)
     sender.deliver(t)
-    assert len(top_level(slack)) == 4 and "Reachability drift" in top_level(slack)[3].body["text"]
+    assert len(top_level(slack)) == 4 and "Reachability drift" in top_level(slack)[3].text
     assert store.pending_alerts() == []
 
 
@@ -457,6 +457,6 @@ def test_thread_details_that_fail_are_posted_by_a_later_pass_once(store, slack) 
     assert [r.id for r in store.details_due()] != []
     AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=6))  # a restart, too
     [details] = replies(slack, msg.ts)
-    assert details.body["text"].startswith("Details: Reachability drift on prod")
+    assert details.text.startswith("Details: Reachability drift on prod")
     AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=7))
     assert len(replies(slack, msg.ts)) == 1 and store.details_due() == []
