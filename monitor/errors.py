@@ -87,6 +87,11 @@ class StoreError(NetpolDriftError):
     """The database could not be reached, or holds something we cannot read."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database is unreachable, went away mid-call or is locked by another writer: a later try may work
+    (the service holds the run's result and tries again)."""
+
+
 class ProbeError(NetpolDriftError):
     """A probe pod could not be run or its result could not be read."""
 
