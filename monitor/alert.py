@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -42,6 +42,7 @@ from monitor.settings import Settings
 from monitor.store import Alert, IncidentRecord, Store, alert_event
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Slack's limits (Block Kit reference): blocks per message, characters per section text and header text.
 MAX_BLOCKS = 50
@@ -594,6 +595,7 @@ class DeliveryReport:
     suppressed: int = 0  # outbox rows closed without a message (refused <-> timeout, flapping, quiet)
     failed: int = 0  # outbox rows left queued after this pass
     halted: str | None = None  # a configuration error stops delivery until the config changes
+    store_error: str | None = None  # the database failed: this pass stopped, everything stays queued
     notes: list[str] = field(default_factory=list)
 
 
@@ -615,6 +617,10 @@ class AlertSender:
         self.halted: str | None = None  # the config error that stopped delivery (reported once)
         self._runs: dict[str, dict[str, FlowResult]] = {}
         self._closed: set[str] = set()
+        # Store writes that record a message Slack already accepted, which the database refused: done first
+        # on the next pass, before anything is sent, so that a database outage never sends a message twice.
+        self._unrecorded: list[Callable[[], object]] = []
+        self._store_down: str | None = None  # the database error of the last pass (said once per outage)
         # After-run hook and periodic retry may overlap: one delivery pass at a time, in outbox order.
         self._lock = threading.Lock()
 
@@ -636,6 +642,37 @@ class AlertSender:
 
     def _deliver(self, now: datetime, limit: int) -> DeliveryReport:
         report = DeliveryReport(halted=self.halted)
+        try:
+            self._record_unrecorded()
+            self._send_due(now, limit, report)
+            self._record_queue(now)
+        except StoreError as e:  # the database is unavailable: nothing more is sent until it is back
+            report.store_error = str(e)
+            if self._store_down is None:
+                log.warning("alert delivery paused: %s; queued alerts go out when the database is back", e)
+            self._store_down = str(e)
+            return report
+        if self._store_down is not None:
+            log.info("alert delivery resumed: the database is back")
+            self._store_down = None
+        return report
+
+    def _record_unrecorded(self) -> None:
+        while self._unrecorded:
+            self._unrecorded[0]()
+            self._unrecorded.pop(0)
+
+    def _recorded(self, write: Callable[[], T]) -> T:
+        """Runs the store writes that record a message Slack accepted; if the database fails, they are kept
+        for the next pass (and the StoreError ends this one)."""
+        try:
+            return write()
+        except StoreError:
+            self._unrecorded.append(write)
+            raise
+
+    def _send_due(self, now: datetime, limit: int, report: DeliveryReport) -> None:
+        rows: list[_Row] = []
         try:
             while self.halted is None:
                 alerts = self.outbox.due_alerts(_iso(now), limit)
@@ -659,8 +696,6 @@ class AlertSender:
             self._failed(e, [r for r in rows if not self._done(r)], now, report)
         finally:
             self._runs.clear()
-        self._record_queue(now)
-        return report
 
     # ------------------------------------------------------------------------------------- internals
     def _done(self, row: _Row) -> bool:
@@ -745,9 +780,13 @@ class AlertSender:
             posted = self.target.post(render_incident(incident, self.settings.web.external_url))
             self.metrics.alert_result(self.target.name, "sent")
             report.sent += 1
-            iid = self.outbox.save_incident(cluster, incident.to_json(), now=_iso(now), channel=posted.channel,
-                                            ts=posted.ts, flow_key=line.key)
-            self._close(rows, now, report, incident_id=iid, posted=posted)
+
+            def record(incident=incident, posted=posted, line=line, rows=rows) -> None:
+                iid = self.outbox.save_incident(cluster, incident.to_json(), now=_iso(now), channel=posted.channel,
+                                                ts=posted.ts, flow_key=line.key)
+                self._close(rows, now, report, incident_id=iid, posted=posted)
+
+            self._recorded(record)
         for cause, lines in groups.items():
             incident = Incident(cluster, run_id, cause, ev0.opened_at, tuple(lines))
             self._post_incident(incident, group_rows[cause], now, report)
@@ -756,13 +795,18 @@ class AlertSender:
         external = self.settings.web.external_url
         threads = self.target.threads
         posted = self.target.post(render_incident(incident, external, details=not threads))
-        # Stored (with its details still due) before the thread reply: a failure after this point must not post
-        # the message twice, and the details are posted by a later pass if this one cannot.
-        iid = self.outbox.save_incident(incident.cluster, incident.to_json(), now=_iso(now), channel=posted.channel,
-                                        ts=posted.ts, details_due=threads)
-        self._close(rows, now, report, incident_id=iid, posted=posted)
         self.metrics.alert_result(self.target.name, "sent")
         report.sent += 1
+
+        # Stored (with its details still due) before the thread reply: a failure after this point must not post
+        # the message twice, and the details are posted by a later pass if this one cannot.
+        def record() -> str:
+            iid = self.outbox.save_incident(incident.cluster, incident.to_json(), now=_iso(now),
+                                            channel=posted.channel, ts=posted.ts, details_due=threads)
+            self._close(rows, now, report, incident_id=iid, posted=posted)
+            return iid
+
+        iid = self._recorded(record)
         if threads:
             self._post_details(StoredIncident(iid, incident, posted.channel, posted.ts), now, report)
 
@@ -774,8 +818,8 @@ class AlertSender:
             log.warning("alert %s delivered, its thread details not yet: %s", stored.id, e)
             self.metrics.alert_result(self.target.name, "error")
             return False
-        self.outbox.details_posted(stored.id, _iso(now))
         report.sent += 1
+        self._recorded(lambda: self.outbox.details_posted(stored.id, _iso(now)))
         return True
 
     def _details_left_over(self, now: datetime, report: DeliveryReport) -> None:
@@ -826,8 +870,12 @@ class AlertSender:
                     self.target.post(render_resolution(incident, newly, run_id))
                 self.metrics.alert_result(self.target.name, "sent")
                 report.sent += 1
-            self.outbox.update_incident(iid, incident.to_json(), now=_iso(now))
-            self._close(rows, now, report, incident_id=iid)
+
+            def record(iid=iid, incident=incident, rows=rows) -> None:
+                self.outbox.update_incident(iid, incident.to_json(), now=_iso(now))
+                self._close(rows, now, report, incident_id=iid)
+
+            self._recorded(record)
 
     # ------------------------------------------------------------------------------------- flapping
     def _flapping(self, cluster: str, flow_key: str, at: str) -> str | None:
@@ -897,6 +945,7 @@ class AlertDelivery:
         self._open_store, self._settings, self._metrics = open_store, settings, metrics
         self._sender: AlertSender | None = None
         self._built_for: tuple | None = None
+        self._waiting = False  # the database was not there at the last pass (said once)
         self._lock = threading.Lock()
 
     def deliver(self, now: datetime) -> DeliveryReport | None:
@@ -911,7 +960,15 @@ class AlertDelivery:
                     log.error("ALERTS HALTED: %s; alerts stay queued", e)
                     self._sender = None
                     return None
-                self._sender = AlertSender(self._open_store(), target, s, self._metrics)
+                try:
+                    store = self._open_store()
+                except StoreError as e:  # the leader's database is not there yet: the next pass tries again
+                    log.log(logging.DEBUG if self._waiting else logging.WARNING,
+                            "alert delivery waits for the database: %s", e)
+                    self._built_for, self._waiting = None, True
+                    return None
+                self._waiting = False
+                self._sender = AlertSender(store, target, s, self._metrics)
                 self._sender.start(now)
             sender = self._sender
         return sender.deliver(now) if sender is not None else None

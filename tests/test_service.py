@@ -38,6 +38,8 @@ ISSUE_METRICS = {
     "netpol_drift_leader", "netpol_drift_config_reload_errors_total",
     # issue 12 (Slack alerts)
     "netpol_drift_alerts_total", "netpol_drift_alert_queue_depth", "netpol_drift_alert_oldest_queued_seconds",
+    # issue 15 (the database unavailable)
+    "netpol_drift_store_errors_total", "netpol_drift_runs_held",
 }
 
 
