@@ -24,8 +24,18 @@ import yaml
 
 from monitor.alert import AlertSender, BotTarget
 from monitor.compare import judge
-from monitor.models import FlowResult, LabelSelector, Namespace, NetworkPolicy, Outcome, Pod, Run, Snapshot, Verdict, \
-    labels_of
+from monitor.models import (
+    FlowResult,
+    LabelSelector,
+    Namespace,
+    NetworkPolicy,
+    Outcome,
+    Pod,
+    Run,
+    Snapshot,
+    Verdict,
+    labels_of,
+)
 from monitor.settings import Settings
 from monitor.snapshot import snapshot_digest
 from monitor.store import Store
@@ -189,7 +199,7 @@ def test_hostile_names_go_through_store_slack_and_dashboard_intact_and_escaped(d
             for text in texts:
                 assert SCRIPT not in text and "<!channel>" not in text and "<@U123>" not in text
                 assert [u for u in unescaped(text) if not u.startswith("<https://drift.example/")] == []
-            print(repr(message.text)); assert LONG_POD in message.text
+            assert LONG_POD in message.text and f"label note={LABEL}" in message.text
             assert any(LONG_POD in shown(t) for t in texts[1:])  # the blocks say it as well
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in slack.of("chat.postMessage")[0].body["text"]
         assert f"Cause: NetworkPolicy shop/{POLICY} removed" in slack.of("chat.postMessage")[0].text
