@@ -47,7 +47,7 @@ class PostgresServer:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         os.chmod(self.root, 0o700)
         self.user = "postgres" if self.as_root else pwd.getpwuid(os.geteuid()).pw_name
-        self.durable = False
+        self.durable, self.password = False, None
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [str(self.bin / args[0]), *args[1:]]
@@ -62,7 +62,7 @@ class PostgresServer:
         """initdb and start. With a password, the superuser has it and every connection must give it
         (scram-sha-256), so a test can see where a database password goes. `durable`: a commit is answered
         only once its WAL is written (what a test that halts the server needs; the shared server need not)."""
-        self.durable = durable
+        self.durable, self.password = durable, password
         auth = ["-A", "trust"]
         if password is not None:
             pwfile = self.root / "pw"
@@ -105,7 +105,7 @@ class PostgresServer:
 
         name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(host=str(self.socket_dir), port=PORT, user=self.user, dbname="postgres",
-                             autocommit=True) as conn:
+                             autocommit=True, password=self.password) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
