@@ -417,8 +417,34 @@ def _sdk_logger(name: str, secrets: Iterable[str]) -> logging.Logger:
     return logger
 
 
+def _retry_after(headers: Any) -> float:
+    """A response's Retry-After in seconds (1 when absent or unreadable, as slack_sdk assumes)."""
+    for key, value in dict(headers or {}).items():
+        if key.lower() == "retry-after":
+            value = value[0] if isinstance(value, list | tuple) else value
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return 1.0
+    return 1.0
+
+
+class _BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (it sleeps Retry-After, then retries), for waits up to `max_wait` only: a longer
+    one ends the attempt and the outbox waits it out (next try at Retry-After), instead of a delivery pass
+    asleep for minutes while later alerts and the service's other jobs wait behind it."""
+
+    def __init__(self, max_wait: float, max_retry_count: int) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_wait = max_wait
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        return (super()._can_retry(state=state, request=request, response=response, error=error)
+                and response is not None and _retry_after(response.headers) <= self.max_wait)
+
+
 def _retry_handlers(max_wait: float) -> list:
-    return [ConnectionErrorRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=2),
+    return [ConnectionErrorRetryHandler(max_retry_count=2), _BoundedRateLimitRetryHandler(max_wait, 2),
             ServerErrorRetryHandler(max_retry_count=2)]
 
 
@@ -426,7 +452,10 @@ def _raise(method: str, e: Exception, secrets: Iterable[str] = ()) -> None:
     if isinstance(e, SlackApiError):
         code = (e.response.data or {}).get("error") if isinstance(e.response.data, dict) else None
         code = code or f"HTTP {e.response.status_code}"
-        raise AlertError(f"Slack {method} failed: {code}") from e
+        error = AlertError(f"Slack {method} failed: {code}")
+        if e.response.status_code == 429:
+            error.retry_after = _retry_after(e.response.headers)
+        raise error from e
     text = str(e)
     for s in secrets:
         if s:
@@ -511,7 +540,10 @@ class WebhookTarget:
             _raise("webhook", e, [self._url])
         if resp.status_code != 200:
             body = (resp.body or "").strip().splitlines()
-            raise AlertError(f"Slack webhook failed: {body[0] if body else f'HTTP {resp.status_code}'}")
+            error = AlertError(f"Slack webhook failed: {body[0] if body else f'HTTP {resp.status_code}'}")
+            if resp.status_code == 429:
+                error.retry_after = _retry_after(resp.headers)
+            raise error
         return Posted(None, None)
 
     def update(self, where: Posted, message: Message) -> None:
@@ -918,7 +950,7 @@ class AlertSender:
             return
         attempts = max((r.attempts for r in rows), default=0)
         delay = min(self.settings.alert.retry_max_seconds, 15 * 2 ** min(attempts, 10))
-        retry_at = now + timedelta(seconds=delay)
+        retry_at = now + timedelta(seconds=max(delay, e.retry_after))  # never before Slack said it may
         log.warning("alert delivery failed, %d alert(s) stay queued, next try at %s: %s", len(ids),
                     _iso(retry_at), e)
         self.metrics.alert_result(self.target.name, "error")

@@ -97,4 +97,7 @@ class ProbeError(NetpolDriftError):
 
 
 class AlertError(NetpolDriftError):
-    """Slack refused or could not be reached; the alert stays queued."""
+    """Slack refused or could not be reached; the alert stays queued. `retry_after`: the seconds Slack asked
+    to wait (a 429's Retry-After) before the next try, else 0."""
+
+    retry_after: float = 0.0

@@ -327,6 +327,50 @@ def test_down_then_429_then_500_arrives_once_after_recovery_also_across_a_restar
     assert len(top_level(slack)) == 1
 
 
+def test_retry_after_is_waited_out_before_the_retry(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    slack.fail_next("429:2")
+    report = AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=5))
+    assert report.failed == 0 and len(top_level(slack)) == 1
+    (limited, _), (retried, _) = slack.attempts[:2]
+    assert retried - limited >= 2.0  # Slack said 2 s: not one request sooner
+
+
+def test_a_long_retry_after_is_left_to_the_outbox_not_slept_in_the_pass(store, slack) -> None:
+    """Retry-After 600: slack_sdk would sleep ten minutes inside the delivery pass (holding every later alert);
+    the pass ends at once instead and the alerts are next due when Slack said, then go out once."""
+    import time
+
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    slack.fail_next("429:600")
+    now = T0 + timedelta(minutes=5)
+    began = time.monotonic()
+    report = AlertSender(store, bot(slack), settings(retry_max_seconds=60)).deliver(now)
+    assert time.monotonic() - began < 60  # a hang guard: the pass did not sleep the 600 s
+    assert report.failed == 3 and slack.requests == 1 and top_level(slack) == []
+    assert store.due_alerts((now + timedelta(seconds=599)).isoformat()) == []  # not before Slack said
+    assert len(store.due_alerts((now + timedelta(seconds=601)).isoformat())) == 3
+    AlertSender(store, bot(slack), settings()).deliver(now + timedelta(seconds=601))
+    assert len(top_level(slack)) == 1 and store.pending_alerts() == []
+
+
+def test_slack_that_takes_the_request_and_never_answers_keeps_the_alerts_queued(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    slack.fail_next("hang:3", "hang:3", "hang:3")
+    metrics = Counted()
+    report = AlertSender(store, BotTarget(TOKEN, "#netpol-alerts", slack.base_url, timeout=1), settings(),
+                         metrics).deliver(T0 + timedelta(minutes=5))
+    assert report.failed == 3 and top_level(slack) == [] and ("slack", "error") in metrics.results
+    assert "Slack chat.postMessage failed" in store.pending_alerts()[0].last_error
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(hours=1))
+    assert len(top_level(slack)) == 1 and store.pending_alerts() == []
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(hours=2))
+    assert len(top_level(slack)) == 1
+
+
 @pytest.mark.parametrize("error", ["invalid_auth", "channel_not_found"])
 def test_config_errors_are_not_retried_reported_once_and_kept_queued(store, slack, caplog, error) -> None:
     record(store, T0, Outcome.TIMEOUT)
