@@ -264,7 +264,7 @@ class SlackStandin:
         else:
             head = f"[slack] {method} {where}"
         print(head, flush=True)
-        for line in str(body.get("text", "")).splitlines():
+        for line in shown(str(body.get("text", ""))).splitlines():
             print(f"    {line}", flush=True)
 
 
