@@ -262,6 +262,8 @@ class Service:
             self._scheduler.modify_job("run", next_run_time=datetime.now(UTC))
         elif not leading and was:
             self._scheduler.modify_job("run", next_run_time=None)
+            if self._held:  # the new leader probes afresh: results held here would land after its runs
+                threading.Thread(target=self._drop_held, args=("lost the Lease",), daemon=True).start()
             if current is not None:
                 # Another replica may already probe: this one stops at once (in its own thread, so that the
                 # Lease loop that told us goes on).
@@ -474,6 +476,13 @@ class Service:
             self.metrics.set_runs_held(len(self._held))
             log.info("run of %s (held while the database was unavailable) stored as %s, %d drift confirmed",
                      held.live.run.started_at, recorded.stored_id, len(recorded.judgement.confirmation.confirmed))
+
+    def _drop_held(self, why: str) -> None:
+        with self._held_lock:
+            if self._held:
+                log.warning("%s: %d held run(s) dropped, never stored", why, len(self._held))
+                self._held.clear()
+                self.metrics.set_runs_held(0)
 
     def _store_held_job(self) -> None:
         """Every ALERT_RETRY_SECONDS while runs are held: the database back means they are stored now, not at the
