@@ -171,3 +171,59 @@ def test_a_database_that_cannot_be_reached_is_one_line_and_unavailable(tmp_path:
         assert isinstance(e.value, StoreError) and "\n" not in str(e.value) and "pw-in-url" not in str(e.value)
     finally:
         server.stop()
+
+
+def test_serve_holds_the_runs_the_database_refused_and_stores_them_in_order_once_it_is_back(
+        tmp_path: Path, postgres) -> None:
+    """The service's side, below the lab test: runs held while PostgreSQL is halted (as `_execute` holds them),
+    the periodic job failing quietly while it is down, then storing them oldest first, each once, judged with
+    the re-probes they made (none here: their changes stay unconfirmed, no event, no alert)."""
+    import yaml
+
+    from monitor.cluster import ClusterAdapter
+    from monitor.metrics import Metrics
+    from monitor.run import LiveRun
+    from monitor.service import Service, _Held
+    from monitor.settings import load_settings
+    from tests.test_service import sample, write_config
+
+    config = write_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump(data | {"store": {"url": postgres.create_database()}}))
+    settings = load_settings(config, env={})
+    metrics = Metrics()
+    svc = Service(settings, config_path=str(config), metrics=metrics,
+                  connect=lambda: ClusterAdapter.connect(settings.cluster))
+    svc._leading = True  # as the Lease holder (the scheduler is not started: the test drives the jobs)
+    try:
+        store = svc.open_store()
+        record(store, T0, Outcome.TIMEOUT)
+        postgres.halt()
+        for n in (1, 2):
+            t = T0 + timedelta(minutes=5 * n)
+            run, s, _ = judged_offline(t)
+            svc._hold(_Held(LiveRun(run, (), s, 1, 0.1), settings, "suite", t, ()), f"r{n}",
+                      StoreUnavailableError("cannot reach database"))
+        assert sample(metrics.render(), "netpol_drift_runs_held") == 2.0
+        errors = sample(metrics.render(), "netpol_drift_store_errors_total")
+        svc._store_held_job()  # still down: nothing lost, one more error counted
+        assert sample(metrics.render(), "netpol_drift_runs_held") == 2.0
+        assert sample(metrics.render(), "netpol_drift_store_errors_total") == errors + 1
+
+        postgres.resume()
+        svc._store_held_job()
+        assert sample(metrics.render(), "netpol_drift_runs_held") == 0.0
+        stored = sorted(store.history("prod"), key=lambda r: r.started_at)
+        assert [r.started_at[:16] for r in stored] == ["2026-11-30T08:00", "2026-11-30T08:05", "2026-11-30T08:10"]
+        assert not any(r.known_good for r in stored[1:]) and store.open_events("prod") == []
+        svc._store_held_job()  # nothing held: nothing stored twice
+        assert len(store.history("prod")) == 3
+    finally:
+        if svc._store is not None:
+            svc._store.close()
+
+
+def judged_offline(t) -> tuple[Run, Snapshot, None]:
+    s = snap("shop", False)
+    return Run("prod", t.isoformat(), t.isoformat(), "change", snapshot_digest(s), "sha256:suite",
+               results(Outcome.CONNECTED)), s, None
