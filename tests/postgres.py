@@ -9,6 +9,7 @@ they never skip.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -108,6 +109,18 @@ class PostgresServer:
                              autocommit=True, password=self.password) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+
+@contextlib.contextmanager
+def private_postgres(*, password: str | None = None, durable: bool = True) -> Iterator[PostgresServer]:
+    """A server of one test's own: one it may halt (the shared session server must never be), or one that
+    demands a password. Removed at the end."""
+    server = PostgresServer()
+    try:
+        server.start(password=password, durable=durable)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

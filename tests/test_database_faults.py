@@ -26,7 +26,7 @@ from monitor.models import Outcome, Run, Snapshot
 from monitor.settings import Settings
 from monitor.snapshot import snapshot_digest
 from monitor.store import Store
-from tests.postgres import PostgresServer
+from tests.postgres import PostgresServer, private_postgres
 from tests.slack_standin import SlackStandin
 from tests.test_alert import T0, bot, record, replies, results, settings, top_level
 from tests.test_history import snap
@@ -38,12 +38,8 @@ pytestmark = pytest.mark.postgres
 def postgres() -> Iterator[PostgresServer]:
     """A server of this test's own (the shared one must not be halted): durable commits, so what the server
     answered as committed survives the halt."""
-    server = PostgresServer()
-    try:
-        server.start(durable=True)
+    with private_postgres(durable=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def judged(store: Store, t, web_db: Outcome, deny: bool) -> tuple[Run, Snapshot, Judgement]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.fixtures import Lab
-from tests.postgres import PostgresServer
+from tests.postgres import PostgresServer, private_postgres
 from tests.test_alert_lab import quiet, slack, start, top_level, wait_for  # noqa: F401 (fixtures)
 from tests.test_live_history_lab import suite_of
 from tests.test_live_lab import deploy_three_tier
@@ -30,12 +30,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.postgres]
 
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start(durable=True)
+    with private_postgres(durable=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def touch_namespace(lab: Lab, ns: str, value: str) -> None:

@@ -31,7 +31,7 @@ import yaml
 
 from monitor.models import Outcome
 from monitor.store import Store
-from tests.postgres import PORT, PostgresServer
+from tests.postgres import PORT, PostgresServer, private_postgres
 from tests.slack_standin import SlackStandin
 from tests.test_alert import T0, record
 from tests.test_service import free_port, write_config
@@ -44,12 +44,8 @@ SECRETS = (PASSWORD, TOKEN)
 
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start(password=PASSWORD)
+    with private_postgres(password=PASSWORD) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def env(**extra: str) -> dict[str, str]:
