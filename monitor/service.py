@@ -49,6 +49,7 @@ from monitor.cluster import (
 )
 from monitor.errors import ClusterError, InputError, NetpolDriftError, StoreUnavailableError
 from monitor.metrics import Metrics
+from monitor.models import Run, Snapshot
 from monitor.probe.runner import sweep_probe_pods
 from monitor.run import LiveRun, Recorded, record_run, reprobe, run_once
 from monitor.settings import Settings, load_settings
@@ -107,10 +108,12 @@ class _Loaded:
 
 @dataclass(frozen=True, slots=True)
 class _Held:
-    """A run probed but not stored (the database failed): what record_run needs to store it later. `rounds`
-    are the re-probes it made before the database failed (none when it could not read the baseline)."""
+    """A run probed but not stored (the database failed): what record_run needs to store it later, no more
+    (no plan, no case summaries). `rounds` are the re-probes it made before the database failed (none when it
+    could not read the baseline)."""
 
-    live: LiveRun
+    run: Run
+    snapshot: Snapshot
     settings: Settings
     suite_text: str
     now: datetime
@@ -435,18 +438,22 @@ class Service:
                 self._store_held(store)
                 return live, record_run(store, live, loaded.settings, now, loaded.suite_text, again)
             except StoreUnavailableError as e:
-                self._hold(_Held(live, loaded.settings, loaded.suite_text, now, tuple(rounds)), run_id, e)
+                self._hold(_Held(live.run, live.snapshot, loaded.settings, loaded.suite_text, now, tuple(rounds)),
+                           run_id, e)
                 return live, None
 
     # ------------------------------------------------------------------------------------ held runs
     def _hold(self, held: _Held, run_id: str, error: StoreUnavailableError) -> None:
         """Keeps a run the database refused (nothing of it was written: save_run is one transaction)."""
         self.metrics.store_error()
+        same = next((h.snapshot for h in self._held if h.run.snapshot_digest == held.run.snapshot_digest), None)
+        if same is not None:  # an unchanged cluster: the held runs share one snapshot in memory
+            held = replace(held, snapshot=same)
         self._held.append(held)
         if len(self._held) > MAX_HELD_RUNS:
             dropped = self._held.pop(0)
             log.error("%d runs held: the oldest (started %s) is dropped", MAX_HELD_RUNS + 1,
-                      dropped.live.run.started_at)
+                      dropped.run.started_at)
         self.metrics.set_runs_held(len(self._held))
         log.warning("run %s not stored: %s; held in memory until the database is back (%d held)", run_id, error,
                     len(self._held))
@@ -464,18 +471,19 @@ class Service:
                 return rounds[n - 1] if n <= len(rounds) else {}
 
             try:
-                recorded = record_run(store, held.live, held.settings, held.now, held.suite_text, kept)
+                live = LiveRun(held.run, (), held.snapshot, 0, 0.0)
+                recorded = record_run(store, live, held.settings, held.now, held.suite_text, kept)
             except StoreUnavailableError:
                 raise
             except NetpolDriftError as e:  # not a matter of time: keeping it would hold back every later run
                 self._held.pop(0)
                 self.metrics.set_runs_held(len(self._held))
-                log.error("held run of %s cannot be stored, dropped: %s", held.live.run.started_at, e)
+                log.error("held run of %s cannot be stored, dropped: %s", held.run.started_at, e)
                 continue
             self._held.pop(0)
             self.metrics.set_runs_held(len(self._held))
             log.info("run of %s (held while the database was unavailable) stored as %s, %d drift confirmed",
-                     held.live.run.started_at, recorded.stored_id, len(recorded.judgement.confirmation.confirmed))
+                     held.run.started_at, recorded.stored_id, len(recorded.judgement.confirmation.confirmed))
 
     def _drop_held(self, why: str) -> None:
         with self._held_lock:

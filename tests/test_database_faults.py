@@ -178,7 +178,6 @@ def test_serve_holds_the_runs_the_database_refused_and_stores_them_in_order_once
 
     from monitor.cluster import ClusterAdapter
     from monitor.metrics import Metrics
-    from monitor.run import LiveRun
     from monitor.service import Service, _Held
     from monitor.settings import load_settings
     from tests.test_service import sample, write_config
@@ -198,8 +197,7 @@ def test_serve_holds_the_runs_the_database_refused_and_stores_them_in_order_once
         for n in (1, 2):
             t = T0 + timedelta(minutes=5 * n)
             run, s, _ = judged_offline(t)
-            svc._hold(_Held(LiveRun(run, (), s, 1, 0.1), settings, "suite", t, ()), f"r{n}",
-                      StoreUnavailableError("cannot reach database"))
+            svc._hold(_Held(run, s, settings, "suite", t, ()), f"r{n}", StoreUnavailableError("cannot reach database"))
         assert sample(metrics.render(), "netpol_drift_runs_held") == 2.0
         errors = sample(metrics.render(), "netpol_drift_store_errors_total")
         svc._store_held_job()  # still down: nothing lost, one more error counted
