@@ -83,7 +83,8 @@ def may_alias(text: str) -> bool:
 
 
 def safe_load(text: str) -> Any:
-    """yaml.safe_load (libyaml when present) with the alias bound; raises yaml.YAMLError."""
+    """yaml.safe_load with the alias bound; raises yaml.YAMLError (PyYAML's own loader and messages, as
+    yaml.safe_load: config and suite files are small, and their error messages are part of our tests)."""
     import yaml
 
     return yaml.load(text, Loader=_safe_loader(may_alias(text)))  # SafeLoader subclasses only
@@ -93,5 +94,4 @@ def safe_load(text: str) -> Any:
 def _safe_loader(bounded: bool) -> type:
     import yaml
 
-    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return bounded_loader(base) if bounded else base
+    return bounded_loader(yaml.SafeLoader) if bounded else yaml.SafeLoader
