@@ -5,8 +5,8 @@ strings. It migrates the database, tries its runs (the cluster in this config do
 say so in the log, the worst case for what a log line may carry), delivers the drift alerts a previous run
 left in the outbox, serves every page; `export` writes a bundle. Then everything produced is searched: the
 log, every dashboard page and API answer, /metrics and /readyz, every column of every table (compressed
-columns decompressed), the bundle, and what reached Slack. tests/test_security_lab.py does the same around a
-real run in the lab.
+columns decompressed), the bundle, and what reached Slack. (No probing here: the secrets' paths, the store, the
+alert sender and the HTTP side, are the same with or without a cluster.)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 writable. Every route of the app `serve` builds (health, readiness, metrics, every dashboard page, its JSON API
 and static files) is asked with POST, PUT, PATCH and DELETE over a real socket: each must refuse (405), while a
 GET of the same path is served, so the list of paths cannot be empty or wrong. Secrets never reaching logs,
-store, dashboard or bundles is tests/test_security_lab.py (it needs a real run).
+store, dashboard or bundles: tests/test_secrets.py.
 """
 
 from __future__ import annotations
