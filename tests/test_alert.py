@@ -179,7 +179,7 @@ def test_refused_then_timeout_then_reachable_alerts_the_reachability_drift_with_
     record(store, T0 + timedelta(minutes=10), Outcome.CONNECTED)
     report = sender.deliver(T0 + timedelta(minutes=10))
     [msg] = top_level(slack)
-    text = msg.body["text"]
+    text = msg.text
     assert "shop/web -> shop/db 5432/TCP  blocked -> allowed (connected)" in text, text
     assert "Cause: dataplane: no policy or label changed" in text and "newly violated" not in text
     # The refused -> timeout event closed as accepted, quietly (its opening was never alerted).
@@ -456,7 +456,7 @@ def test_refused_timeout_flips_do_not_count_toward_flapping(store, slack) -> Non
     record(store, t, Outcome.CONNECTED)
     sender.deliver(t)
     [msg] = top_level(slack)
-    assert msg.body["text"].startswith("Reachability drift on prod"), msg.body["text"]
+    assert msg.text.startswith("Reachability drift on prod"), msg.text
 
 
 def test_delivery_for_serve_builds_the_sender_once_and_again_after_a_settings_change(store, slack, caplog) -> None:
