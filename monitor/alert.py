@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -44,6 +44,7 @@ from monitor.settings import Settings
 from monitor.store import Alert, IncidentRecord, Store, alert_event
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Slack's limits (Block Kit reference): blocks per message, characters per section text and header text.
 MAX_BLOCKS = 50
@@ -128,7 +129,9 @@ class StoredIncident:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    text: str  # plain-text fallback (notifications, clients without Block Kit, log lines)
+    # Plain-text fallback (notifications, clients without Block Kit, log lines). Slack parses it as mrkdwn all
+    # the same, so the targets that send it escape it there: a case named `<!channel>` must not ping anyone.
+    text: str
     blocks: tuple[dict, ...] = ()
 
 
@@ -435,8 +438,34 @@ def _sdk_logger(name: str, secrets: Iterable[str]) -> logging.Logger:
     return logger
 
 
+def _retry_after(headers: Any) -> float:
+    """A response's Retry-After in seconds (1 when absent or unreadable, as slack_sdk assumes)."""
+    for key, value in dict(headers or {}).items():
+        if key.lower() == "retry-after":
+            value = value[0] if isinstance(value, list | tuple) else value
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return 1.0
+    return 1.0
+
+
+class _BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (it sleeps Retry-After, then retries), for waits up to `max_wait` only: a longer
+    one ends the attempt and the outbox waits it out (next try at Retry-After), instead of a delivery pass
+    asleep for minutes while later alerts and the service's other jobs wait behind it."""
+
+    def __init__(self, max_wait: float, max_retry_count: int) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_wait = max_wait
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        return (super()._can_retry(state=state, request=request, response=response, error=error)
+                and response is not None and _retry_after(response.headers) <= self.max_wait)
+
+
 def _retry_handlers(max_wait: float) -> list:
-    return [ConnectionErrorRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=2),
+    return [ConnectionErrorRetryHandler(max_retry_count=2), _BoundedRateLimitRetryHandler(max_wait, 2),
             ServerErrorRetryHandler(max_retry_count=2)]
 
 
@@ -444,7 +473,10 @@ def _raise(method: str, e: Exception, secrets: Iterable[str] = ()) -> None:
     if isinstance(e, SlackApiError):
         code = (e.response.data or {}).get("error") if isinstance(e.response.data, dict) else None
         code = code or f"HTTP {e.response.status_code}"
-        raise AlertError(f"Slack {method} failed: {code}") from e
+        error = AlertError(f"Slack {method} failed: {code}")
+        if e.response.status_code == 429:
+            error.retry_after = _retry_after(e.response.headers)
+        raise error from e
     text = str(e)
     for s in secrets:
         if s:
@@ -489,7 +521,7 @@ class BotTarget:
         metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}} if key else None
         try:
             resp = self.client.chat_postMessage(channel=thread.channel if thread else self.channel,
-                                                text=message.text, blocks=list(message.blocks) or None,
+                                                text=_mrkdwn(message.text), blocks=list(message.blocks) or None,
                                                 thread_ts=thread.ts if thread else None, unfurl_links=False,
                                                 metadata=metadata)
         except (SlackApiError, SlackClientError, OSError) as e:
@@ -549,7 +581,7 @@ class BotTarget:
 
     def update(self, where: Posted, message: Message) -> None:
         try:
-            self.client.chat_update(channel=where.channel, ts=where.ts, text=message.text,
+            self.client.chat_update(channel=where.channel, ts=where.ts, text=_mrkdwn(message.text),
                                     blocks=list(message.blocks) or None)
         except (SlackApiError, SlackClientError, OSError) as e:
             _raise("chat.update", e, [self._token])
@@ -579,12 +611,15 @@ class WebhookTarget:
 
     def post(self, message: Message, thread: Posted | None = None, key: str | None = None) -> Posted:
         try:
-            resp = self.client.send(text=message.text, blocks=list(message.blocks) or None, unfurl_links=False)
+            resp = self.client.send(text=_mrkdwn(message.text), blocks=list(message.blocks) or None, unfurl_links=False)
         except (SlackClientError, OSError) as e:
             _raise("webhook", e, [self._url])
         if resp.status_code != 200:
             body = (resp.body or "").strip().splitlines()
-            raise AlertError(f"Slack webhook failed: {body[0] if body else f'HTTP {resp.status_code}'}")
+            error = AlertError(f"Slack webhook failed: {body[0] if body else f'HTTP {resp.status_code}'}")
+            if resp.status_code == 429:
+                error.retry_after = _retry_after(resp.headers)
+            raise error
         return Posted(None, None)
 
     def update(self, where: Posted, message: Message) -> None:
@@ -674,6 +709,7 @@ class DeliveryReport:
     suppressed: int = 0  # outbox rows closed without a message (refused <-> timeout, flapping, quiet)
     failed: int = 0  # outbox rows left queued after this pass
     halted: str | None = None  # a configuration error stops delivery until the config changes
+    store_error: str | None = None  # the database failed: this pass stopped, everything stays queued
     notes: list[str] = field(default_factory=list)
 
 
@@ -695,6 +731,10 @@ class AlertSender:
         self.halted: str | None = None  # the config error that stopped delivery (reported once)
         self._runs: dict[str, dict[str, FlowResult]] = {}
         self._closed: set[str] = set()
+        # Store writes that record a message Slack already accepted, which the database refused: done first
+        # on the next pass, before anything is sent, so that a database outage never sends a message twice.
+        self._unrecorded: list[Callable[[], object]] = []
+        self._store_down: str | None = None  # the database error of the last pass (said once per outage)
         # After-run hook and periodic retry may overlap: one delivery pass at a time, in outbox order.
         self._lock = threading.Lock()
 
@@ -716,6 +756,37 @@ class AlertSender:
 
     def _deliver(self, now: datetime, limit: int) -> DeliveryReport:
         report = DeliveryReport(halted=self.halted)
+        try:
+            self._record_unrecorded()
+            self._send_due(now, limit, report)
+            self._record_queue(now)
+        except StoreError as e:  # the database is unavailable: nothing more is sent until it is back
+            report.store_error = str(e)
+            if self._store_down is None:
+                log.warning("alert delivery paused: %s; queued alerts go out when the database is back", e)
+            self._store_down = str(e)
+            return report
+        if self._store_down is not None:
+            log.info("alert delivery resumed: the database is back")
+            self._store_down = None
+        return report
+
+    def _record_unrecorded(self) -> None:
+        while self._unrecorded:
+            self._unrecorded[0]()
+            self._unrecorded.pop(0)
+
+    def _recorded(self, write: Callable[[], T]) -> T:
+        """Runs the store writes that record a message Slack accepted; if the database fails, they are kept
+        for the next pass (and the StoreError ends this one)."""
+        try:
+            return write()
+        except StoreError:
+            self._unrecorded.append(write)
+            raise
+
+    def _send_due(self, now: datetime, limit: int, report: DeliveryReport) -> None:
+        rows: list[_Row] = []
         try:
             while self.halted is None:
                 alerts = self.outbox.due_alerts(_iso(now), limit)
@@ -739,8 +810,6 @@ class AlertSender:
             self._failed(e, [r for r in rows if not self._done(r)], now, report)
         finally:
             self._runs.clear()
-        self._record_queue(now)
-        return report
 
     # ------------------------------------------------------------------------------------- internals
     def _done(self, row: _Row) -> bool:
@@ -823,9 +892,13 @@ class AlertSender:
                                 f"changed for {self.settings.alert.flap_quiet_runs} runs", ev0.opened_at,
                                 (line,), kind="flapping")
             posted = self._post_once(render_incident(incident, self.settings.web.external_url), rows, report)
-            iid = self.outbox.save_incident(cluster, incident.to_json(), now=_iso(now), channel=posted.channel,
-                                            ts=posted.ts, flow_key=line.key)
-            self._close(rows, now, report, incident_id=iid, posted=posted)
+
+            def record(incident=incident, posted=posted, line=line, rows=rows) -> None:
+                iid = self.outbox.save_incident(cluster, incident.to_json(), now=_iso(now), channel=posted.channel,
+                                                ts=posted.ts, flow_key=line.key)
+                self._close(rows, now, report, incident_id=iid, posted=posted)
+
+            self._recorded(record)
         for cause, lines in groups.items():
             incident = Incident(cluster, run_id, cause, ev0.opened_at, tuple(lines))
             self._post_incident(incident, group_rows[cause], now, report)
@@ -834,11 +907,16 @@ class AlertSender:
         external = self.settings.web.external_url
         threads = self.target.threads
         posted = self._post_once(render_incident(incident, external, details=not threads), rows, report)
+
         # Stored (with its details still due) before the thread reply: a failure after this point must not post
         # the message twice, and the details are posted by a later pass if this one cannot.
-        iid = self.outbox.save_incident(incident.cluster, incident.to_json(), now=_iso(now), channel=posted.channel,
-                                        ts=posted.ts, details_due=threads)
-        self._close(rows, now, report, incident_id=iid, posted=posted)
+        def record() -> str:
+            iid = self.outbox.save_incident(incident.cluster, incident.to_json(), now=_iso(now),
+                                            channel=posted.channel, ts=posted.ts, details_due=threads)
+            self._close(rows, now, report, incident_id=iid, posted=posted)
+            return iid
+
+        iid = self._recorded(record)
         if threads:
             self._post_details(StoredIncident(iid, incident, posted.channel, posted.ts), now, report)
 
@@ -869,8 +947,8 @@ class AlertSender:
             log.warning("alert %s delivered, its thread details not yet: %s", stored.id, e)
             self.metrics.alert_result(self.target.name, "error")
             return False
-        self.outbox.details_posted(stored.id, _iso(now))
         report.sent += 1
+        self._recorded(lambda: self.outbox.details_posted(stored.id, _iso(now)))
         return True
 
     def _details_left_over(self, now: datetime, report: DeliveryReport) -> None:
@@ -921,8 +999,12 @@ class AlertSender:
                     self.target.post(render_resolution(incident, newly, run_id))
                 self.metrics.alert_result(self.target.name, "sent")
                 report.sent += 1
-            self.outbox.update_incident(iid, incident.to_json(), now=_iso(now))
-            self._close(rows, now, report, incident_id=iid)
+
+            def record(iid=iid, incident=incident, rows=rows) -> None:
+                self.outbox.update_incident(iid, incident.to_json(), now=_iso(now))
+                self._close(rows, now, report, incident_id=iid)
+
+            self._recorded(record)
 
     # ------------------------------------------------------------------------------------- flapping
     def _flapping(self, cluster: str, flow_key: str, at: str) -> str | None:
@@ -965,7 +1047,7 @@ class AlertSender:
             return
         attempts = max((r.attempts for r in rows), default=0)
         delay = min(self.settings.alert.retry_max_seconds, 15 * 2 ** min(attempts, 10))
-        retry_at = now + timedelta(seconds=delay)
+        retry_at = now + timedelta(seconds=max(delay, e.retry_after))  # never before Slack said it may
         log.warning("alert delivery failed, %d alert(s) stay queued, next try at %s: %s", len(ids),
                     _iso(retry_at), e)
         self.metrics.alert_result(self.target.name, "error")
@@ -992,6 +1074,7 @@ class AlertDelivery:
         self._open_store, self._settings, self._metrics = open_store, settings, metrics
         self._sender: AlertSender | None = None
         self._built_for: tuple | None = None
+        self._waiting = False  # the database was not there at the last pass (said once)
         self._lock = threading.Lock()
 
     def deliver(self, now: datetime) -> DeliveryReport | None:
@@ -1006,7 +1089,15 @@ class AlertDelivery:
                     log.error("ALERTS HALTED: %s; alerts stay queued", e)
                     self._sender = None
                     return None
-                self._sender = AlertSender(self._open_store(), target, s, self._metrics)
+                try:
+                    store = self._open_store()
+                except StoreError as e:  # the leader's database is not there yet: the next pass tries again
+                    log.log(logging.DEBUG if self._waiting else logging.WARNING,
+                            "alert delivery waits for the database: %s", e)
+                    self._built_for, self._waiting = None, True
+                    return None
+                self._waiting = False
+                self._sender = AlertSender(store, target, s, self._metrics)
                 self._sender.start(now)
             sender = self._sender
         return sender.deliver(now) if sender is not None else None

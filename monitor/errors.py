@@ -87,9 +87,17 @@ class StoreError(NetpolDriftError):
     """The database could not be reached, or holds something we cannot read."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database is unreachable, went away mid-call or is locked by another writer: a later try may work
+    (the service holds the run's result and tries again)."""
+
+
 class ProbeError(NetpolDriftError):
     """A probe pod could not be run or its result could not be read."""
 
 
 class AlertError(NetpolDriftError):
-    """Slack refused or could not be reached; the alert stays queued."""
+    """Slack refused or could not be reached; the alert stays queued. `retry_after`: the seconds Slack asked
+    to wait (a 429's Retry-After) before the next try, else 0."""
+
+    retry_after: float = 0.0

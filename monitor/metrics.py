@@ -73,6 +73,11 @@ class Metrics:
                                        registry=r)
         self.alert_oldest_queued = Gauge("netpol_drift_alert_oldest_queued_seconds", "Age of the oldest undelivered "
                                          "alert (0 when none waits)", registry=r)
+        self.store_errors = Counter("netpol_drift_store_errors", "Database calls of the leader that failed "
+                                    "(unreachable, locked); the run is held and stored when the database is back",
+                                    registry=r)
+        self.runs_held = Gauge("netpol_drift_runs_held", "Runs probed but not stored yet: held in memory while the "
+                               "database is unavailable (alert on > 0 for long)", registry=r)
         for state in CASE_STATES:
             self.cases.labels(state)  # exported as 0 before the first run, so absent never means "fine"
 
@@ -111,6 +116,12 @@ class Metrics:
         """monitor.alert.AlertMetrics: the outbox after a delivery pass."""
         self.alert_queue_depth.set(depth)
         self.alert_oldest_queued.set(oldest_seconds)
+
+    def store_error(self) -> None:
+        self.store_errors.inc()
+
+    def set_runs_held(self, n: int) -> None:
+        self.runs_held.set(n)
 
     def set_leader(self, leading: bool) -> None:
         self.leader.set(1 if leading else 0)

@@ -48,8 +48,9 @@ from monitor.cluster import (
     ClusterNotFoundError,
     LeaderElector,
 )
-from monitor.errors import ClusterError, InputError, NetpolDriftError
+from monitor.errors import ClusterError, InputError, NetpolDriftError, StoreUnavailableError
 from monitor.metrics import Metrics
+from monitor.models import Run, Snapshot
 from monitor.probe.runner import sweep_probe_pods
 from monitor.run import LiveRun, Recorded, record_run, reprobe, run_once
 from monitor.settings import Settings, load_settings
@@ -68,6 +69,9 @@ _CRD_RECHECK_SECONDS = 300.0
 ALERT_RETRY_SECONDS = 15.0  # how often queued alerts are looked at (their own backoff decides when they go)
 # How long an aborted run's worker and probe-pod deletion may take before the service goes on without them.
 _ABORT_WAIT_SECONDS = 10.0
+# Runs probed while the database is down are held in memory, oldest first, and stored when it is back. A day of
+# 5-minute runs fits; past that the oldest goes (said in the log): memory stays bounded in a long outage.
+MAX_HELD_RUNS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,20 @@ class _Loaded:
     suite: Suite
     suite_text: str
     digest: str  # of the config file and suite file bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A run probed but not stored (the database failed): what record_run needs to store it later, no more
+    (no plan, no case summaries). `rounds` are the re-probes it made before the database failed (none when it
+    could not read the baseline)."""
+
+    run: Run
+    snapshot: Snapshot
+    settings: Settings
+    suite_text: str
+    now: datetime
+    rounds: tuple
 
 
 class _Aborted(Exception):
@@ -151,6 +169,8 @@ class Service:
             metrics.api_throttled_call
         metrics.count_probe_pods_with(self._runs.probe_pods_alive)
         self._store: Store | None = None
+        self._held: list[_Held] = []
+        self._held_lock = threading.Lock()  # held runs are stored in order, before any newer run
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._leading = False
@@ -171,6 +191,7 @@ class Service:
                                 id="reload", name="reload")
         self._scheduler.add_job(self._retention_job, IntervalTrigger(days=1), id="retention", name="retention",
                                 next_run_time=datetime.now(UTC) + timedelta(minutes=1))
+        self.add_periodic("held", self._store_held_job, ALERT_RETRY_SECONDS)
         self._elector = None
         if s.leader.enabled:
             self._elector = LeaderElector(
@@ -246,6 +267,8 @@ class Service:
             self._scheduler.modify_job("run", next_run_time=datetime.now(UTC))
         elif not leading and was:
             self._scheduler.modify_job("run", next_run_time=None)
+            if self._held:  # the new leader probes afresh: results held here would land after its runs
+                threading.Thread(target=self._drop_held, args=("lost the Lease",), daemon=True).start()
             if current is not None:
                 # Another replica may already probe: this one stops at once (in its own thread, so that the
                 # Lease loop that told us goes on).
@@ -392,9 +415,12 @@ class Service:
                 log.exception("run %s failed", run_id)
                 box["status"], box["error"] = "failed", f"{type(e).__name__}: {e}"
 
-    def _execute(self, run_id: str, trigger: str, cause: str, clock: RunClock) -> tuple[LiveRun, Recorded]:
+    def _execute(self, run_id: str, trigger: str, cause: str, clock: RunClock) -> tuple[LiveRun, Recorded | None]:
         loaded = self._loaded
-        store = self.open_store()
+        try:
+            self.open_store()
+        except StoreUnavailableError as e:  # the run still probes: its result is held until the database is back
+            log.warning("run %s: %s; probing all the same", run_id, e)
         clock.check()
         now = datetime.now(UTC)  # the one reading of the wall clock for this run
         # Every run, not only a new leader's first: pods an earlier run could not delete (the API server went
@@ -403,13 +429,85 @@ class Service:
         live = run_once(self._runs, loaded.suite, loaded.settings, now, run_id, trigger=trigger, sweep=False,
                         clock=clock, trigger_detail=cause if trigger == "change" else None)
         clock.check()
+        rounds: list = []
 
         def again(flows, n):
             clock.check()
-            return reprobe(self._runs, live, flows, loaded.settings, f"{run_id}-c{n}", clock)
+            got = reprobe(self._runs, live, flows, loaded.settings, f"{run_id}-c{n}", clock)
+            rounds.append(got)
+            return got
 
-        recorded = record_run(store, live, loaded.settings, now, loaded.suite_text, again)
-        return live, recorded
+        with self._held_lock:
+            try:
+                store = self.open_store()
+                self._store_held(store)
+                return live, record_run(store, live, loaded.settings, now, loaded.suite_text, again)
+            except StoreUnavailableError as e:
+                self._hold(_Held(live.run, live.snapshot, loaded.settings, loaded.suite_text, now, tuple(rounds)),
+                           run_id, e)
+                return live, None
+
+    # ------------------------------------------------------------------------------------ held runs
+    def _hold(self, held: _Held, run_id: str, error: StoreUnavailableError) -> None:
+        """Keeps a run the database refused (nothing of it was written: save_run is one transaction)."""
+        self.metrics.store_error()
+        same = next((h.snapshot for h in self._held if h.run.snapshot_digest == held.run.snapshot_digest), None)
+        if same is not None:  # an unchanged cluster: the held runs share one snapshot in memory
+            held = replace(held, snapshot=same)
+        self._held.append(held)
+        if len(self._held) > MAX_HELD_RUNS:
+            dropped = self._held.pop(0)
+            log.error("%d runs held: the oldest (started %s) is dropped", MAX_HELD_RUNS + 1,
+                      dropped.run.started_at)
+        self.metrics.set_runs_held(len(self._held))
+        log.warning("run %s not stored: %s; held in memory until the database is back (%d held)", run_id, error,
+                    len(self._held))
+
+    def _store_held(self, store: Store) -> None:
+        """Stores the held runs, oldest first (raises StoreError at the first that fails: it stays held; one
+        the database rejects for good, not for being unavailable, is dropped with an error line).
+        A held run is judged when it is stored, against the baseline and events of that moment (the same as
+        when it ran: nothing newer was stored in between) with the re-probes it made; changes it could not
+        re-probe stay unconfirmed (the next run confirms them), so holding never makes an alert up."""
+        while self._held:
+            held = self._held[0]
+
+            def kept(flows, n, rounds=held.rounds):
+                return rounds[n - 1] if n <= len(rounds) else {}
+
+            try:
+                live = LiveRun(held.run, (), held.snapshot, 0, 0.0)
+                recorded = record_run(store, live, held.settings, held.now, held.suite_text, kept)
+            except StoreUnavailableError:
+                raise
+            except NetpolDriftError as e:  # not a matter of time: keeping it would hold back every later run
+                self._held.pop(0)
+                self.metrics.set_runs_held(len(self._held))
+                log.error("held run of %s cannot be stored, dropped: %s", held.run.started_at, e)
+                continue
+            self._held.pop(0)
+            self.metrics.set_runs_held(len(self._held))
+            log.info("run of %s (held while the database was unavailable) stored as %s, %d drift confirmed",
+                     held.run.started_at, recorded.stored_id, len(recorded.judgement.confirmation.confirmed))
+
+    def _drop_held(self, why: str) -> None:
+        with self._held_lock:
+            if self._held:
+                log.warning("%s: %d held run(s) dropped, never stored", why, len(self._held))
+                self._held.clear()
+                self.metrics.set_runs_held(0)
+
+    def _store_held_job(self) -> None:
+        """Every ALERT_RETRY_SECONDS while runs are held: the database back means they are stored now, not at the
+        next run."""
+        if not self._held:
+            return
+        with self._held_lock:
+            try:
+                self._store_held(self.open_store())
+            except StoreUnavailableError as e:
+                self.metrics.store_error()
+                log.debug("held runs: the database is still unavailable: %s", e)
 
     def _sweep(self, now: datetime, own_run: str | None) -> None:
         """Deletes the probe pods of runs that are gone (a killed leader's). Pods of another run whose Lease is
@@ -499,6 +597,8 @@ class Service:
         summary = f"run {outcome.run_id} {outcome.status} in {outcome.seconds:.1f}s (trigger {outcome.trigger})"
         if outcome.error:
             log.error("%s: %s", summary, outcome.error)
+        elif outcome.live is not None and outcome.recorded is None:
+            log.warning("%s: not stored yet (held until the database is back)", summary)
         elif outcome.recorded is not None:
             j = outcome.recorded.judgement
             log.info("%s: stored as %s, %d drift confirmed, %d event(s) opened, %d resolved", summary,

@@ -186,12 +186,14 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     if path:
         import yaml  # local: the probe agent imports settings-free code paths and must start fast
 
+        from monitor.yamlload import safe_load
+
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise InputError(f"cannot read config: {e.strerror}", file=source) from e
         try:
-            raw = yaml.safe_load(text) or {}
+            raw = safe_load(text) or {}
         except yaml.YAMLError as e:
             raise syntax_error(e, "YAML", file=source) from e
         if not isinstance(raw, dict):

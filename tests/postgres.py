@@ -9,6 +9,7 @@ they never skip.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -47,6 +48,7 @@ class PostgresServer:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         os.chmod(self.root, 0o700)
         self.user = "postgres" if self.as_root else pwd.getpwuid(os.geteuid()).pw_name
+        self.durable, self.password = False, None
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cmd = [str(self.bin / args[0]), *args[1:]]
@@ -57,10 +59,33 @@ class PostgresServer:
             raise RuntimeError(f"{' '.join(args[:2])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
         return proc
 
-    def start(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8", "--no-sync")
+    def start(self, password: str | None = None, durable: bool = False) -> None:
+        """initdb and start. With a password, the superuser has it and every connection must give it
+        (scram-sha-256), so a test can see where a database password goes. `durable`: a commit is answered
+        only once its WAL is written (what a test that halts the server needs; the shared server need not)."""
+        self.durable, self.password = durable, password
+        auth = ["-A", "trust"]
+        if password is not None:
+            pwfile = self.root / "pw"
+            pwfile.write_text(password + "\n")
+            if self.as_root:
+                pw = pwd.getpwnam("postgres")
+                os.chown(pwfile, pw.pw_uid, pw.pw_gid)
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        self._run("initdb", "-D", str(self.data), *auth, "-U", self.user, "-E", "UTF8", "--no-sync")
+        if password is not None:
+            (self.root / "pw").unlink()
+        self.resume()
+
+    def halt(self) -> None:
+        """The server gone at once (no shutdown checkpoint, as a crash or a node loss), its data kept."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        """Starts (again) on the same data directory and socket."""
+        commit = "on" if self.durable else "off"
         options = (f"-k {self.socket_dir} -p {PORT} -c listen_addresses='' -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+                   f"-c synchronous_commit={commit} -c full_page_writes=off -c max_connections=200")
         try:
             self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.root / "server.log"),
                       "-w", "-t", "60", "start")
@@ -81,9 +106,21 @@ class PostgresServer:
 
         name = "t_" + uuid.uuid4().hex[:12]
         with psycopg.connect(host=str(self.socket_dir), port=PORT, user=self.user, dbname="postgres",
-                             autocommit=True) as conn:
+                             autocommit=True, password=self.password) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+
+@contextlib.contextmanager
+def private_postgres(*, password: str | None = None, durable: bool = True) -> Iterator[PostgresServer]:
+    """A server of one test's own: one it may halt (the shared session server must never be), or one that
+    demands a password. Removed at the end."""
+    server = PostgresServer()
+    try:
+        server.start(password=password, durable=durable)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,10 @@ auth.test, chat.postMessage (message metadata kept), chat.update, conversations.
 and the webhook; it checks what Slack checks that we can get wrong
 (the token, the channel, Block Kit limits: 50 blocks, 3,000 characters per section text, 150 per header,
 a plain-text fallback) and answers Slack's way (HTTP 200 with ok=false and an error code). Tests script
-failures with `fail_next(...)`: "429" (with Retry-After), "500", "invalid_auth", "channel_not_found"; `stop()`
-and `start()` on the same port give connection refused in between; `hold_next(method, seconds)` posts the next
-message but holds its answer back (a client killed mid-delivery).
+failures with `fail_next(...)`: "429" (with Retry-After), "500", "invalid_auth", "channel_not_found",
+"hang:SECONDS" (a Slack that takes the connection and does not answer); `stop()` and `start()` on the same port
+give connection refused in between; `hold_next(method, seconds)` posts the next message but holds its answer
+back (a client killed mid-delivery). `attempts` has the time of every request, failed or not.
 
 `python -m tests.slack_standin --port 0` runs it alone and prints what it receives (make demo uses that).
 """
@@ -36,9 +37,26 @@ class Received:
     """One accepted request: the method (chat.postMessage, chat.update, webhook) and its arguments."""
 
     method: str
-    body: dict
+    body: dict  # as sent: mrkdwn text with Slack's escapes (&amp; &lt; &gt;)
     ts: str | None = None
     at: float = field(default_factory=time.time)
+
+    @property
+    def text(self) -> str:
+        """The fallback text as Slack shows it: its three escapes decoded (Slack decodes no other entity)."""
+        return shown(str(self.body.get("text", "")))
+
+
+def shown(mrkdwn: str) -> str:
+    return mrkdwn.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def unescaped(mrkdwn: str) -> list[str]:
+    """Control sequences Slack would act on (`<!channel>`, `<@U1>`, `<http://x|y>`) or a bare & < >: what a
+    name from the cluster must never produce once it is escaped."""
+    import re
+
+    return re.findall(r"<[^>]*>|&(?!amp;|lt;|gt;)|[<>]", mrkdwn)
 
 
 def block_kit_problems(body: dict) -> list[str]:
@@ -96,6 +114,7 @@ class SlackStandin:
         self.received: list[Received] = []
         self.rejected: list[tuple[str, str]] = []  # (method, why): requests real Slack would refuse
         self.requests = 0  # every request that reached the server, failed or not
+        self.attempts: list[tuple[float, str]] = []  # (time.monotonic(), method) of each of them
         self._failures: list[str] = []
         self._holds: dict[str, float] = {}  # method -> seconds the next such answer is held back
         self.held = threading.Event()  # set when a held request has been processed (the answer not yet sent)
@@ -135,7 +154,9 @@ class SlackStandin:
         return f"http://{self.host}:{self.port}{WEBHOOK_PATH}"
 
     def fail_next(self, *answers: str) -> None:
-        """The next requests get these answers, in order: "429", "429:SECONDS", "500", or a Slack error code."""
+        """The next requests get these answers, in order: "429", "429:SECONDS" (Retry-After), "500", a Slack
+        error code ("invalid_auth", "channel_not_found"...), or "hang:SECONDS" (no answer for that long, then
+        a 503; the request is not acted on)."""
         with self._lock:
             self._failures.extend(answers)
 
@@ -161,7 +182,13 @@ class SlackStandin:
     def _answer(self, method: str, headers, body: dict, webhook: bool) -> tuple[int, dict, dict | str]:
         with self._lock:
             self.requests += 1
+            self.attempts.append((time.monotonic(), method))
             failure = self._failures.pop(0) if self._failures else None
+        if failure is not None and failure.startswith("hang"):
+            # Slack unreachable the slow way: the request is read, nothing is done with it, no answer in time.
+            time.sleep(float(failure.partition(":")[2] or 30))
+            return 503, {}, "hung" if webhook else {"ok": False, "error": "service_unavailable"}
+        with self._lock:
             if failure is not None:
                 if failure.startswith("429"):
                     retry_after = failure.partition(":")[2] or "1"
@@ -287,7 +314,7 @@ class SlackStandin:
         else:
             head = f"[slack] {method} {where}"
         print(head, flush=True)
-        for line in str(body.get("text", "")).splitlines():
+        for line in shown(str(body.get("text", ""))).splitlines():
             print(f"    {line}", flush=True)
 
 

@@ -120,7 +120,7 @@ def test_policy_edit_is_one_message_and_its_revert_updates_it_even_after_a_resta
 
     [msg] = top_level(slack)
     assert report.failed == 0 and slack.rejected == []
-    text = msg.body["text"]
+    text = msg.text
     assert "shop/web -> shop/db 5432/TCP  blocked -> allowed (connected)" in text
     assert "Cause: NetworkPolicy shop/deny-db removed" in text
     assert f"run {opened_run}" in text and "cluster prod" in text
@@ -129,7 +129,7 @@ def test_policy_edit_is_one_message_and_its_revert_updates_it_even_after_a_resta
     # The drift, the violation and the enforcement-gap-free flow: one flow line, not one per event.
     assert text.count("shop/web -> shop/db") == 1
     [details] = replies(slack, msg.ts)
-    assert "now decided by:" in details.body["text"]
+    assert "now decided by:" in details.text
     assert ("slack", "sent") in metrics.results and metrics.queue == (0, 0.0)
     assert store.pending_alerts() == []
 
@@ -137,9 +137,9 @@ def test_policy_edit_is_one_message_and_its_revert_updates_it_even_after_a_resta
     record(store, T0 + timedelta(minutes=10), Outcome.TIMEOUT, deny=True)
     AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=10))
     [update] = slack.of("chat.update")
-    assert update.ts == msg.ts and update.body["text"].startswith("Resolved: reachability drift on prod")
+    assert update.ts == msg.ts and update.text.startswith("Resolved: reachability drift on prod")
     [reply] = [r for r in replies(slack, msg.ts) if r is not details]
-    assert "all flows are back" in reply.body["text"] and "shop/web -> shop/db 5432/TCP" in reply.body["text"]
+    assert "all flows are back" in reply.text and "shop/web -> shop/db 5432/TCP" in reply.text
     assert len(top_level(slack)) == 1  # nothing new in the channel
     assert store.pending_alerts() == []
 
@@ -179,7 +179,7 @@ def test_refused_then_timeout_then_reachable_alerts_the_reachability_drift_with_
     record(store, T0 + timedelta(minutes=10), Outcome.CONNECTED)
     report = sender.deliver(T0 + timedelta(minutes=10))
     [msg] = top_level(slack)
-    text = msg.body["text"]
+    text = msg.text
     assert "shop/web -> shop/db 5432/TCP  blocked -> allowed (connected)" in text, text
     assert "Cause: dataplane: no policy or label changed" in text and "newly violated" not in text
     # The refused -> timeout event closed as accepted, quietly (its opening was never alerted).
@@ -192,8 +192,8 @@ def test_blocked_mode_changes_alert_when_asked(store, slack) -> None:
     record(store, T0 + timedelta(minutes=5), Outcome.REFUSED)
     AlertSender(store, bot(slack), settings(on_blocked_mode_change=True)).deliver(T0 + timedelta(minutes=5))
     [msg] = top_level(slack)
-    assert "blocked (timeout) -> blocked (refused)" in msg.body["text"]
-    assert "dataplane: no policy or label changed" in msg.body["text"]
+    assert "blocked (timeout) -> blocked (refused)" in msg.text
+    assert "dataplane: no policy or label changed" in msg.text
 
 
 def test_two_hundred_flows_of_one_edit_are_one_message_within_slack_limits(store, slack) -> None:
@@ -203,10 +203,10 @@ def test_two_hundred_flows_of_one_edit_are_one_message_within_slack_limits(store
     assert slack.rejected == []
     [msg] = top_level(slack)
     assert "201 flows changed" in msg.body["blocks"][0]["text"]["text"]
-    assert "…and 191 more" in msg.body["text"]
+    assert "…and 191 more" in msg.text
     [details] = replies(slack, msg.ts)
     assert len(details.body["blocks"]) <= MAX_BLOCKS
-    shown = details.body["text"].count("->") + sum(b["text"]["text"].count(" -> ")
+    shown = details.text.count("->") + sum(b["text"]["text"].count(" -> ")
                                                   for b in details.body["blocks"] if b["type"] == "section")
     assert shown > 0 and block_kit_problems(details.body) == []
 
@@ -232,8 +232,8 @@ def test_webhook_posts_one_message_per_alert(store, slack) -> None:
     record(store, T0 + timedelta(minutes=10), Outcome.TIMEOUT)
     sender.deliver(T0 + timedelta(minutes=10))
     opened, resolved = slack.of("webhook")
-    assert "blocked -> allowed (connected)" in opened.body["text"] and "now decided by:" in opened.body["text"]
-    assert resolved.body["text"].startswith("Resolved by run")
+    assert "blocked -> allowed (connected)" in opened.text and "now decided by:" in opened.text
+    assert resolved.text.startswith("Resolved by run")
     assert slack.rejected == []
 
 
@@ -327,6 +327,50 @@ def test_down_then_429_then_500_arrives_once_after_recovery_also_across_a_restar
     assert len(top_level(slack)) == 1
 
 
+def test_retry_after_is_waited_out_before_the_retry(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    slack.fail_next("429:2")
+    report = AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=5))
+    assert report.failed == 0 and len(top_level(slack)) == 1
+    (limited, _), (retried, _) = slack.attempts[:2]
+    assert retried - limited >= 2.0  # Slack said 2 s: not one request sooner
+
+
+def test_a_long_retry_after_is_left_to_the_outbox_not_slept_in_the_pass(store, slack) -> None:
+    """Retry-After 600: slack_sdk would sleep ten minutes inside the delivery pass (holding every later alert);
+    the pass ends at once instead and the alerts are next due when Slack said, then go out once."""
+    import time
+
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    slack.fail_next("429:600")
+    now = T0 + timedelta(minutes=5)
+    began = time.monotonic()
+    report = AlertSender(store, bot(slack), settings(retry_max_seconds=60)).deliver(now)
+    assert time.monotonic() - began < 60  # a hang guard: the pass did not sleep the 600 s
+    assert report.failed == 3 and slack.requests == 1 and top_level(slack) == []
+    assert store.due_alerts((now + timedelta(seconds=599)).isoformat()) == []  # not before Slack said
+    assert len(store.due_alerts((now + timedelta(seconds=601)).isoformat())) == 3
+    AlertSender(store, bot(slack), settings()).deliver(now + timedelta(seconds=601))
+    assert len(top_level(slack)) == 1 and store.pending_alerts() == []
+
+
+def test_slack_that_takes_the_request_and_never_answers_keeps_the_alerts_queued(store, slack) -> None:
+    record(store, T0, Outcome.TIMEOUT)
+    record(store, T0 + timedelta(minutes=5), Outcome.CONNECTED, deny=False)
+    slack.fail_next("hang:3", "hang:3", "hang:3")
+    metrics = Counted()
+    report = AlertSender(store, BotTarget(TOKEN, "#netpol-alerts", slack.base_url, timeout=1), settings(),
+                         metrics).deliver(T0 + timedelta(minutes=5))
+    assert report.failed == 3 and top_level(slack) == [] and ("slack", "error") in metrics.results
+    assert "Slack chat.postMessage failed" in store.pending_alerts()[0].last_error
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(hours=1))
+    assert len(top_level(slack)) == 1 and store.pending_alerts() == []
+    AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(hours=2))
+    assert len(top_level(slack)) == 1
+
+
 @pytest.mark.parametrize("error", ["invalid_auth", "channel_not_found"])
 def test_config_errors_are_not_retried_reported_once_and_kept_queued(store, slack, caplog, error) -> None:
     record(store, T0, Outcome.TIMEOUT)
@@ -393,7 +437,7 @@ def test_a_flapping_flow_gets_one_message_then_quiet_until_stable(store, slack) 
     t += timedelta(minutes=5)
     record(store, t, Outcome.CONNECTED)
     sender.deliver(t)
-    assert len(top_level(slack)) == 4 and "Reachability drift" in top_level(slack)[3].body["text"]
+    assert len(top_level(slack)) == 4 and "Reachability drift" in top_level(slack)[3].text
     assert store.pending_alerts() == []
 
 
@@ -412,7 +456,7 @@ def test_refused_timeout_flips_do_not_count_toward_flapping(store, slack) -> Non
     record(store, t, Outcome.CONNECTED)
     sender.deliver(t)
     [msg] = top_level(slack)
-    assert msg.body["text"].startswith("Reachability drift on prod"), msg.body["text"]
+    assert msg.text.startswith("Reachability drift on prod"), msg.text
 
 
 def test_delivery_for_serve_builds_the_sender_once_and_again_after_a_settings_change(store, slack, caplog) -> None:
@@ -457,7 +501,7 @@ def test_thread_details_that_fail_are_posted_by_a_later_pass_once(store, slack) 
     assert [r.id for r in store.details_due()] != []
     AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=6))  # a restart, too
     [details] = replies(slack, msg.ts)
-    assert details.body["text"].startswith("Details: Reachability drift on prod")
+    assert details.text.startswith("Details: Reachability drift on prod")
     AlertSender(store, bot(slack), settings()).deliver(T0 + timedelta(minutes=7))
     assert len(replies(slack, msg.ts)) == 1 and store.details_due() == []
 

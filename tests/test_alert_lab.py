@@ -95,19 +95,19 @@ def test_policy_edit_is_one_message_and_the_revert_updates_it(lab: Lab, lab_name
 
     break_api_to_db(lab, ns)
     [msg] = wait_for(lambda: top_level(slack), "Slack message", s)
-    text = msg.body["text"]
+    text = msg.text
     assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked (" in text, text
     assert f"Cause: NetworkPolicy {ns}/db-from-api changed" in text, text
     assert "cluster lab" in text and f"frontend -> {ns}/api" not in text
     [details] = wait_for(lambda: replies(slack, msg.ts), "thread details", s)
-    assert f"NetworkPolicy {ns}/db-from-api" in details.body["text"].split("now decided by:")[1]
+    assert f"NetworkPolicy {ns}/db-from-api" in details.text.split("now decided by:")[1]
     assert slack.rejected == []
 
     restore_api_to_db(lab, ns)
     [update] = wait_for(lambda: slack.of("chat.update"), "resolution", s)
-    assert update.ts == msg.ts and update.body["text"].startswith("Resolved: reachability drift on lab")
+    assert update.ts == msg.ts and update.text.startswith("Resolved: reachability drift on lab")
     [reply] = wait_for(lambda: replies(slack, msg.ts)[1:], "resolution reply", s)
-    assert "all flows are back" in reply.body["text"] and f"{ns}/api -> {ns}/db 5432/TCP" in reply.body["text"]
+    assert "all flows are back" in reply.text and f"{ns}/api -> {ns}/db 5432/TCP" in reply.text
     assert quiet(slack, 5) == 0 and len(top_level(slack)) == 1 and len(replies(slack, msg.ts)) == 2
     assert s.metric("netpol_drift_alerts_total", channel="slack", result="sent") == 2.0
     assert s.metric("netpol_drift_alert_queue_depth") == 0.0
@@ -129,8 +129,8 @@ def test_namespace_relabel_is_blamed_on_the_label(lab: Lab, lab_namespace: str, 
 
     lab.api.merge_patch(f"/api/v1/namespaces/{ns}", {"metadata": {"labels": {"team": "webapp"}}})
     [msg] = wait_for(lambda: top_level(slack), "Slack message", s)
-    assert f"Cause: namespace {ns}: labels team: web -> webapp" in msg.body["text"], msg.body["text"]
-    assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked" in msg.body["text"]
+    assert f"Cause: namespace {ns}: labels team: web -> webapp" in msg.text, msg.text
+    assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked" in msg.text
 
 
 def test_dataplane_fault_is_blamed_on_the_dataplane(lab: Lab, lab_namespace: str, start, slack) -> None:
@@ -140,8 +140,8 @@ def test_dataplane_fault_is_blamed_on_the_dataplane(lab: Lab, lab_namespace: str
     assert s.wait_runs(1)[0].known_good
     with pod_fault(lab, pods["db-0"], "-p", "tcp", "--dport", "5432", "-j", "REJECT", "--reject-with", "tcp-reset"):
         [msg] = wait_for(lambda: top_level(slack), "Slack message", s)
-    assert "Cause: dataplane: no policy or label changed" in msg.body["text"], msg.body["text"]
-    assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked (refused)" in msg.body["text"]
+    assert "Cause: dataplane: no policy or label changed" in msg.text, msg.text
+    assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked (refused)" in msg.text
     wait_for(lambda: slack.of("chat.update"), "resolution once the fault is gone", s)
 
 
@@ -201,7 +201,7 @@ def test_two_hundred_flows_of_one_edit_are_one_message_within_limits(lab: Lab, l
     assert len(top_level(slack)) == 1 and slack.rejected == []
     blocks = msg.body["blocks"] if isinstance(msg.body["blocks"], list) else json.loads(msg.body["blocks"])
     assert blocks[0]["text"]["text"] == "Reachability drift on lab: 200 flows changed"
-    assert "…and 190 more" in msg.body["text"] and f"Cause: NetworkPolicy {ns}/deny-dst added" in msg.body["text"]
+    assert "…and 190 more" in msg.text and f"Cause: NetworkPolicy {ns}/deny-dst added" in msg.text
     [details] = wait_for(lambda: replies(slack, msg.ts), "thread details", s)
     assert len(details.body["blocks"]) <= MAX_BLOCKS
 
@@ -226,6 +226,6 @@ def test_down_then_429_then_500_arrives_once_after_recovery_across_a_restart(lab
     slack.fail_next("429:1", "429:1", "429:1", "500", "500", "500")
     [msg] = wait_for(lambda: top_level(slack), "Slack message after recovery", s2, timeout=120)
     assert quiet(slack, 8) <= 1 and len(top_level(slack)) == 1
-    assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked" in msg.body["text"]
+    assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked" in msg.text
     wait_for(lambda: s2.metric("netpol_drift_alert_queue_depth") == 0.0, "empty queue", s2)
     assert TOKEN not in s1.log + s2.log

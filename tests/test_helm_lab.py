@@ -234,8 +234,8 @@ def test_chart_serves_in_a_pod_completes_a_run_and_alerts_slack_on_a_policy_edit
             pytest.fail(f"no alert at the stand-in ({slack.requests} requests, rejected {slack.rejected}); "
                         "serve's log:\n" + log.read_text()[-5000:])
         assert msg.body["channel"] == "#netpol-alerts" and slack.rejected == []
-        assert f"Cause: NetworkPolicy {ns}/deny-web added" in msg.body["text"], msg.body["text"]
-        assert f"{ns}/client -> {ns}/web 8080/TCP  allowed -> blocked" in msg.body["text"], msg.body["text"]
+        assert f"Cause: NetworkPolicy {ns}/deny-web added" in msg.text, msg.text
+        assert f"{ns}/client -> {ns}/web 8080/TCP  allowed -> blocked" in msg.text, msg.text
         assert probe_pods(lab) == [] or wait_for("probe pods deleted", lambda: probe_pods(lab) == [], 30)
     finally:
         slack.stop()

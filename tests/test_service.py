@@ -38,8 +38,9 @@ ISSUE_METRICS = {
     "netpol_drift_leader", "netpol_drift_config_reload_errors_total",
     # issue 12 (Slack alerts)
     "netpol_drift_alerts_total", "netpol_drift_alert_queue_depth", "netpol_drift_alert_oldest_queued_seconds",
-    # issue 15 (reliability: APF throttling, watches answered 410 Gone)
+    # issue 15 (reliability: APF throttling, watches answered 410 Gone, the database unavailable)
     "netpol_drift_api_throttled_total", "netpol_drift_watch_relists_total",
+    "netpol_drift_store_errors_total", "netpol_drift_runs_held",
 }
 
 

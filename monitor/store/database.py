@@ -18,10 +18,10 @@ from typing import Any, Self
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from monitor.errors import StoreError
+from monitor.errors import StoreError, StoreUnavailableError
 from monitor.models import FlowResult
 
 _WRITE_OPTION = "netpol_drift_write"
@@ -59,7 +59,12 @@ def make_engine(url: str, password: str | None = None) -> Engine:
     u = _sqlalchemy_url(url, password)
     kwargs: dict[str, Any] = {}
     if u.drivername.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 30}
+        # How long a writer waits for another writer's lock before the call fails ("database is locked"):
+        # 30 s, or the URL's own `?timeout=SECONDS`.
+        try:
+            kwargs["connect_args"] = {"timeout": float(u.query.get("timeout", 30))}
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"database URL {safe_url(u)}: timeout must be a number of seconds") from e
     elif u.drivername.startswith("postgresql"):
         kwargs["connect_args"] = {"connect_timeout": 5}
         kwargs["pool_pre_ping"] = True
@@ -100,7 +105,7 @@ def _check_reachable(engine: Engine, url: str) -> None:
             conn.exec_driver_sql("SELECT 1")
     except (DBAPIError, SQLAlchemyError, OSError) as e:
         engine.dispose()
-        raise StoreError(f"cannot reach database {safe_url(url)}: {_reason(e)}") from e
+        raise StoreUnavailableError(f"cannot reach database {safe_url(url)}: {_reason(e)}") from e
 
 
 def _sqlite_path(url: str) -> str | None:
@@ -168,6 +173,8 @@ class _Guard:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc is not None and isinstance(exc, SQLAlchemyError):
             if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or "connect" in _reason(exc).lower():
-                raise StoreError(f"cannot reach database {safe_url(self.url)}: {_reason(exc)}") from exc
-            raise StoreError(f"{self.what} failed on {safe_url(self.url)}: {_reason(exc)}") from exc
+                raise StoreUnavailableError(f"cannot reach database {safe_url(self.url)}: {_reason(exc)}") from exc
+            # OperationalError: the server went away mid-call, a lock held too long, a full disk: not our data.
+            error = StoreUnavailableError if isinstance(exc, OperationalError) else StoreError
+            raise error(f"{self.what} failed on {safe_url(self.url)}: {_reason(exc)}") from exc
         return False

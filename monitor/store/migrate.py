@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine, inspect
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from monitor.errors import InputError, StoreError
+from monitor.errors import InputError, StoreError, StoreUnavailableError
 from monitor.store.database import _check_reachable, _reason, _sqlite_path, make_engine, require_existing, safe_url
 from monitor.store.schema import metadata
 
@@ -99,7 +99,8 @@ def _migrate(url: str, password: str | None, direction: str, revision: str) -> s
         except CommandError as e:
             raise InputError(f"cannot {direction} to {revision!r}: {e}") from e
         except SQLAlchemyError as e:
-            raise StoreError(f"{direction} of {safe_url(url)} failed: {_reason(e)}") from e
+            error = StoreUnavailableError if isinstance(e, OperationalError) else StoreError
+            raise error(f"{direction} of {safe_url(url)} failed: {_reason(e)}") from e
         return _current(engine)
     finally:
         engine.dispose()

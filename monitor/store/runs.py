@@ -102,10 +102,28 @@ class Runs(StoreBase):
 
     def save_run(self, run: Run, *, now: str, snapshot: Snapshot | None = None, suite_text: str | None = None,
                  known_good: bool = False, transitions: Transitions | None = None) -> str:
-        """Stores the run (and its snapshot, events and alerts) in one transaction; returns the run id."""
+        """Stores the run (and its snapshot, events and alerts) in one transaction; returns the run id.
+
+        Saving a run that is already stored (same cluster, trigger, start and end, snapshot, suite and results:
+        a retry after a COMMIT whose answer the database connection lost) returns the stored run's id and
+        writes nothing, so its drift events and alerts never exist twice."""
         with self._guard("save run"), self._tx(write=True) as s:
+            stored = self._same_run(s, run)
+            if stored is not None:
+                return str(stored)
             return str(self._save(s, run, now=_dt(now), snapshot=snapshot, suite_text=suite_text,
                                   known_good=known_good, transitions=transitions or Transitions()))
+
+    def _same_run(self, s: Session, run: Run) -> int | None:
+        return s.scalar(
+            select(RunRow.id).join(ClusterRow, ClusterRow.id == RunRow.cluster_id)
+            .join(SuiteRow, SuiteRow.id == RunRow.suite_id).join(SnapshotRow, SnapshotRow.id == RunRow.snapshot_id)
+            .join(ResultSetRow, ResultSetRow.id == RunRow.result_set_id)
+            .where(ClusterRow.name == run.cluster, RunRow.started_at == _dt(run.started_at),
+                   RunRow.finished_at == _dt(run.finished_at), RunRow.trigger == run.trigger,
+                   SuiteRow.digest == run.suite_digest, SnapshotRow.digest == run.snapshot_digest,
+                   ResultSetRow.digest == _set_digest([_stable_text(r) for r in run.results]))
+            .limit(1))
 
     def _save(self, s: Session, run: Run, *, now: datetime, snapshot: Snapshot | None, suite_text: str | None,
               known_good: bool, transitions: Transitions, accepted_by: str | None = None) -> int:

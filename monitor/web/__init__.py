@@ -55,7 +55,9 @@ def create_app(health: Health, metrics_app: Any | None, routes: Sequence[BaseRou
         return JSONResponse({"ready": ready, "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}},
                             status_code=200 if ready else 503)
 
-    metrics = [Route("/metrics", _Asgi(metrics_app))] if metrics_app is not None else []
+    # GET (and HEAD) only, like every route here: the port serves nothing writable (an ASGI app as endpoint
+    # would otherwise answer any method).
+    metrics = [Route("/metrics", _Asgi(metrics_app), methods=["GET"])] if metrics_app is not None else []
     return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), *metrics, *routes])
 
 
