@@ -130,8 +130,8 @@ def test_an_alert_slack_took_just_before_the_database_went_away_is_recorded_late
             sender = AlertSender(store, bot(slack), settings())
             post = sender.target.post
 
-            def post_then_database_gone(message, thread=None):
-                posted = post(message, thread)
+            def post_then_database_gone(message, thread=None, key=None):
+                posted = post(message, thread, key=key)
                 if thread is None:  # Slack has the message; the store has not recorded it yet
                     postgres.halt()
                 return posted
