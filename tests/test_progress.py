@@ -44,8 +44,9 @@ def test_suite_generate_shows_progress_on_a_terminal_and_nothing_when_piped(tmp_
     assert len(yaml.safe_load(out)["cases"]) == 30 * 29
 
 
-# Fields that differ between any two runs (ids, clocks, latencies), masked before comparing two runs' JSON.
-_VOLATILE = {"run", "started_at", "finished_at", "latency_ms", "stored_run", "baseline_run", "attempts"}
+# Fields that differ between any two runs (ids, clocks, latencies, and the node a probe pod landed on: the lab
+# has two), masked before comparing two runs' JSON.
+_VOLATILE = {"run", "started_at", "finished_at", "latency_ms", "stored_run", "baseline_run", "attempts", "node"}
 
 
 def _masked(value):
