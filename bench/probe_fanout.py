@@ -19,6 +19,8 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from bench.lab_serve import lab_missing
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.probe_fanout")
@@ -28,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--baseline-sample", type=int, default=100)
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("probe_fanout: needs root and the lab (python -m tests.lab up)", file=sys.stderr)
+    missing = lab_missing("probe_fanout")
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
 
     from monitor.cluster import ClusterAdapter
@@ -39,12 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from monitor.run import run_once
     from monitor.settings import ClusterSettings, ProbeSettings, Settings
     from monitor.suite import parse_suite
-    from tests.lab import control
     from tests.lab.fixtures import Lab, pod_manifest
-
-    if not control.apiserver_ready():
-        print("probe_fanout: the lab is not up (python -m tests.lab up)", file=sys.stderr)
-        return 2
     lab = Lab()
     ns = f"bench-fanout-{secrets.token_hex(3)}"
     ports = [8001 + i for i in range(args.ports)]

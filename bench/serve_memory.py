@@ -11,7 +11,6 @@ Usage: python -m bench.serve_memory [--runs 100] [--destinations 20] [--ports 25
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import subprocess
 import sys
@@ -21,6 +20,8 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+
+from bench.lab_serve import lab_missing
 
 
 def rss_mb(pid: int) -> float:
@@ -52,17 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--destinations", type=int, default=20)
     ap.add_argument("--ports", type=int, default=25)
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("serve_memory: needs root and the lab (python -m tests.lab up)", file=sys.stderr)
+    missing = lab_missing("serve_memory")
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
 
-    from tests.lab import control
     from tests.lab.fixtures import Lab, pod_manifest
     from tests.test_live_lab import REPO, _env
-
-    if not control.apiserver_ready():
-        print("serve_memory: the lab is not up (python -m tests.lab up)", file=sys.stderr)
-        return 2
     lab = Lab()
     ns = f"bench-mem-{secrets.token_hex(3)}"
     ports = [7001 + i for i in range(args.ports)]
