@@ -221,3 +221,11 @@ def judged_offline(t) -> tuple[Run, Snapshot, None]:
     s = snap("shop", False)
     return Run("prod", t.isoformat(), t.isoformat(), "change", snapshot_digest(s), "sha256:suite",
                results(Outcome.CONNECTED)), s, None
+
+
+def test_a_sqlite_timeout_that_is_not_a_number_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}?timeout=soon"
+    with pytest.raises(StoreError) as e:
+        Store.open(url, migrate=True)
+    assert str(e.value) == f"database URL {url}: timeout must be a number of seconds"
+    assert not (tmp_path / "h.db").exists()  # refused before anything was created
