@@ -49,7 +49,8 @@ def binary(name: str) -> Path:
 # pair between the two node namespaces (198.18.77.8/30): the root namespace never forwards (its ip_forward
 # and firewall stay as they are), it only reaches each node's own /30.
 LINK_PREFIX = 30
-CLUSTER_CIDR = "10.244.0.0/16"  # every node's pod CIDR is a /24 of it (kube-proxy and the controller manager)
+CLUSTER_CIDR = "10.244.0.0/16"  # each node's pod CIDR is a /22 of it (kube-proxy and the controller manager):
+# 1,022 pods a node, room for the 500-namespace soak and its probe pods
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,9 @@ class LabNode:
 
 
 NODES = (
-    LabNode("lab-node", "labnode", "nplab0", "nplab1", "198.18.77.1", "198.18.77.2", "10.244.0.0/24",
+    LabNode("lab-node", "labnode", "nplab0", "nplab1", "198.18.77.1", "198.18.77.2", "10.244.0.0/22",
             "npnode1", "198.18.77.9"),
-    LabNode("lab-node-2", "labnode2", "nplab2", "nplab3", "198.18.77.5", "198.18.77.6", "10.244.1.0/24",
+    LabNode("lab-node-2", "labnode2", "nplab2", "nplab3", "198.18.77.5", "198.18.77.6", "10.244.4.0/22",
             "npnode2", "198.18.77.10"),
 )
 NODE = NODES[0]  # the first node (the API server's address is its root end)
