@@ -124,9 +124,14 @@ def blocked_every_pass(passes: str, protocol: str, refused_means: str | Mapping[
 def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: datetime, run_id: str,
              trigger: str = "manual", via_cluster_ip: bool = False, sweep: bool = True,
              clock: Callable[[], float] = time.monotonic, trigger_detail: str | None = None,
-             progress: RunProgress | None = None) -> LiveRun:
-    """Raises our own errors (InputError for a suite that does not fit the cluster, ClusterError...)."""
+             progress: RunProgress | None = None, until: float | None = None) -> LiveRun:
+    """Raises our own errors (InputError for a suite that does not fit the cluster, ClusterError...).
+
+    Probing stops at `until` (on `clock`; default: probe.run_deadline_seconds after the run began): what is
+    not probed by then is `skipped` and the run still ends, `partial`, so a suite too big for its deadline
+    is stored and seen rather than cut and lost."""
     began = clock()
+    until = began + settings.probe.run_deadline_seconds if until is None else until
     stage = progress.stage if progress is not None else _silent
     if sweep:
         stage("deleting probe pods that earlier runs left behind")
@@ -140,7 +145,7 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
     started = clock()
     stage("probing")
     reports, pods = run_probes(adapter, tasks, settings.probe, run_id, clock,
-                               progress.probes if progress is not None else None)
+                               progress.probes if progress is not None else None, until)
     results = evaluate(plan, snapshot, reports, target_index, refusal_means(settings.probe))
     unsettled = [r for r in results if r.outcome is Outcome.UNSETTLED]
     if unsettled:
@@ -148,7 +153,7 @@ def run_once(adapter: ClusterAdapter, suite: Suite, settings: Settings, now: dat
         log.info("probing %d unsettled flow(s) again from fresh probe pods", len(unsettled))
         stage(f"probing {len(unsettled)} unsettled flow(s) again")
         again = {r.key: r for r in _probe_again(adapter, plan, snapshot, unsettled, settings, f"{run_id}-u", clock,
-                                                progress)}
+                                                progress, until)}
         results = [again.get(r.key, r) for r in results]
     probe_seconds = clock() - started
     cases = summarise(suite, results)
@@ -173,8 +178,9 @@ def _plan_key(f: FlowPlan) -> str:
 
 def reprobe(adapter: ClusterAdapter, live: LiveRun, flows: Sequence[FlowResult], settings: Settings,
             run_id: str, clock: Callable[[], float] = time.monotonic,
-            progress: RunProgress | None = None) -> dict[str, Outcome]:
+            progress: RunProgress | None = None, until: float | None = None) -> dict[str, Outcome]:
     """Probes only these flows again (same plan, same snapshot, same runner); returns raw outcomes by key.
+    `until`: the run's deadline (serve), past which a round probes nothing and confirms nothing.
 
     No new snapshot: a confirmation asks "is the change still there", not "what does the cluster look like".
     """
@@ -183,12 +189,12 @@ def reprobe(adapter: ClusterAdapter, live: LiveRun, flows: Sequence[FlowResult],
     if progress is not None:
         progress.stage(f"probing {len(flows)} changed flow(s) again to confirm")
     return {r.key: r.outcome for r in _probe_again(adapter, live.plan, live.snapshot, flows, settings, run_id,
-                                                   clock, progress)}
+                                                   clock, progress, until)}
 
 
 def _probe_again(adapter: ClusterAdapter, plan: Plan, snapshot: Snapshot, flows: Sequence[FlowResult],
                  settings: Settings, run_id: str, clock: Callable[[], float],
-                 progress: RunProgress | None = None) -> list[FlowResult]:
+                 progress: RunProgress | None = None, until: float | None = None) -> list[FlowResult]:
     keys = {f.key for f in flows}
     groups = []
     for g in plan.groups:
@@ -204,7 +210,7 @@ def _probe_again(adapter: ClusterAdapter, plan: Plan, snapshot: Snapshot, flows:
     sub = Plan(tuple(groups), ())
     tasks, index = probe_tasks(sub)
     reports, _ = run_probes(adapter, tasks, settings.probe, run_id, clock,
-                            progress.probes if progress is not None else None)
+                            progress.probes if progress is not None else None, until)
     return evaluate(sub, snapshot, reports, index, refusal_means(settings.probe))
 
 

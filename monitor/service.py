@@ -3,10 +3,12 @@
 Job: keep proving the cluster's policies for as long as the process lives. An APScheduler interval job runs
 the suite every `schedule.interval_seconds` (with jitter; one run at a time, coalesced, memory job store);
 watches on policies, namespaces and the suite's pods move that job's next start to a short quiet period after a
-change (debounced, capped); only the holder of the Lease probes; each run is cut at `probe.run_deadline_seconds`;
-the config and suite files are re-read when they change (a ConfigMap update); retention is applied daily; each
-run first sweeps the probe pods of runs that are gone (a dead leader's, or what a run could not delete while the
-API server was away), again when their run Lease lapses if it was still fresh.
+change (debounced, capped); only the holder of the Lease probes; each run's probing stops at
+`probe.run_deadline_seconds` (the rest `skipped`, the run stored as partial), and a run still busy well after
+that (a hung API server or database) is cut; the config and suite files are re-read when they change (a
+ConfigMap update); retention is applied daily; each run first sweeps the probe pods of runs that are gone (a
+dead leader's, or what a run could not delete while the API server was away), again when their run Lease lapses
+if it was still fresh.
 After each run, `_after_run` is the one place for follow-up work (metrics, then every `after_run` hook, e.g.
 the alerts); `add_periodic` schedules other leader-only work (e.g. the alert outbox sender).
 This module must not probe, compare or store by itself (monitor.run does, the store is handed in), print, or
@@ -69,6 +71,9 @@ _CRD_RECHECK_SECONDS = 300.0
 ALERT_RETRY_SECONDS = 15.0  # how often queued alerts are looked at (their own backoff decides when they go)
 # How long an aborted run's worker and probe-pod deletion may take before the service goes on without them.
 _ABORT_WAIT_SECONDS = 10.0
+# After the run deadline has stopped the probes, judging, storing and alerting get as long again (at most this),
+# before the run counts as hung (an API server or database that never answers) and is cut, nothing of it stored.
+_FINISH_SECONDS_MAX = 60.0
 # Runs probed while the database is down are held in memory, oldest first, and stored when it is back. A day of
 # 5-minute runs fits; past that the oldest goes (said in the log): memory stays bounded in a long outage.
 MAX_HELD_RUNS = 300
@@ -369,18 +374,22 @@ class Service:
             clock = RunClock()
             box: dict = {}
             cause = _describe_changes(changes) if changes else trigger
-            worker = threading.Thread(target=self._execute_into, args=(box, run_id, trigger, cause, clock),
+            deadline = self.settings.probe.run_deadline_seconds
+            began = time.monotonic()
+            # Probing stops at the deadline (what is not probed by then is skipped, the run stored as partial);
+            # only a run still busy well after it is cut.
+            worker = threading.Thread(target=self._execute_into,
+                                      args=(box, run_id, trigger, cause, clock, began + deadline),
                                       name=f"run-{run_id}", daemon=True)
             current = self._running = _Current(run_id, clock, worker)
         log.info("run %s starting (trigger %s: %s)", run_id, trigger, cause)
-        began = time.monotonic()
         worker.start()
-        deadline = self.settings.probe.run_deadline_seconds
-        end = began + deadline
+        end = began + deadline + min(deadline, _FINISH_SECONDS_MAX)
         while worker.is_alive() and not clock.aborted.is_set() and time.monotonic() < end:
             worker.join(0.5)
         if worker.is_alive() and not clock.aborted.is_set():
-            self._abort(current, f"the run deadline ({deadline}s)", status="timeout")
+            self._abort(current, f"still busy {time.monotonic() - began - deadline:.0f}s after the run deadline "
+                                 f"({deadline}s)", status="timeout")
         elif worker.is_alive():  # aborted by stop() or a lost Lease: the worker gets as long as _abort gives it
             worker.join(_ABORT_WAIT_SECONDS)
         status = current.cut or box.get("status") or "failed"
@@ -399,10 +408,11 @@ class Service:
             due = max(0.0, min(sched.debounce_seconds, first + sched.debounce_max_seconds - time.monotonic()))
             self._scheduler.modify_job("run", next_run_time=datetime.now(UTC) + timedelta(seconds=due))
 
-    def _execute_into(self, box: dict, run_id: str, trigger: str, cause: str, clock: RunClock) -> None:
+    def _execute_into(self, box: dict, run_id: str, trigger: str, cause: str, clock: RunClock,
+                      until: float) -> None:
         """The worker thread of one run. The top of a run: every failure is logged and counted, never raised."""
         try:
-            box["live"], box["recorded"] = self._execute(run_id, trigger, cause, clock)
+            box["live"], box["recorded"] = self._execute(run_id, trigger, cause, clock, until)
             box["status"] = "ok" if box["live"].run.status == "ok" else "partial"
         except _Aborted:
             box["status"] = "aborted"
@@ -415,7 +425,8 @@ class Service:
                 log.exception("run %s failed", run_id)
                 box["status"], box["error"] = "failed", f"{type(e).__name__}: {e}"
 
-    def _execute(self, run_id: str, trigger: str, cause: str, clock: RunClock) -> tuple[LiveRun, Recorded | None]:
+    def _execute(self, run_id: str, trigger: str, cause: str, clock: RunClock,
+                 until: float) -> tuple[LiveRun, Recorded | None]:
         loaded = self._loaded
         try:
             self.open_store()
@@ -427,13 +438,13 @@ class Service:
         # away mid-run, and came back before the Lease changed hands) go as soon as their run Lease has lapsed.
         self._sweep(now, run_id)
         live = run_once(self._runs, loaded.suite, loaded.settings, now, run_id, trigger=trigger, sweep=False,
-                        clock=clock, trigger_detail=cause if trigger == "change" else None)
+                        clock=clock, trigger_detail=cause if trigger == "change" else None, until=until)
         clock.check()
         rounds: list = []
 
         def again(flows, n):
             clock.check()
-            got = reprobe(self._runs, live, flows, loaded.settings, f"{run_id}-c{n}", clock)
+            got = reprobe(self._runs, live, flows, loaded.settings, f"{run_id}-c{n}", clock, until=until)
             rounds.append(got)
             return got
 

@@ -161,6 +161,38 @@ def test_restricted_podsecurity_admits_probe_pods_and_a_full_quota_gives_skipped
     assert probe_pods(lab) == []
 
 
+def test_a_run_past_its_deadline_is_stored_partial_with_the_late_flows_skipped(lab: Lab, lab_namespace: str,
+                                                                                  start, slack) -> None:
+    """A probe pod that never runs (per-node mode, a node nothing runs on) keeps its flows unprobed until the
+    run deadline. serve stops probing there: the run is STORED, partial, the late flows skipped with the
+    deadline as their reason, the real nodes' flows observed; not cut and lost as a "timeout" with nothing of
+    it in the history (a suite too big for its deadline would otherwise never show up anywhere). No alert, no
+    drift event, no probe pod left."""
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    path = f"/api/v1/namespaces/{ns}/pods"
+    ghost = pod_manifest("ghost-0", {"app": "ghost"}, tcp=[])
+    ghost["spec"]["nodeName"] = "ghost-node"  # the lab agent runs only its own nodes' pods
+    lab.api.post(path, ghost)
+    try:
+        lab.api.merge_patch(f"{path}/ghost-0/status", {"status": {
+            "phase": "Running", "podIP": "10.245.0.1", "podIPs": [{"ip": "10.245.0.1"}]}})
+        suite = {"name": "late", "cases": [c for c in clean_suite(ns)["cases"] if c["name"] == "frontend-to-api"]}
+        s = start(suite, probe={"per_node": True, "run_deadline_seconds": 8})
+        first = s.wait_runs(1, timeout=60)[0]
+    finally:
+        lab.api.delete(f"{path}/ghost-0", {"gracePeriodSeconds": 0})
+    assert first.status == "partial" and not first.known_good, s.log[-3000:]
+    flows = {f.source: f for f in results_of(s, first.id)}
+    late = flows.pop(f"{ns}/frontend@ghost-node")
+    assert late.outcome.value == "skipped" and "run deadline (8s)" in late.reason, late
+    assert {f.outcome.value for f in flows.values()} == {"connected"}, flows
+    assert re.search(rf"run {first.id} partial in [\d.]+s \(trigger startup\): stored as {first.id}", s.log), \
+        s.log[-2000:]
+    assert s.metric("netpol_drift_runs_total", trigger="startup", status="partial") == 1
+    assert messages(slack) == [] and events(s) == []
+
+
 @contextmanager
 def deleting_probe_pods(lab: Lab, ns: str) -> Iterator[list[str]]:
     """Someone else (admin) deletes every probe pod in `ns` as soon as it appears."""

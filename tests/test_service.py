@@ -323,9 +323,10 @@ def test_a_hung_run_is_cut_at_the_deadline_and_the_next_one_runs(tmp_path, servi
     cfg = write_config(tmp_path, server=black_hole, probe={"run_deadline_seconds": 1},
                        cluster={"request_timeout_seconds": 30}, debounce_seconds=0.1)
     svc, runs = service_of(cfg)
-    # Cut at 1 s; the abort then tries to delete its probe pods on the same hung API for at most 10 s.
+    # Probing stops at 1 s, the hung run is cut 1 s later; the abort then tries to delete its probe pods on the
+    # same hung API for at most 10 s.
     [first] = runs.wait(1, timeout=20)
-    assert first.status == "timeout" and 1.0 <= first.seconds < 1 + 10 + 1
+    assert first.status == "timeout" and 2.0 <= first.seconds < 2 + 10 + 1
     svc.changed("NetworkPolicy a/b modified")
     second = runs.wait(2, timeout=20)[1]  # not blocked by the hung first run
     assert second.trigger == "change" and second.status == "timeout"

@@ -228,8 +228,11 @@ class ProbeRun:
 
     def __init__(self, adapter: ClusterAdapter, settings: ProbeSettings, run_id: str,
                  clock: Callable[[], float] = time.monotonic,
-                 progress: Callable[[ProbeProgress], None] | None = None) -> None:
+                 progress: Callable[[ProbeProgress], None] | None = None, until: float | None = None) -> None:
         self.adapter = adapter
+        # When probing stops, on `clock`: the run's deadline (the run began before its snapshot, and re-probe
+        # rounds share it); without one, run_deadline_seconds from the start of probing.
+        self.until = until
         self.progress = progress
         self.settings = settings
         self.run_id = run_id
@@ -294,7 +297,7 @@ class ProbeRun:
         """Creates pods up to the concurrency limit, follows them on ONE watch (re-listing only at the start
         and when the watch's resource version expires: listing every pod after every event costs the API
         server and us far more than the events do), refills slots as pods finish, stops at the deadline."""
-        deadline = self.clock() + self.settings.run_deadline_seconds
+        deadline = self.until if self.until is not None else self.clock() + self.settings.run_deadline_seconds
         waiting = deque(range(len(chunks)))
         live: dict[str, _Live] = {}  # by pod name
         selector = probe_selector(self.run_id)
@@ -466,10 +469,12 @@ class ProbeRun:
 
 def run_probes(adapter: ClusterAdapter, tasks: list[ProbeTask], settings: ProbeSettings, run_id: str,
                clock: Callable[[], float] = time.monotonic,
-               progress: Callable[[ProbeProgress], None] | None = None) -> tuple[list[ProbeReport], int]:
+               progress: Callable[[ProbeProgress], None] | None = None,
+               until: float | None = None) -> tuple[list[ProbeReport], int]:
     """(one report per task with targets, in order; the number of probe pods created). `progress` hears of
-    every pod created and every pod done."""
-    runner = ProbeRun(adapter, settings, run_id, clock, progress)
+    every pod created and every pod done; `until` (on `clock`) is when probing stops, unfinished probes
+    skipped."""
+    runner = ProbeRun(adapter, settings, run_id, clock, progress, until)
     reports = runner.run(tasks)
     return reports, runner.pods_created
 
