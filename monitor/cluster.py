@@ -38,6 +38,7 @@ from monitor.errors import (
     ClusterForbiddenError,
     ClusterNotFoundError,
     ClusterRejectedError,
+    ClusterThrottledError,
     ClusterUnavailableError,
     InputError,
 )
@@ -170,9 +171,12 @@ class ClusterAdapter:
         self._api.close()
 
     # -------------------------------------------------------------------------------------- call plumbing
-    def _call(self, what: str, fn: Callable[..., T], *args: Any, _attempts: int | None = None, **kwargs: Any) -> T:
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, _attempts: int | None = None,
+              _time_left: Callable[[], float] | None = None, **kwargs: Any) -> T:
         """fn(*args, **kwargs) with a timeout, retried with exponential backoff while the failure is
-        transient; any failure becomes one of our ClusterError subclasses, raised from the original."""
+        transient; any failure becomes one of our ClusterError subclasses, raised from the original.
+        `_time_left`: seconds until the caller's deadline; a retry whose wait would end after it is not
+        made (the call fails now), so a throttling server cannot hold a run past its deadline."""
         kwargs.setdefault("_request_timeout", self._settings.request_timeout_seconds)
         attempts = _attempts or self._settings.retries + 1
         for attempt in range(attempts):
@@ -182,25 +186,31 @@ class ClusterAdapter:
                 self.on_api_error(_verb(what))
                 if e.status == 429:
                     self.on_api_throttled(_verb(what))
-                if e.status in _TRANSIENT_STATUS and attempt + 1 < attempts:
-                    self._backoff(what, attempt, f"HTTP {e.status}", _retry_after(e))
+                if e.status in _TRANSIENT_STATUS and attempt + 1 < attempts and \
+                        self._backoff(what, attempt, f"HTTP {e.status}", _retry_after(e), _time_left):
                     continue
                 raise _api_error(what, e) from e
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 self.on_api_error(_verb(what))
-                if attempt + 1 < attempts:
-                    self._backoff(what, attempt, type(e).__name__)
+                if attempt + 1 < attempts and self._backoff(what, attempt, type(e).__name__, None, _time_left):
                     continue
                 raise ClusterUnavailableError(f"{what}: API server {self.server} unreachable after "
-                                              f"{attempts} attempts: {e}") from e
+                                              f"{attempt + 1} attempts: {e}") from e
         raise AssertionError("unreachable")  # the loop always returns or raises
 
     @staticmethod
-    def _backoff(what: str, attempt: int, why: str, retry_after: float | None = None) -> None:
+    def _backoff(what: str, attempt: int, why: str, retry_after: float | None,
+                 time_left: Callable[[], float] | None) -> bool:
+        """Waits before the next attempt; False (no wait) when the caller's deadline comes first."""
         # A throttling server says when to come back (APF's 429 carries Retry-After): never sooner than that.
         delay = max(min(0.2 * 2 ** attempt, 5.0), min(retry_after or 0.0, _MAX_RETRY_AFTER))
+        if time_left is not None and time_left() <= delay:
+            log.warning("%s failed (%s); not retried: the deadline comes before the retry would (%.1fs)",
+                        what, why, delay)
+            return False
         log.warning("%s failed (%s); retrying in %.1fs", what, why, delay)
         time.sleep(delay)
+        return True
 
     def _list(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict:
         """A list call decoded from JSON: {"metadata": {...}, "items": [plain dicts]}, its shape checked here so
@@ -400,19 +410,21 @@ class ClusterAdapter:
         ns = self._call(f"read namespace {name}", self._core.read_namespace, name)
         return ns.metadata.uid
 
-    def create_pod(self, manifest: dict) -> ProbePodState:
+    def create_pod(self, manifest: dict, time_left: Callable[[], float] | None = None) -> ProbePodState:
         """Creates a pod from a plain manifest. A 409 is returned as ClusterConflictError: with explicit,
-        run-unique names it means a retried create had already succeeded, which the caller may accept."""
+        run-unique names it means a retried create had already succeeded, which the caller may accept.
+        `time_left`: seconds to the caller's deadline (no retry is waited for past it)."""
         ns = manifest["metadata"]["namespace"]
         name = manifest["metadata"]["name"]
         if (manifest["metadata"].get("labels") or {}).get(PROBE_LABEL) == "true":
             self._probe_pods.add((ns, name))  # before the call: a create cut by a timeout may still have worked
         try:
             resp = self._call(f"create pod {ns}/{name}", self._core.create_namespaced_pod, ns, manifest,
-                              _preload_content=False)
-        except (ClusterForbiddenError, ClusterRejectedError, ClusterNotFoundError):
+                              _preload_content=False, _time_left=time_left)
+        except (ClusterForbiddenError, ClusterRejectedError, ClusterNotFoundError, ClusterThrottledError):
             # The API server answered and made no pod (admission: a full ResourceQuota, PodSecurity, a missing
-            # namespace): it must not count as a live probe pod for the rest of the process.
+            # namespace; a 429 is answered before the request is carried out): it must not count as a live
+            # probe pod for the rest of the process.
             self._probe_pods.discard((ns, name))
             raise
         return _probe_state(json.loads(resp.data))
@@ -779,6 +791,8 @@ def _api_error(what: str, e: ApiException) -> ClusterError:
         return ClusterNotFoundError(message)
     if e.status in (409, 410):  # 410: a watch's resource version expired; the caller re-lists
         return ClusterConflictError(message)
+    if e.status == 429:
+        return ClusterThrottledError(message)
     if e.status in _TRANSIENT_STATUS or e.status == 0:
         return ClusterUnavailableError(message)
     return ClusterRejectedError(message)

@@ -67,6 +67,11 @@ class ClusterUnavailableError(ClusterError):
     """The API server could not be reached or kept failing after the retries."""
 
 
+class ClusterThrottledError(ClusterUnavailableError):
+    """The API server kept answering 429 (API Priority and Fairness rejected the call, or the monitor's
+    level is full): the request was not carried out, a later try may work."""
+
+
 class ClusterForbiddenError(ClusterError):
     """Authentication or RBAC refused the call: the monitor's ClusterRole lacks a right."""
 

@@ -41,12 +41,14 @@ def kubeconfig(directory: Path, server: str, token: str = "test-token") -> Path:
 class JsonHandler(BaseHTTPRequestHandler):
     """Base of the stand-in API servers: JSON answers, and no access log on stderr."""
 
-    def send_json(self, status: int, body: Any) -> None:
-        """Answers with `body` (bytes as they are, anything else as JSON)."""
+    def send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        """Answers with `body` (bytes as they are, anything else as JSON) and any extra `headers`."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
 

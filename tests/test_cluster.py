@@ -16,6 +16,7 @@ from monitor.cluster import (
     ClusterAdapter,
     ClusterConfigError,
     ClusterForbiddenError,
+    ClusterThrottledError,
     ClusterUnavailableError,
 )
 from monitor.errors import ClusterError
@@ -28,6 +29,7 @@ class StandIn(JsonHandler):
 
     failures = 0
     status = 503
+    retry_after: str | None = None  # sent with each failure, as API Priority and Fairness does with its 429s
     calls: list[float]
 
     def do_POST(self) -> None:  # as a create refused by admission (a full ResourceQuota: 403)
@@ -37,7 +39,8 @@ class StandIn(JsonHandler):
     def do_GET(self) -> None:
         self.calls.append(time.monotonic())
         if len(self.calls) <= self.failures:
-            self.send_json(self.status, {"kind": "Status", "code": self.status, "message": "stand-in says no"})
+            self.send_json(self.status, {"kind": "Status", "code": self.status, "message": "stand-in says no"},
+                           {"Retry-After": self.retry_after} if self.retry_after else None)
         else:
             self.send_json(200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
                                  "items": [{"metadata": {"name": "shop", "labels": {"team": "a"}}}]})
@@ -47,9 +50,10 @@ class StandIn(JsonHandler):
 def stand_in():
     servers = []
 
-    def start(failures: int, status: int = 503) -> tuple[str, list[float]]:
+    def start(failures: int, status: int = 503, retry_after: str | None = None) -> tuple[str, list[float]]:
         calls: list[float] = []
-        servers.append(StandInServer(StandIn, failures=failures, status=status, calls=calls))
+        servers.append(StandInServer(StandIn, failures=failures, status=status, retry_after=retry_after,
+                                     calls=calls))
         return servers[-1].url, calls
 
     yield start
@@ -124,6 +128,42 @@ def test_a_probe_pod_rejected_by_admission_is_not_counted_as_alive(tmp_path, sta
     with pytest.raises(ClusterForbiddenError, match="create pod shop/p: HTTP 403: stand-in says no"):
         adapter.create_pod(manifest)
     assert adapter.probe_pods_alive() == 0
+
+
+def test_a_429_is_retried_after_its_retry_after_and_a_throttled_create_makes_no_live_pod(tmp_path, stand_in):
+    """Issue 15 item 1: API Priority and Fairness answers 429 with Retry-After; the retry waits for it, every
+    attempt is counted as failed and throttled, and a create the server kept throttling is ClusterThrottledError
+    (still a ClusterUnavailableError: a later try may work) that counts as no live probe pod."""
+    url, calls = stand_in(failures=10, status=429, retry_after="1")
+    adapter = ClusterAdapter.connect(ClusterSettings(retries=1), kubeconfig=str(kubeconfig(tmp_path, url)))
+    errors, throttled = [], []
+    adapter.on_api_error, adapter.on_api_throttled = errors.append, throttled.append
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "p", "namespace": "shop", "labels": {PROBE_LABEL: "true"}}, "spec": {"containers": []}}
+    with pytest.raises(ClusterThrottledError, match="create pod shop/p: HTTP 429: stand-in says no"):
+        adapter.create_pod(manifest)
+    assert issubclass(ClusterThrottledError, ClusterUnavailableError)
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.99  # Retry-After: 1, not the 0.2 s backoff
+    assert errors == throttled == ["create", "create"]
+    assert adapter.probe_pods_alive() == 0
+
+
+def test_a_retry_that_would_wait_past_the_callers_deadline_is_not_made(tmp_path, stand_in):
+    """A throttling server must not hold a run past its deadline: with 2 s left and Retry-After 10, the call
+    fails at once instead of sleeping (the probe runner then skips the pod's flows)."""
+    url, calls = stand_in(failures=10, status=429, retry_after="10")
+    adapter = ClusterAdapter.connect(ClusterSettings(retries=3), kubeconfig=str(kubeconfig(tmp_path, url)))
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"},
+                "spec": {"containers": []}}
+    started = time.monotonic()
+    with pytest.raises(ClusterThrottledError):
+        adapter.create_pod(manifest, time_left=lambda: 2.0)
+    assert len(calls) == 1 and time.monotonic() - started < 1.0
+    # Time enough for a retry: it is made (and waits for the server's Retry-After).
+    url, calls = stand_in(failures=1, status=429, retry_after="1")
+    adapter = ClusterAdapter.connect(ClusterSettings(retries=3), kubeconfig=str(kubeconfig(tmp_path, url)))
+    adapter.create_pod(manifest, time_left=lambda: 5.0)
+    assert len(calls) == 2 and calls[1] - calls[0] >= 0.99
 
 
 def test_cli_reports_an_unreachable_cluster_in_one_line(tmp_path):

@@ -2,7 +2,8 @@
 
 The cluster is replaced at our own boundary (ClusterAdapter's list/delete of probe pods and run Leases): what
 is under test is the rule. tests/test_live_lab.py runs it for real: two concurrent runs, a SIGKILLed one.
-Also the runner's side of pods deleted by someone else (tests/test_reliability_probe_lab.py does it for real).
+Also the runner's side of pods deleted by someone else (tests/test_reliability_probe_lab.py does it for real),
+and of an API server that throttles every create (tests/test_reliability_api_lab.py does it with real 429s).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Vanishing(Cluster):
     def renew_run_lease(self, *args: object) -> None:
         return None
 
-    def create_pod(self, manifest: dict) -> None:
+    def create_pod(self, manifest: dict, time_left=None) -> None:
         self.created.append(manifest["metadata"]["name"])
 
     def watch_probe_pods(self, selector: str, resource_version: str, timeout_seconds: float):
@@ -104,3 +105,45 @@ def test_a_probe_pod_deleted_before_the_runner_lists_it_is_skipped_at_once_not_a
     assert created == 1 and cluster.created and cluster.watched == 0.0
     assert report.outcomes == (None,)
     assert report.skipped_reason == "the probe pod was deleted before it finished (gone from the API)"
+
+
+class Throttling(Vanishing):
+    """Every create is throttled: the adapter's retries after Retry-After take 0.4 s (of the test's clock),
+    then it gives up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 100.0
+        self.time_left: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def create_pod(self, manifest: dict, time_left=None) -> None:
+        from monitor.errors import ClusterThrottledError
+
+        self.time_left.append(time_left())
+        self.now += 0.4
+        raise ClusterThrottledError(f"create pod shop/{manifest['metadata']['name']}: HTTP 429: Too many requests")
+
+
+def test_a_throttled_api_server_cannot_hold_the_run_past_its_deadline() -> None:
+    """Issue 15 item 1: under API Priority and Fairness every create may cost seconds of waiting for
+    Retry-After. The runner reads its clock for every pod and hands the adapter the time left, so the run ends
+    at its deadline with every flow skipped for its reason, never a verdict, and nothing to delete (it used to
+    read the clock once per batch and go on creating: 10 creates of 0.4 s against a deadline of 1 s)."""
+    from monitor.probe.runner import run_probes
+    from monitor.probe.wire import ProbeTarget
+
+    cluster = Throttling()
+    tasks = [ProbeTask(f"shop/Deployment/w{i}", "shop", (("app", f"w{i}"),), (ProbeTarget("10.0.0.2", 80, "TCP"),))
+             for i in range(10)]
+    reports, created = run_probes(cluster, tasks, ProbeSettings(run_deadline_seconds=1, concurrency=10), "r1",
+                                  clock=cluster.clock)
+    assert created == 0 and len(cluster.time_left) == 3  # tried at 0, 0.4 and 0.8 s
+    assert [round(t, 1) for t in cluster.time_left] == [1.0, 0.6, 0.2]
+    assert all(r.outcomes == (None,) for r in reports)
+    reasons = [r.skipped_reason for r in reports]
+    assert reasons[:3] == [f"could not create the probe pod: create pod shop/netpol-drift-probe-r1-{i}: HTTP 429: "
+                           "Too many requests" for i in range(3)]
+    assert set(reasons[3:]) == {"the probe pod was not created before the run deadline (1s)"}

@@ -303,9 +303,13 @@ class ProbeRun:
         selector = probe_selector(self.run_id)
         concurrency = max(1, self.settings.concurrency)
 
+        def time_left() -> float:
+            return deadline - self.clock()
+
         def fill() -> None:
-            now = self.clock()
-            while waiting and len(live) < concurrency and now < deadline:
+            # The clock is read for every pod: a throttled API server (429s, each retried after its
+            # Retry-After) can make every create take seconds, and an aborted run's clock jumps to infinity.
+            while waiting and len(live) < concurrency and time_left() > 0:
                 c = waiting.popleft()
                 name = f"netpol-drift-probe-{self.run_id}-{c}"
                 task = chunks[c][2]
@@ -314,7 +318,7 @@ class ProbeRun:
                 # must not leave a pod the cleanup does not know (deleting a pod that never came is a no-op).
                 self.created.append((task.namespace, name))
                 try:
-                    self.adapter.create_pod(manifest)
+                    self.adapter.create_pod(manifest, time_left=time_left)
                 except ClusterConflictError:
                     pass  # a retried create that had succeeded: the name is unique to this run
                 except ClusterError as e:
@@ -322,8 +326,12 @@ class ProbeRun:
                     results[c] = (None, f"could not create the probe pod: {e}", None, None)
                     continue
                 self.pods_created += 1
-                live[name] = _Live(c, task.namespace, name, now)
+                live[name] = _Live(c, task.namespace, name, self.clock())
                 self._report(results)
+            if waiting and time_left() <= 0:
+                limit = f"the run deadline ({self.settings.run_deadline_seconds}s)"
+                while waiting:
+                    results[waiting.popleft()] = (None, f"the probe pod was not created before {limit}", None, None)
 
         fill()
         resource_version: str | None = None
