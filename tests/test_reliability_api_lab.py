@@ -1,7 +1,8 @@
 """Reliability (issue 15, docs/RELIABILITY.md sections 1 and 6): `netpol-drift serve` as a subprocess on the lab
 while its control plane fails under it: etcd restarted mid-run, API answers slow and slower than the request
-timeout; and the service itself SIGKILLed mid-run and mid-alert. (The kube-apiserver restart, 410 Gone and APF 429
-tests of the same contract failed in the lab and are not here yet: see docs/RELIABILITY.md.)
+timeout, the monitor's pod creations throttled by API Priority and Fairness (real 429s); and the service itself
+SIGKILLed mid-run and mid-alert. (The kube-apiserver restart and 410 Gone tests of the same contract failed in the
+lab and are not here yet: see docs/RELIABILITY.md.)
 
 Every test asserts the same contract: no false drift alert (the Slack stand-in gets nothing, no drift event is
 opened, unless the test made a real change), no lost alert (a real change made across the fault reaches Slack
@@ -27,6 +28,7 @@ import yaml
 from monitor.store import Store
 from tests.lab import control
 from tests.lab.fixtures import Lab
+from tests.lab.rest import ApiError, Rest
 from tests.slack_standin import TOKEN, SlackStandin
 from tests.test_alert_lab import top_level, wait_for
 from tests.test_live_history_lab import suite_of
@@ -315,6 +317,137 @@ def test_slow_api_responses_slow_runs_down_and_timeouts_skip_never_alert(lab: La
         proxy.close()
     print(f"\nslow API: run {fast:.1f}s -> {slow:.1f}s with 0.5 s per answer; 7 s per answer (> 5 s request "
           f"timeout): {errors:.0f} failed calls in ~20 s, known-good again {took:.1f}s after it cleared")
+
+
+# ------------------------------------------------------------------- 1. API Priority and Fairness (real 429s)
+APF_NAME = "netpol-drift-throttled"
+NEIGHBOUR = "apf-neighbour"
+
+
+def apf_level_and_schema(ns: str) -> list[dict]:
+    """A PriorityLevelConfiguration with no seats of its own (0 shares, lends and borrows none) that rejects
+    what it cannot run at once, and a FlowSchema ahead of every default but `exempt` sending it the monitor's
+    pod creations and a busy neighbour's pod lists (a ServiceAccount of the test namespace). A level with 0 seats
+    still runs one request when nothing else of it runs (kube-apiserver's queueset admits a request wider than
+    the limit into an idle level), so the monitor's creates, one at a time, are only rejected while the
+    neighbour keeps the level busy: the neighbour is the other traffic that fills a level in a real cluster."""
+    return [
+        {"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
+         "metadata": {"name": APF_NAME},
+         "spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 0, "lendablePercent": 0,
+                                                 "borrowingLimitPercent": 0, "limitResponse": {"type": "Reject"}}}},
+        {"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema", "metadata": {"name": APF_NAME},
+         "spec": {"priorityLevelConfiguration": {"name": APF_NAME}, "matchingPrecedence": 50,
+                  "distinguisherMethod": {"type": "ByUser"},
+                  "rules": [
+                      {"subjects": [{"kind": "ServiceAccount",
+                                     "serviceAccount": {"name": "netpol-drift", "namespace": "netpol-drift"}}],
+                       "resourceRules": [{"verbs": ["create"], "apiGroups": [""], "resources": ["pods"],
+                                          "namespaces": ["*"]}]},
+                      {"subjects": [{"kind": "ServiceAccount", "serviceAccount": {"name": NEIGHBOUR, "namespace": ns}}],
+                       "resourceRules": [{"verbs": ["list"], "apiGroups": [""], "resources": ["pods"],
+                                          "namespaces": [ns]}]}]}},
+    ]
+
+
+class BusyNeighbour:
+    """Keeps the throttled level's one request slot taken: back to back, it lists pods at a resourceVersion far
+    ahead of etcd's, which the API server's watch cache waits for (3 s) before it answers 504."""
+
+    def __init__(self, lab: Lab, ns: str) -> None:
+        lab.api.post(f"/api/v1/namespaces/{ns}/serviceaccounts", {"metadata": {"name": NEIGHBOUR}})
+        lab.api.post(f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings", {
+            "metadata": {"name": NEIGHBOUR},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": NEIGHBOUR, "namespace": ns}]})
+        token = lab.api.post(f"/api/v1/namespaces/{ns}/serviceaccounts/{NEIGHBOUR}/token", {
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600}})["status"]["token"]
+        self.api = Rest(lab.kubeconfig)
+        self.api.token = token  # the neighbour's identity, the lab's server and CA
+        rv = int(lab.api.get(f"/api/v1/namespaces/{ns}/pods")["metadata"]["resourceVersion"])
+        self.path, self.ahead = f"/api/v1/namespaces/{ns}/pods", str(rv + 10_000_000)
+        self.held = self.throttled = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="apf-neighbour")
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.api.get(self.path, resourceVersion=self.ahead, resourceVersionMatch="NotOlderThan")
+            except ApiError as e:
+                if e.status == 429:  # its own request found the slot taken (by the monitor): go again
+                    self.throttled += 1
+                else:
+                    self.held += 1
+            except OSError:
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def apiserver_rejected(lab: Lab) -> float:
+    """kube-apiserver's own count of requests APF rejected at the throttled level (read as admin)."""
+    text = lab.api.get_text("/metrics")
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith("apiserver_flowcontrol_rejected_requests_total{")
+               and f'priority_level="{APF_NAME}"' in line)
+
+
+def test_apf_429s_make_probes_skipped_never_a_verdict(lab: Lab, lab_namespace: str, start, slack) -> None:
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    s = start()
+    first = s.wait_runs(1)[0]
+    assert first.known_good
+    throttled_before = metric_sum(s, "netpol_drift_api_throttled_total", verb="create")
+    errors_before = metric_sum(s, "netpol_drift_api_errors_total", verb="create")
+    rejected_before = apiserver_rejected(lab)
+    # Probe pods cannot be created while the level the monitor's pod creations go to is full: every probe of
+    # the run is skipped, with the API server's 429 as the reason.
+    lab.apply(apf_level_and_schema(ns))
+    neighbour = BusyNeighbour(lab, ns)
+    began = time.time()
+    try:
+        throttled = wait_for(lambda: [r for r in runs_after(s, began + 1) if r.status != "ok"],
+                             "a run with throttled probes", s, 120)[0]
+        assert throttled.status == "partial" and not throttled.known_good, throttled
+        assert throttled.skipped == throttled.results > 0, throttled
+        with Store.open(s.db) as store:
+            reasons = {f.reason for f in store.get_run(throttled.id).results}
+        assert all(r.startswith("could not create the probe pod: create pod ") and ": HTTP 429: " in r
+                   for r in reasons), reasons
+        # The run ended well inside its deadline (60 s): each create gave up after its retries.
+        assert _seconds(throttled) < 30, _seconds(throttled)
+        wait_for(lambda: s.metric("netpol_drift_cases", state="skipped") == len(CASES) or None,
+                 "netpol_drift_cases{state=skipped} of the throttled run", s, 30)
+        throttled_calls = metric_sum(s, "netpol_drift_api_throttled_total", verb="create") - throttled_before
+        failed_calls = metric_sum(s, "netpol_drift_api_errors_total", verb="create") - errors_before
+        assert throttled_calls >= 3 and failed_calls >= throttled_calls  # retries: 2, every attempt a 429
+        rejected = apiserver_rejected(lab) - rejected_before
+        assert rejected >= throttled_calls  # the API server's APF rejected them: real 429s
+        assert s.metric("netpol_drift_probe_pods_running") == 0  # a throttled create made no pod
+        assert probe_pods(lab) == []
+        assert_no_false_alert(s, slack)
+        assert s.proc.poll() is None and s.get("/healthz")[0] == 200
+    finally:
+        neighbour.stop()
+        for kind in ("flowschemas", "prioritylevelconfigurations"):
+            lab.api.delete(f"/apis/flowcontrol.apiserver.k8s.io/v1/{kind}/{APF_NAME}")
+    cleared = time.time()
+    good = wait_for(lambda: [r for r in runs_after(s, cleared + 1) if r.known_good], "a known-good run after", s,
+                    120)[0]
+    took = time.time() - cleared
+    assert good.status == "ok" and good.skipped == 0
+    assert_no_false_alert(s, slack)
+    assert probe_pods(lab) == []
+    print(f"\nAPF: {throttled_calls:.0f} creates throttled ({rejected:.0f} rejected by the API server's APF, "
+          f"{neighbour.held} neighbour requests held the level), run {throttled.id} {throttled.status} in "
+          f"{_seconds(throttled):.1f}s with {throttled.skipped}/{throttled.results} flows skipped; known-good "
+          f"again {took:.1f}s after the FlowSchema went")
 
 
 def _seconds(run) -> float:

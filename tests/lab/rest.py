@@ -52,11 +52,20 @@ class Rest:
 
     def request(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
                 content_type: str = "application/json") -> Any:
+        raw = self._send(method, path, body, query, content_type, "application/json")
+        return json.loads(raw) if raw else None
+
+    def get_text(self, path: str) -> str:
+        """A GET whose answer is not JSON (the API server's /metrics, in the Prometheus text format)."""
+        return self._send("GET", path, None, None, "", "text/plain").decode()
+
+    def _send(self, method: str, path: str, body: Any, query: dict[str, Any] | None, content_type: str,
+              accept: str) -> bytes:
         url = self.server + path + (("?" + urllib.parse.urlencode(query)) if query else "")
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
-        req.add_header("Accept", "application/json")
+        req.add_header("Accept", accept)
         if data is not None:
             req.add_header("Content-Type", content_type)
         try:
@@ -64,7 +73,7 @@ class Rest:
                 raw = r.read()
         except urllib.error.HTTPError as e:
             raise ApiError(e.code, method, path, e.read().decode(errors="replace")) from None
-        return json.loads(raw) if raw else None
+        return raw
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", path, query=query or None)
