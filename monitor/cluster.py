@@ -40,6 +40,7 @@ from monitor.errors import (
     ClusterRejectedError,
     ClusterThrottledError,
     ClusterUnavailableError,
+    ClusterUnreachableError,
     InputError,
 )
 from monitor.manifests import parse_admin_policy, parse_namespace, parse_network_policy, parse_pod, parse_service
@@ -194,8 +195,8 @@ class ClusterAdapter:
                 self.on_api_error(_verb(what))
                 if attempt + 1 < attempts and self._backoff(what, attempt, type(e).__name__, None, _time_left):
                     continue
-                raise ClusterUnavailableError(f"{what}: API server {self.server} unreachable after "
-                                              f"{attempt + 1} attempts: {e}") from e
+                raise _unavailable(e)(f"{what}: API server {self.server} unreachable after {attempt + 1} "
+                                      f"attempts: {e}") from e
         raise AssertionError("unreachable")  # the loop always returns or raises
 
     @staticmethod
@@ -401,7 +402,7 @@ class ClusterAdapter:
             raise _api_error(what, e) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
             self.on_api_error("watch")
-            raise ClusterUnavailableError(f"{what}: API server {self.server}: {e}") from e
+            raise _unavailable(e)(f"{what}: API server {self.server}: {e}") from e
         finally:
             w.stop()
 
@@ -498,7 +499,7 @@ class ClusterAdapter:
         except ApiException as e:
             raise _api_error("get version", e) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise ClusterUnavailableError(f"get version: API server {self.server} unreachable: {e}") from e
+            raise _unavailable(e)(f"get version: API server {self.server} unreachable: {e}") from e
         return info.git_version
 
     def list_probe_pods(self, label_selector: str) -> tuple[tuple[ProbePodState, ...], str]:
@@ -776,6 +777,15 @@ def _lease_record(lease: dict) -> LeaseRecord:
     return LeaseRecord(spec.get("holderIdentity") or "", int(spec.get("leaseDurationSeconds") or 0),
                        _parse_time(spec.get("acquireTime")), _parse_time(spec.get("renewTime")),
                        int(spec.get("leaseTransitions") or 0), meta.get("resourceVersion"))
+
+
+def _unavailable(e: Exception) -> type[ClusterUnavailableError]:
+    """A connection-level failure: no answer at all (refused, reset, no route), unless only the answer was late
+    (a read timeout: the server is there, slow)."""
+    reason = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
+    if isinstance(reason, (urllib3.exceptions.ReadTimeoutError, TimeoutError)):
+        return ClusterUnavailableError
+    return ClusterUnreachableError
 
 
 def _api_error(what: str, e: ApiException) -> ClusterError:

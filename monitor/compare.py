@@ -474,9 +474,17 @@ class Judgement:
 
 def judge(run: Run, baseline: Run | None, *, old_snapshot: Snapshot | None, new_snapshot: Snapshot | None,
           open_events: Iterable[DriftEvent], rounds: Sequence[Mapping[str, Outcome]], settings: DriftSettings,
-          now: str, evaluate: Evaluate | None = None) -> Judgement:
-    """Everything compare decides about one run, given the re-probe rounds the probe stage already ran."""
+          now: str, evaluate: Evaluate | None = None, history_only: str | None = None) -> Judgement:
+    """Everything compare decides about one run, given the re-probe rounds the probe stage already ran.
+
+    `history_only` (why, in words) makes the run history only: it was probed while what it observes cannot be trusted
+    to say what the policies do (right after an API server outage the CNI agents re-sync, and every probe pod is
+    a pod they may not have programmed yet). Its changes stay unconfirmed, no event opens or closes (a fresh pod
+    that is blocked could pass for a flow "back" to blocked), and it cannot become the baseline."""
     assessment = assess(run, baseline)
+    if history_only is not None:
+        return Judgement(assessment, Confirmation(pending=assessment.changed_keys), {}, Transitions(), False,
+                         (f"not judged: {history_only}",))
     confirmation = confirm(changed_outcomes(assessment), rounds, settings.confirmations)
     drifted = [f.result for f in assessment.changed if f.key in confirmation.confirmed]
     causes = attribute_causes(drifted, old_snapshot, new_snapshot, evaluate) if drifted else {}

@@ -72,6 +72,12 @@ class ClusterThrottledError(ClusterUnavailableError):
     level is full): the request was not carried out, a later try may work."""
 
 
+class ClusterUnreachableError(ClusterUnavailableError):
+    """No answer at all: the connection was refused or broke (the API server is down or restarting), as opposed
+    to an answer that came late or said "try again" (429, 5xx). Every watch of every client, the CNI agents'
+    too, breaks the same way: `serve` holds its judgement until they have had time to re-sync."""
+
+
 class ClusterForbiddenError(ClusterError):
     """Authentication or RBAC refused the call: the monitor's ClusterRole lacks a right."""
 

@@ -226,20 +226,24 @@ class Recorded:
     baseline_id: str | None
     judgement: Judgement
     reprobe_rounds: int
+    history_only: str | None = None  # why it was not judged (record_run)
 
 
 def record_run(store: Store, live: LiveRun, settings: Settings, now: datetime, suite_text: str | None,
-               reprobe_flows: Reprobe) -> Recorded:
-    """Known-good baseline -> assess -> re-probe the changed flows -> judge -> save run and transitions."""
+               reprobe_flows: Reprobe, history_only: str | None = None) -> Recorded:
+    """Known-good baseline -> assess -> re-probe the changed flows -> judge -> save run and transitions.
+    `history_only`: why this run is stored as history only (compare.judge): its changes are not re-probed either."""
     run = live.run
     baseline = store.known_good(run.cluster, run.suite_digest)
     old_snapshot = store.snapshot(baseline.snapshot_digest) if baseline is not None else None
     assessment = assess(run, baseline)
     base = changed_outcomes(assessment)
     pending = list(assessment.to_reprobe())
+    if history_only is not None and pending:
+        log.info("%d changed flow(s) not re-probed nor judged: %s", len(pending), history_only)
     rounds: list[Mapping[str, Outcome]] = []
     for n in range(1, settings.drift.confirmations + 1):
-        if not pending:
+        if not pending or history_only is not None:
             break
         got = reprobe_flows(pending, n)
         rounds.append(got)
@@ -249,10 +253,10 @@ def record_run(store: Store, live: LiveRun, settings: Settings, now: datetime, s
     stamp = now.isoformat()
     judgement = judge(run, baseline, old_snapshot=old_snapshot, new_snapshot=live.snapshot,
                       open_events=store.open_events(run.cluster), rounds=rounds, settings=settings.drift,
-                      now=stamp)
+                      now=stamp, history_only=history_only)
     stored = store.save_run(run, now=stamp, snapshot=live.snapshot, suite_text=suite_text,
                             known_good=judgement.known_good, transitions=judgement.transitions)
-    return Recorded(stored, baseline.id if baseline is not None else None, judgement, len(rounds))
+    return Recorded(stored, baseline.id if baseline is not None else None, judgement, len(rounds), history_only)
 
 
 def probe_tasks(plan: Plan) -> tuple[list[ProbeTask], list[dict[tuple[str, int, str], int]]]:

@@ -50,7 +50,7 @@ from monitor.cluster import (
     ClusterNotFoundError,
     LeaderElector,
 )
-from monitor.errors import ClusterError, InputError, NetpolDriftError, StoreUnavailableError
+from monitor.errors import ClusterError, ClusterUnreachableError, InputError, NetpolDriftError, StoreUnavailableError
 from monitor.metrics import Metrics
 from monitor.models import Run, Snapshot
 from monitor.probe.runner import sweep_probe_pods
@@ -124,6 +124,7 @@ class _Held:
     suite_text: str
     now: datetime
     rounds: tuple
+    history_only: str | None = None  # it ran right after an API server outage: stored unjudged, also later
 
 
 class _Aborted(Exception):
@@ -184,6 +185,10 @@ class Service:
         self._first_change: float | None = None
         self._next_trigger = "startup"
         self._rejected_digest: str | None = None
+        # When the watches found the API server unreachable, and when they reached it again (monotonic): runs are
+        # history only until drift.hold_after_api_outage_seconds after that (see _history_only_because).
+        self._api_lost_at: float | None = None
+        self._api_back_at: float | None = None
         self.after_run: list[Callable[[RunOutcome], None]] = []
         s = settings
         self._scheduler = BackgroundScheduler(
@@ -293,6 +298,7 @@ class Service:
             try:
                 if known is None or gone:
                     listed, version = self._watch.list_fingerprints(kind)
+                    self._api_reached()
                     if gone:
                         for key in set(known or {}) | set(listed):
                             if (known or {}).get(key) != listed.get(key):
@@ -321,10 +327,48 @@ class Service:
                     return
                 known = None
             except ClusterError as e:
+                if isinstance(e, ClusterUnreachableError):
+                    self._api_unreachable()
+                    # Back, re-list and compare (as after a 410): that list says when the API server answers again.
+                    gone = known is not None
                 log.warning("watch %s: %s; again in %.0fs", kind, e, backoff)
                 if self._stopping.wait(backoff):
                     return
                 backoff = min(backoff * 2, 30.0)
+
+    def _api_unreachable(self) -> None:
+        with self._lock:
+            if self._api_lost_at is None:
+                self._api_lost_at = time.monotonic()
+                log.warning("the API server is unreachable: runs are not judged until %gs after it answers again "
+                            "(drift.hold_after_api_outage_seconds: the CNI agents re-sync then)",
+                            self.settings.drift.hold_after_api_outage_seconds)
+
+    def _api_reached(self) -> None:
+        with self._lock:
+            if self._api_lost_at is None:
+                return
+            self._api_lost_at, self._api_back_at = None, time.monotonic()
+        log.info("the API server answers again: runs are judged again from %s",
+                 _wall(self._api_back_at + self.settings.drift.hold_after_api_outage_seconds))
+
+    def _history_only_because(self) -> tuple[str | None, float]:
+        """(why a run starting now is history only, or None; the monotonic time from which runs are judged again).
+        Every client's watches broke with the API server's connections, the CNI agents' too: client-go backs
+        their reconnects off (up to 30 s, jittered to 60 s), and until they have re-listed they program no pod
+        created meanwhile. Every probe pod is such a pod, so what a run sees then is the CNI catching up, not
+        what the policies do: its changes are neither drift nor recovery, nor a new baseline."""
+        hold = self.settings.drift.hold_after_api_outage_seconds
+        with self._lock:
+            lost, back = self._api_lost_at, self._api_back_at
+        now = time.monotonic()
+        if lost is not None and hold > 0:
+            return (f"the API server has been unreachable since {_wall(lost)} (the CNI agents re-sync after it)",
+                    now + hold)
+        if back is not None and now < back + hold:
+            return (f"the API server answered again at {_wall(back)}; the CNI agents re-sync until "
+                    f"{_wall(back + hold)} (drift.hold_after_api_outage_seconds)", back + hold)
+        return None, now
 
     def _observe(self, kind: str, known: dict[tuple[str, str], str], event: ClusterEvent) -> None:
         if kind == "Pod":
@@ -401,12 +445,27 @@ class Service:
             pending = bool(self._changes) and self._leading and not self._stopping.is_set()
             first = self._first_change
         self._after_run(outcome)
+        rec = outcome.recorded
+        if rec is not None and rec.history_only is not None and rec.judgement.assessment.changed:
+            # What it saw change is judged by a run as soon as that is possible, not at the next interval.
+            _, judged_from = self._history_only_because()
+            self._run_at(max(judged_from - time.monotonic(), 0.0) + 1.0)
         if pending and first is not None:
             # Changes that came during the run: the snapshot may have missed them, run again (debounced from the
             # first of them, so a busy cluster gets a run every debounce_max_seconds at most).
             sched = self.settings.schedule
             due = max(0.0, min(sched.debounce_seconds, first + sched.debounce_max_seconds - time.monotonic()))
             self._scheduler.modify_job("run", next_run_time=datetime.now(UTC) + timedelta(seconds=due))
+
+    def _run_at(self, seconds: float) -> None:
+        """The next run in `seconds` at the latest (an earlier one planned stays)."""
+        with self._lock:
+            if not self._leading or self._stopping.is_set():
+                return
+        due = datetime.now(UTC) + timedelta(seconds=seconds)
+        job = self._scheduler.get_job("run")
+        if job is not None and (job.next_run_time is None or job.next_run_time > due):
+            self._scheduler.modify_job("run", next_run_time=due)
 
     def _execute_into(self, box: dict, run_id: str, trigger: str, cause: str, clock: RunClock,
                       until: float) -> None:
@@ -448,14 +507,16 @@ class Service:
             rounds.append(got)
             return got
 
+        history_only, _ = self._history_only_because()
         with self._held_lock:
             try:
                 store = self.open_store()
                 self._store_held(store)
-                return live, record_run(store, live, loaded.settings, now, loaded.suite_text, again)
+                return live, record_run(store, live, loaded.settings, now, loaded.suite_text, again,
+                                        history_only)
             except StoreUnavailableError as e:
-                self._hold(_Held(live.run, live.snapshot, loaded.settings, loaded.suite_text, now, tuple(rounds)),
-                           run_id, e)
+                self._hold(_Held(live.run, live.snapshot, loaded.settings, loaded.suite_text, now, tuple(rounds),
+                                 history_only), run_id, e)
                 return live, None
 
     # ------------------------------------------------------------------------------------ held runs
@@ -488,7 +549,8 @@ class Service:
 
             try:
                 live = LiveRun(held.run, (), held.snapshot, 0, 0.0)
-                recorded = record_run(store, live, held.settings, held.now, held.suite_text, kept)
+                recorded = record_run(store, live, held.settings, held.now, held.suite_text, kept,
+                                      held.history_only)
             except StoreUnavailableError:
                 raise
             except NetpolDriftError as e:  # not a matter of time: keeping it would hold back every later run
@@ -612,9 +674,13 @@ class Service:
             log.warning("%s: not stored yet (held until the database is back)", summary)
         elif outcome.recorded is not None:
             j = outcome.recorded.judgement
-            log.info("%s: stored as %s, %d drift confirmed, %d event(s) opened, %d resolved", summary,
-                     outcome.recorded.stored_id, len(j.confirmation.confirmed), len(j.transitions.opened),
-                     len(j.transitions.resolved))
+            if outcome.recorded.history_only is not None:
+                log.info("%s: stored as %s, history only (%d change(s) not judged): %s", summary,
+                         outcome.recorded.stored_id, len(j.assessment.changed), outcome.recorded.history_only)
+            else:
+                log.info("%s: stored as %s, %d drift confirmed, %d event(s) opened, %d resolved", summary,
+                         outcome.recorded.stored_id, len(j.confirmation.confirmed), len(j.transitions.opened),
+                         len(j.transitions.resolved))
         else:
             log.info(summary)
         for hook in self.after_run:
@@ -706,6 +772,11 @@ class Service:
         except ClusterError as e:
             checks.append(Check("api", False, str(e)))
         return checks
+
+
+def _wall(monotonic: float) -> str:
+    """A time.monotonic() reading as wall-clock time of day (UTC), for log lines."""
+    return (datetime.now(UTC) + timedelta(seconds=monotonic - time.monotonic())).strftime("%H:%M:%S UTC")
 
 
 def _describe_changes(changes: list[str]) -> str:

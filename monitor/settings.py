@@ -69,6 +69,9 @@ class StoreSettings:
 class DriftSettings:
     confirmations: int = 1  # re-probes of a changed case before it becomes drift
     auto_known_good: bool = True  # a run with no violations becomes the new known-good baseline
+    # After the API server was unreachable (serve): runs are history only until this long after it answers again,
+    # while the CNI agents re-sync (client-go informers back off up to 30 s, jittered up to 60 s, meanwhile).
+    hold_after_api_outage_seconds: float = 60.0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from monitor.cluster import (
     ClusterForbiddenError,
     ClusterThrottledError,
     ClusterUnavailableError,
+    ClusterUnreachableError,
 )
 from monitor.errors import ClusterError
 from monitor.settings import ClusterSettings
@@ -82,6 +83,11 @@ def test_refused_connection_is_retried_then_unavailable(tmp_path):
     elapsed = time.monotonic() - started
     assert 0.55 < elapsed < 3  # backoff 0.2 s + 0.4 s between the three attempts
     assert e.value.__cause__ is not None  # raised from the client's error
+    # No answer at all (serve holds its judgement after it: every watch, the CNI agents' too, broke), for a
+    # watch as for a call.
+    assert isinstance(e.value, ClusterUnreachableError)
+    with pytest.raises(ClusterUnreachableError):
+        list(adapter.watch_changes("NetworkPolicy", 1, "1"))
 
 
 def test_every_call_has_a_timeout(tmp_path):
@@ -93,9 +99,10 @@ def test_every_call_has_a_timeout(tmp_path):
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         adapter = ClusterAdapter.connect(settings, kubeconfig=str(kubeconfig(tmp_path, url)))
         started = time.monotonic()
-        with pytest.raises(ClusterUnavailableError):
+        with pytest.raises(ClusterUnavailableError) as e:
             adapter.list_pods()
         assert time.monotonic() - started < 2.5
+        assert not isinstance(e.value, ClusterUnreachableError)  # it answers, late: slow, not gone
     finally:
         silent.close()
 

@@ -129,6 +129,23 @@ def test_drift_opened_confirmed_and_resolved() -> None:
     assert not j.transitions
 
 
+def test_a_history_only_run_opens_and_closes_nothing_and_is_no_baseline() -> None:
+    """Probed while the CNI agents re-sync after an API server outage: a fresh probe pod they have not
+    programmed is blocked where the policies allow, which must read neither as drift nor as a recovery."""
+    ids: list[int] = []
+    kg = run(result("a", C, A, A), result("b", T, D, D), at="t0")
+    key_a = kg.results[0].key
+    _, events = step(kg, run(result("a", T), result("b", T, D, D), at="t1"), [], [{key_a: T}], ids)
+    assert len(events) == 3  # drift, violation, gap of a
+    held = judge(run(result("a", C), result("b", C), at="t2"), kg, old_snapshot=None, new_snapshot=None,
+                 open_events=events, rounds=[{kg.results[1].key: C}], settings=DriftSettings(), now="t2",
+                 history_only="the API server answered again at 10:00:00 UTC")
+    assert not held.transitions  # a back to known-good (no resolve) and b's change (no drift): not judged
+    assert held.confirmation.pending == {kg.results[1].key} and not held.confirmation.confirmed
+    assert held.known_good is False
+    assert held.not_known_good_because == ("not judged: the API server answered again at 10:00:00 UTC",)
+
+
 def test_unconfirmed_drift_with_pending_reprobe_keeps_state() -> None:
     kg = run(result("a", C), at="t0")
     key = kg.results[0].key

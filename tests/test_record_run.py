@@ -103,6 +103,23 @@ def test_unusable_reprobe_leaves_the_change_pending(store: Store) -> None:
     assert [e.opened_run for e in store.events("prod") if e.kind == "drift"] == [rec3.stored_id]
 
 
+def test_a_history_only_run_is_stored_unjudged_and_the_next_run_judges_its_change(store: Store) -> None:
+    """Right after an API server outage (serve): the change is neither re-probed nor confirmed, no event, no
+    alert, no new baseline; the first run judged afterwards confirms it as usual."""
+    first = record_run(store, live(T1, deny=True), settings(1), now(T1), None, Script())
+    script = Script({WEB_DB: Outcome.CONNECTED})
+    why = "the API server answered again at 10:04:50 UTC; the CNI agents re-sync until 10:05:50 UTC"
+    rec = record_run(store, live(T2, deny=False), settings(1), now(T2), None, script, history_only=why)
+    assert script.asked == [] and rec.reprobe_rounds == 0 and rec.history_only == why
+    assert rec.judgement.confirmation.pending == {WEB_DB} and not rec.judgement.confirmation.confirmed
+    assert rec.judgement.not_known_good_because == (f"not judged: {why}",)
+    assert store.events("prod") == [] and store.pending_alerts() == []
+    assert store.known_good("prod", "sha256:suite").id == first.stored_id
+    assert [r.id for r in store.history("prod")] == [rec.stored_id, first.stored_id]  # stored as history
+    rec3 = record_run(store, live(T3, deny=False), settings(1), now(T3), None, Script({WEB_DB: Outcome.CONNECTED}))
+    assert [e.opened_run for e in store.events("prod") if e.kind == "drift"] == [rec3.stored_id]
+
+
 def test_run_with_an_unreachable_database_fails_before_touching_the_cluster(tmp_path, capsys) -> None:
     from monitor.cli import main
 

@@ -433,3 +433,58 @@ def test_a_410_whose_relist_fails_too_keeps_the_watch_and_reports_the_change_in_
     stopping.set()
     t.join(5)
     assert not t.is_alive()
+
+
+def test_runs_right_after_the_api_server_was_unreachable_are_history_only_until_the_cni_agents_resync(tmp_path):
+    from monitor.cluster import ClusterUnreachableError
+
+    settings = load_settings(write_config(tmp_path), env={})
+    stopping = threading.Event()
+    refused = "watch NetworkPolicy: API server https://10.0.0.1:6443: connection refused"
+    watch = ScriptedWatch(
+        lists=[({("shop", "a"): "f1"}, "10"), ClusterUnreachableError(refused),  # still away
+               ({("shop", "a"): "f2"}, "20")],  # back, and a policy changed in the gap
+        watches=[ClusterUnreachableError(refused)], stopping=stopping)
+    svc = Service(settings, config_path=None, metrics=Metrics(), connect=lambda: watch)
+    svc._leading = True
+    seen: list[str] = []
+    svc.changed = seen.append
+    svc._stopping = stopping
+    assert svc._history_only_because()[0] is None
+    t = threading.Thread(target=svc._watch_loop, args=("NetworkPolicy",), daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while svc._api_lost_at is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        why, _ = svc._history_only_because()
+        assert why is not None and why.startswith("the API server has been unreachable since ")
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Back: the watch re-listed (and found the change in the gap) instead of resuming from its version...
+        assert seen == ["NetworkPolicy shop/a modified"]
+        back = time.monotonic()
+        why, judged_from = svc._history_only_because()
+        # ...and runs stay history only for hold_after_api_outage_seconds after that answer.
+        assert why is not None and why.startswith("the API server answered again at ") \
+            and "(drift.hold_after_api_outage_seconds)" in why
+        assert back + 60 - 1 < judged_from <= back + 60
+        svc._api_back_at = time.monotonic() - 61  # the hold is over
+        assert svc._history_only_because()[0] is None
+    finally:
+        stopping.set()
+        t.join(5)
+
+
+def test_no_hold_after_an_api_outage_when_it_is_set_to_zero(tmp_path):
+    cfg = write_config(tmp_path)
+    data = yaml.safe_load(cfg.read_text())
+    data["drift"] = {"hold_after_api_outage_seconds": 0}
+    cfg.write_text(yaml.safe_dump(data))
+    settings = load_settings(cfg, env={})
+    svc = Service(settings, config_path=None, metrics=Metrics(),
+                  connect=lambda: ScriptedWatch([], [], threading.Event()))
+    svc._api_unreachable()
+    assert svc._history_only_because()[0] is None
+    svc._api_reached()
+    assert svc._history_only_because()[0] is None
