@@ -294,8 +294,13 @@ class Service:
         backoff = 1.0
         absent_logged = False
         gone = False  # the last watch was answered 410 Gone: the next list is compared with what was known
+        lost = False  # the API server did not answer at all: the next call says when it does again
         while not self._stopping.is_set():
             try:
+                if lost:
+                    self._watch.ping()  # then the watch resumes (or re-lists on 410), as client-go's do
+                    self._api_reached()
+                    lost = False
                 if known is None or gone:
                     listed, version = self._watch.list_fingerprints(kind)
                     self._api_reached()
@@ -329,8 +334,7 @@ class Service:
             except ClusterError as e:
                 if isinstance(e, ClusterUnreachableError):
                     self._api_unreachable()
-                    # Back, re-list and compare (as after a 410): that list says when the API server answers again.
-                    gone = known is not None
+                    lost = True
                 log.warning("watch %s: %s; again in %.0fs", kind, e, backoff)
                 if self._stopping.wait(backoff):
                     return
@@ -446,8 +450,9 @@ class Service:
             first = self._first_change
         self._after_run(outcome)
         rec = outcome.recorded
-        if rec is not None and rec.history_only is not None and rec.judgement.assessment.changed:
-            # What it saw change is judged by a run as soon as that is possible, not at the next interval.
+        if rec is not None and rec.history_only is not None:
+            # What it saw (a change that triggered it, too) is judged by a run as soon as that is possible, not at
+            # the next interval.
             _, judged_from = self._history_only_because()
             self._run_at(max(judged_from - time.monotonic(), 0.0) + 1.0)
         if pending and first is not None:

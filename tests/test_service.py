@@ -380,9 +380,15 @@ class ScriptedWatch:
     an error to raise); after the script, watches wait until the service stops. Our own boundary: the real
     410s are in tests/test_reliability_api_lab.py."""
 
-    def __init__(self, lists: list, watches: list, stopping: threading.Event) -> None:
-        self.lists, self.watches, self.stopping = lists, watches, stopping
+    def __init__(self, lists: list, watches: list, stopping: threading.Event, pings: list | None = None) -> None:
+        self.lists, self.watches, self.stopping, self.pings = lists, watches, stopping, pings or []
         self.on_api_error = self.on_api_throttled = lambda verb: None
+
+    def ping(self) -> str:
+        step = self.pings.pop(0) if self.pings else "v1.36.3"
+        if isinstance(step, Exception):
+            raise step
+        return step
 
     def list_fingerprints(self, kind: str):
         step = self.lists.pop(0)
@@ -436,15 +442,17 @@ def test_a_410_whose_relist_fails_too_keeps_the_watch_and_reports_the_change_in_
 
 
 def test_runs_right_after_the_api_server_was_unreachable_are_history_only_until_the_cni_agents_resync(tmp_path):
-    from monitor.cluster import ClusterUnreachableError
+    from monitor.cluster import ClusterConflictError, ClusterUnreachableError
 
     settings = load_settings(write_config(tmp_path), env={})
     stopping = threading.Event()
-    refused = "watch NetworkPolicy: API server https://10.0.0.1:6443: connection refused"
+    refused = "API server https://10.0.0.1:6443: connection refused"
     watch = ScriptedWatch(
-        lists=[({("shop", "a"): "f1"}, "10"), ClusterUnreachableError(refused),  # still away
-               ({("shop", "a"): "f2"}, "20")],  # back, and a policy changed in the gap
-        watches=[ClusterUnreachableError(refused)], stopping=stopping)
+        lists=[({("shop", "a"): "f1"}, "10"), ({("shop", "a"): "f2"}, "20")],  # a policy changed in the gap
+        watches=[ClusterUnreachableError(f"watch NetworkPolicy: {refused}"),  # gone...
+                 ClusterConflictError("watch NetworkPolicy: resource version too old (410 Gone): re-list")],
+        pings=[ClusterUnreachableError(f"get version: {refused}"), "v1.36.3"],  # ...still away, then back
+        stopping=stopping)
     svc = Service(settings, config_path=None, metrics=Metrics(), connect=lambda: watch)
     svc._leading = True
     seen: list[str] = []
@@ -461,7 +469,7 @@ def test_runs_right_after_the_api_server_was_unreachable_are_history_only_until_
         assert why is not None and why.startswith("the API server has been unreachable since ")
         while not seen and time.monotonic() < deadline:
             time.sleep(0.05)
-        # Back: the watch re-listed (and found the change in the gap) instead of resuming from its version...
+        # Back: the watch resumed (410 Gone: re-listed, and found the change in the gap)...
         assert seen == ["NetworkPolicy shop/a modified"]
         back = time.monotonic()
         why, judged_from = svc._history_only_because()
