@@ -356,12 +356,13 @@ class Service:
         log.info("the API server answers again: runs are judged again from %s",
                  _wall(self._api_back_at + self.settings.drift.hold_after_api_outage_seconds))
 
-    def _history_only_because(self) -> tuple[str | None, float]:
-        """(why a run starting now is history only, or None; the monotonic time from which runs are judged again).
-        Every client's watches broke with the API server's connections, the CNI agents' too: client-go backs
-        their reconnects off (up to 30 s, jittered to 60 s), and until they have re-listed they program no pod
-        created meanwhile. Every probe pod is such a pod, so what a run sees then is the CNI catching up, not
-        what the policies do: its changes are neither drift nor recovery, nor a new baseline."""
+    def _history_only_because(self, since: float | None = None) -> tuple[str | None, float]:
+        """(why a run that began at `since` (monotonic; default now) is history only, or None; the monotonic time
+        from which runs are judged again). Every client's watches broke with the API server's connections, the CNI
+        agents' too: client-go backs their reconnects off (up to 30 s, jittered to 60 s), and until they have
+        re-listed they program no pod created meanwhile. Every probe pod is such a pod, so what a run sees from
+        the outage until the hold is over is the CNI catching up, not what the policies do: its changes are
+        neither drift nor recovery, nor a new baseline."""
         hold = self.settings.drift.hold_after_api_outage_seconds
         with self._lock:
             lost, back = self._api_lost_at, self._api_back_at
@@ -369,7 +370,7 @@ class Service:
         if lost is not None and hold > 0:
             return (f"the API server has been unreachable since {_wall(lost)} (the CNI agents re-sync after it)",
                     now + hold)
-        if back is not None and now < back + hold:
+        if back is not None and back + hold > (now if since is None else since):
             return (f"the API server answered again at {_wall(back)}; the CNI agents re-sync until "
                     f"{_wall(back + hold)} (drift.hold_after_api_outage_seconds)", back + hold)
         return None, now
@@ -498,6 +499,7 @@ class Service:
             log.warning("run %s: %s; probing all the same", run_id, e)
         clock.check()
         now = datetime.now(UTC)  # the one reading of the wall clock for this run
+        began = time.monotonic()
         # Every run, not only a new leader's first: pods an earlier run could not delete (the API server went
         # away mid-run, and came back before the Lease changed hands) go as soon as their run Lease has lapsed.
         self._sweep(now, run_id)
@@ -512,7 +514,8 @@ class Service:
             rounds.append(got)
             return got
 
-        history_only, _ = self._history_only_because()
+        # Probed (in part) from the outage to the end of the hold: history only, however it ended meanwhile.
+        history_only, _ = self._history_only_because(since=began)
         with self._held_lock:
             try:
                 store = self.open_store()

@@ -477,8 +477,11 @@ def test_runs_right_after_the_api_server_was_unreachable_are_history_only_until_
         assert why is not None and why.startswith("the API server answered again at ") \
             and "(drift.hold_after_api_outage_seconds)" in why
         assert back + 60 - 1 < judged_from <= back + 60
+        # A run that began before the hold was over is history only however late it ends; one after is judged.
+        assert svc._history_only_because(since=judged_from - 0.5)[0] == why
         svc._api_back_at = time.monotonic() - 61  # the hold is over
         assert svc._history_only_because()[0] is None
+        assert svc._history_only_because(since=time.monotonic() - 62)[0] is not None
     finally:
         stopping.set()
         t.join(5)
