@@ -254,7 +254,20 @@ def test_api_server_stopped_mid_run_and_restarted(lab: Lab, lab_namespace: str, 
     hold = DriftSettings().hold_after_api_outage_seconds
     assert seen["programmed"] < hold, seen
     print(f"API server restart: workloads by hand {seen['by hand']}; a pod created as it came back had "
-          f"kube-router rules {seen['programmed']:.1f}s later (hold {hold:.0f}s)")
+          f"kube-router rules {seen['programmed']:.1f}s later (hold {hold:.0f}s)\n" + unjudged_runs(s))
+
+
+def unjudged_runs(s: Serve) -> str:
+    """What the history-only runs saw (their log lines and stored outcomes): the evidence of the CNI's catch-up."""
+    lines = []
+    with Store.open(s.db) as store:
+        for m in re.finditer(r"run (\w+) \w+ in [\d.]+s \(trigger (\w+)\): stored as (\d+), history only \((\d+) "
+                             r"change\(s\) not judged\)", s.log):
+            _, run, _ = store.run_detail(m.group(3))
+            seen = ", ".join(f"{r.case} {r.outcome}" for r in run.results)
+            lines.append(f"  history-only run {m.group(3)} ({m.group(2)}, started {run.started_at[11:19]}): "
+                         f"{m.group(4)} change(s); {seen}")
+    return "\n".join(lines) or "  no history-only run stored"
 
 
 def test_watch_410_gone_after_compaction_relists_without_missing_a_change(lab: Lab, lab_namespace: str, start,
@@ -282,7 +295,7 @@ def test_watch_410_gone_after_compaction_relists_without_missing_a_change(lab: L
     assert any(r.trigger == "change" and f"NetworkPolicy {ns}/db-from-api" in (r.trigger_detail or "") for r in runs)
     assert len(top_level(slack)) == 1
     print(f"\n410 Gone: {relists:.0f} watch(es) re-listed, the change in the gap alerted once in {alert:.1f}s "
-          f"({len(runs)} runs after the restart)")
+          f"({len(runs)} runs after the restart)\n" + unjudged_runs(s))
 
 
 # --------------------------------------------------------------------------------------------- 6. SIGKILL
