@@ -298,7 +298,14 @@ class Service:
         while not self._stopping.is_set():
             try:
                 if lost:
-                    self._watch.ping()  # then the watch resumes (or re-lists on 410), as client-go's do
+                    # Any answer, an error too (a 403 while its RBAC cache fills), says it is back; then the watch
+                    # resumes (or re-lists on 410), as client-go's do.
+                    try:
+                        self._watch.ping()
+                    except ClusterUnreachableError:
+                        raise
+                    except ClusterError:
+                        pass
                     self._api_reached()
                     lost = False
                 if known is None or gone:
@@ -359,10 +366,10 @@ class Service:
     def _history_only_because(self, since: float | None = None) -> tuple[str | None, float]:
         """(why a run that began at `since` (monotonic; default now) is history only, or None; the monotonic time
         from which runs are judged again). Every client's watches broke with the API server's connections, the CNI
-        agents' too: client-go backs their reconnects off (up to 30 s, jittered to 60 s), and until they have
-        re-listed they program no pod created meanwhile. Every probe pod is such a pod, so what a run sees from
-        the outage until the hold is over is the CNI catching up, not what the policies do: its changes are
-        neither drift nor recovery, nor a new baseline."""
+        agents' too: client-go backs their reconnects off (up to 30 s, jittered to 60 s, then once more before a
+        re-list when their version is gone), and until they have re-listed they program no pod created meanwhile.
+        Every probe pod is such a pod, so what a run sees from the outage until the hold is over is the CNI
+        catching up, not what the policies do: its changes are neither drift nor recovery, nor a new baseline."""
         hold = self.settings.drift.hold_after_api_outage_seconds
         with self._lock:
             lost, back = self._api_lost_at, self._api_back_at

@@ -70,8 +70,9 @@ class DriftSettings:
     confirmations: int = 1  # re-probes of a changed case before it becomes drift
     auto_known_good: bool = True  # a run with no violations becomes the new known-good baseline
     # After the API server was unreachable (serve): runs are history only until this long after it answers again,
-    # while the CNI agents re-sync (client-go informers back off up to 30 s, jittered up to 60 s, meanwhile).
-    hold_after_api_outage_seconds: float = 60.0
+    # while the CNI agents re-sync: a client-go informer waits out its backoff (up to 30 s, jittered to 60 s) before
+    # it watches again, and once more before it re-lists when its version is gone: up to 120 s.
+    hold_after_api_outage_seconds: float = 120.0
 
 
 @dataclass(frozen=True)

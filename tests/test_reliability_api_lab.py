@@ -172,7 +172,8 @@ def outage_mid_run(lab: Lab, ns: str, start, slack: SlackStandin, outage: Callab
     down = outage()
     back = time.time()
     assert s.proc.poll() is None and s.get("/healthz")[0] == 200
-    wait_for(lambda: [r for r in runs_after(s, back) if r.known_good], f"a known-good run after {what}", s, 120)
+    # 240 s: after an API server outage runs are judged again only drift.hold_after_api_outage_seconds later.
+    wait_for(lambda: [r for r in runs_after(s, back) if r.known_good], f"a known-good run after {what}", s, 240)
     took = time.time() - back
     assert_no_false_alert(s, slack)
     swept = wait_gone(lab, s, left, 60)
@@ -287,7 +288,7 @@ def test_watch_410_gone_after_compaction_relists_without_missing_a_change(lab: L
     # The run the change triggers comes while the CNI agents re-sync: stored unjudged, and the run the service
     # schedules for the end of the hold alerts the change once, with its cause (no second, "dataplane" message
     # for the flows a fresh probe pod could not reach yet).
-    alert = one_alert_for_the_real_change(lab, ns, s, slack, timeout=150)
+    alert = one_alert_for_the_real_change(lab, ns, s, slack, timeout=240)
     wait_for(lambda: metric_sum(s, "netpol_drift_watch_relists_total") > relists_before, "a re-list after 410", s, 30)
     assert "410 Gone" in s.log and "history only" in s.log
     relists = metric_sum(s, "netpol_drift_watch_relists_total") - relists_before

@@ -442,7 +442,7 @@ def test_a_410_whose_relist_fails_too_keeps_the_watch_and_reports_the_change_in_
 
 
 def test_runs_right_after_the_api_server_was_unreachable_are_history_only_until_the_cni_agents_resync(tmp_path):
-    from monitor.cluster import ClusterConflictError, ClusterUnreachableError
+    from monitor.cluster import ClusterConflictError, ClusterForbiddenError, ClusterUnreachableError
 
     settings = load_settings(write_config(tmp_path), env={})
     stopping = threading.Event()
@@ -451,7 +451,8 @@ def test_runs_right_after_the_api_server_was_unreachable_are_history_only_until_
         lists=[({("shop", "a"): "f1"}, "10"), ({("shop", "a"): "f2"}, "20")],  # a policy changed in the gap
         watches=[ClusterUnreachableError(f"watch NetworkPolicy: {refused}"),  # gone...
                  ClusterConflictError("watch NetworkPolicy: resource version too old (410 Gone): re-list")],
-        pings=[ClusterUnreachableError(f"get version: {refused}"), "v1.36.3"],  # ...still away, then back
+        # ...still away, then back: a 403 (its RBAC cache still filling) is an answer too
+        pings=[ClusterUnreachableError(f"get version: {refused}"), ClusterForbiddenError("get version: HTTP 403")],
         stopping=stopping)
     svc = Service(settings, config_path=None, metrics=Metrics(), connect=lambda: watch)
     svc._leading = True
@@ -476,12 +477,13 @@ def test_runs_right_after_the_api_server_was_unreachable_are_history_only_until_
         # ...and runs stay history only for hold_after_api_outage_seconds after that answer.
         assert why is not None and why.startswith("the API server answered again at ") \
             and "(drift.hold_after_api_outage_seconds)" in why
-        assert back + 60 - 1 < judged_from <= back + 60
+        hold = settings.drift.hold_after_api_outage_seconds
+        assert back + hold - 1 < judged_from <= back + hold
         # A run that began before the hold was over is history only however late it ends; one after is judged.
         assert svc._history_only_because(since=judged_from - 0.5)[0] == why
-        svc._api_back_at = time.monotonic() - 61  # the hold is over
+        svc._api_back_at = time.monotonic() - hold - 1  # the hold is over
         assert svc._history_only_because()[0] is None
-        assert svc._history_only_because(since=time.monotonic() - 62)[0] is not None
+        assert svc._history_only_because(since=time.monotonic() - hold - 2)[0] is not None
     finally:
         stopping.set()
         t.join(5)
