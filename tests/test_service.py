@@ -412,6 +412,19 @@ class ScriptedWatch:
         return None
 
 
+def watching(settings, watch: ScriptedWatch, stopping: threading.Event) -> tuple[Service, list[str], threading.Thread]:
+    """A leading service whose NetworkPolicy watch loop runs on the scripted adapter; the changes it reports."""
+    svc = Service(settings, config_path=None, metrics=Metrics(), connect=lambda: watch)
+    svc._leading = True
+    seen: list[str] = []
+    svc.changed = seen.append
+    svc._stopping = stopping
+    assert svc._history_only_because()[0] is None
+    t = threading.Thread(target=svc._watch_loop, args=("NetworkPolicy",), daemon=True)
+    t.start()
+    return svc, seen, t
+
+
 def test_a_410_whose_relist_fails_too_keeps_the_watch_and_reports_the_change_in_the_gap(tmp_path):
     from monitor.cluster import ClusterConflictError, ClusterUnavailableError
 
@@ -423,13 +436,7 @@ def test_a_410_whose_relist_fails_too_keeps_the_watch_and_reports_the_change_in_
                ({("shop", "a"): "f2", ("shop", "b"): "f3"}, "20")],
         watches=[ClusterConflictError("watch NetworkPolicy: resource version too old (410 Gone): re-list")],
         stopping=stopping)
-    svc = Service(settings, config_path=None, metrics=Metrics(), connect=lambda: watch)
-    svc._leading = True
-    seen: list[str] = []
-    svc.changed = seen.append
-    svc._stopping = stopping
-    t = threading.Thread(target=svc._watch_loop, args=("NetworkPolicy",), daemon=True)
-    t.start()
+    svc, seen, t = watching(settings, watch, stopping)
     deadline = time.monotonic() + 10
     while len(seen) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -454,14 +461,7 @@ def test_runs_right_after_the_api_server_was_unreachable_are_history_only_until_
         # ...still away, then back: a 403 (its RBAC cache still filling) is an answer too
         pings=[ClusterUnreachableError(f"get version: {refused}"), ClusterForbiddenError("get version: HTTP 403")],
         stopping=stopping)
-    svc = Service(settings, config_path=None, metrics=Metrics(), connect=lambda: watch)
-    svc._leading = True
-    seen: list[str] = []
-    svc.changed = seen.append
-    svc._stopping = stopping
-    assert svc._history_only_because()[0] is None
-    t = threading.Thread(target=svc._watch_loop, args=("NetworkPolicy",), daemon=True)
-    t.start()
+    svc, seen, t = watching(settings, watch, stopping)
     try:
         deadline = time.monotonic() + 10
         while svc._api_lost_at is None and time.monotonic() < deadline:
