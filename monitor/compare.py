@@ -30,6 +30,12 @@ Evaluate = Callable[[Snapshot, Pod | str, Pod | str, int, str], bool]
 # Outcomes that say nothing about reachability: never the start or end of a drift.
 NOT_OBSERVED = frozenset({Outcome.SKIPPED, Outcome.ERROR, Outcome.UNSETTLED})
 
+
+def _unobserved(r: FlowResult) -> bool:
+    """Says nothing about reachability: an outcome above, or one judged `skipped` (a TCP reset from a
+    destination with no listener on the port, probe.tcp_reset_means)."""
+    return r.outcome in NOT_OBSERVED or r.verdict is Verdict.SKIPPED
+
 # How a drift event ends (the event row and its outbox payload carry the text; these are its stable openings).
 BACK_TO_KNOWN_GOOD = "back to the known-good outcome"
 ACCEPTED_INTO_BASELINE = "accepted into the baseline"
@@ -85,8 +91,7 @@ def assess(run: Run, baseline: Run | None) -> Assessment:
         if r.enforcement_gap:
             gaps.append(Finding(r.key, "gap", r))
         old = base.get(r.key)
-        if old is not None and old.outcome not in NOT_OBSERVED and r.outcome not in NOT_OBSERVED \
-                and old.outcome != r.outcome:
+        if old is not None and not _unobserved(old) and not _unobserved(r) and old.outcome != r.outcome:
             changed.append(Finding(r.key, "drift", r, old.outcome, old.verdict))
     return Assessment(run, baseline, tuple(violations), tuple(gaps), tuple(changed))
 
@@ -373,11 +378,11 @@ def transitions(cluster: str, assessment: Assessment, confirmation: Confirmation
         r = results.get(key)
         if r is None:
             why = "the flow is no longer in the suite"
-        elif r.outcome in NOT_OBSERVED or key in undecided:
+        elif _unobserved(r) or key in undecided:
             continue
         elif kind == "drift":
             old = base.get(key)
-            if baseline is None or old is None or old.outcome in NOT_OBSERVED:
+            if baseline is None or old is None or _unobserved(old):
                 continue  # no baseline observation of this flow to say it is back: keep the event open
             if _not_before(baseline.started_at, event.opened_at):
                 # The baseline moved onto the drifted state (accepted by hand, or a change of how a flow is

@@ -27,7 +27,13 @@ from monitor.engine import Engine
 from monitor.models import FlowResult, Outcome, Run, Snapshot, Verdict, suite_exit_code
 from monitor.plan import FlowPlan, Plan, SourceGroup, control_group, plan_suite
 from monitor.probe.runner import ProbeProgress, ProbeReport, ProbeTask, run_probes, sweep_probe_pods
-from monitor.probe.wire import CLOSED_AT_DESTINATION, LETTER_OUTCOMES, ProbeTarget, TargetOutcome
+from monitor.probe.wire import (
+    CLOSED_AT_DESTINATION,
+    LETTER_OUTCOMES,
+    RESET_BY_DESTINATION,
+    ProbeTarget,
+    TargetOutcome,
+)
 from monitor.settings import ProbeSettings, Settings
 from monitor.snapshot import snapshot_digest, take_snapshot
 from monitor.suite import Suite, validate_suite
@@ -77,9 +83,15 @@ class LiveRun:
         return suite_exit_code([c.status for c in self.cases], allow_skipped)
 
 
+# The key of `refusal_means` for a TCP refusal by a reset (the agent's RESET_BY_DESTINATION), not by ICMP.
+TCP_RESET = "TCP reset"
+
+
 def refusal_means(probe: ProbeSettings) -> dict[str, str]:
-    """What `refused` means per protocol: TCP and UDP apart (DESIGN.md, Verdicts)."""
-    return {"TCP": probe.refused_means, "SCTP": probe.refused_means, "UDP": probe.udp_refused_means}
+    """What `refused` means per protocol: TCP and UDP apart (DESIGN.md, Verdicts), and a TCP reset apart from
+    a TCP refusal by ICMP (probe.tcp_reset_means)."""
+    return {"TCP": probe.refused_means, "SCTP": probe.refused_means, "UDP": probe.udp_refused_means,
+            TCP_RESET: probe.tcp_reset_means}
 
 
 def outcome_verdict(outcome: Outcome, protocol: str, refused_means: str | Mapping[str, str]) -> Verdict:
@@ -188,8 +200,9 @@ def reprobe(adapter: ClusterAdapter, live: LiveRun, flows: Sequence[FlowResult],
         raise ValueError("this run kept no plan to re-probe from")
     if progress is not None:
         progress.stage(f"probing {len(flows)} changed flow(s) again to confirm")
-    return {r.key: r.outcome for r in _probe_again(adapter, live.plan, live.snapshot, flows, settings, run_id,
-                                                   clock, progress, until)}
+    # A reset judged `skipped` (no listener) is no observation, as in compare.assess.
+    again = _probe_again(adapter, live.plan, live.snapshot, flows, settings, run_id, clock, progress, until)
+    return {r.key: Outcome.SKIPPED if r.verdict is Verdict.SKIPPED else r.outcome for r in again}
 
 
 def _probe_again(adapter: ClusterAdapter, plan: Plan, snapshot: Snapshot, flows: Sequence[FlowResult],
@@ -321,6 +334,8 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
                 verdict = Verdict.UNKNOWN
                 detail = ("refused by the destination itself (its own ICMP port unreachable): the datagram got "
                           "there and nothing listens on the port, which says nothing about the policies")
+            elif protocol == "TCP" and outcome is Outcome.REFUSED and got.detail == RESET_BY_DESTINATION:
+                verdict, detail = _reset_verdict(f, port, refused_means)
             judged.append((outcome, verdict, got.latency_ms, detail, node, f))
         observed = [j for j in judged if j[0] is not Outcome.SKIPPED]
         # One unsettled replica makes the flow unsettled: the settled ones cannot vouch for it.
@@ -344,6 +359,19 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
     order = {c: i for i, c in enumerate(dict.fromkeys(f.case for f, *_ in per_flow))}
     results.sort(key=lambda r: (order.get(r.case, 0), r.source, r.destination, r.port, r.protocol))
     return results
+
+
+def _reset_verdict(f: FlowPlan, port: int, refused_means: str | Mapping[str, str]) -> tuple[Verdict, str]:
+    """A TCP refusal by a reset, not by an ICMP error: the destination's own kernel answered that nothing
+    listens on the port (the SYN got there, so the policies let it through), unless the CNI rejects with a
+    forged reset (probe.tcp_reset_means: deny). By default no verdict: the case is `skipped`."""
+    means = refused_means if isinstance(refused_means, str) else refused_means.get(TCP_RESET, "skipped")
+    where = f.destination_pod.ref if f.destination_pod is not None else f.address
+    if means == "skipped":
+        return Verdict.SKIPPED, (f"no listener: {where} answered TCP port {port} with a reset, so nothing listens "
+                                 f"there; that says nothing about the policies (not a verdict; "
+                                 f"probe.tcp_reset_means)")
+    return Verdict(means), f"refused (reset: probe.tcp_reset_means {means})"
 
 
 def _judge_external(engine: Engine, f: FlowPlan, control: tuple[TargetOutcome | None, str, FlowPlan] | None,
@@ -397,7 +425,7 @@ def summarise(suite: Suite, results: list[FlowResult]) -> list[CaseSummary]:
             status = "fail"
         elif observed:
             status = "pass" if len(observed) == len(flows) else "partial"
-        elif any(r.outcome not in NOT_PROBED for r in flows):
+        elif any(r.outcome not in NOT_PROBED and r.verdict is not Verdict.SKIPPED for r in flows):
             status = "unknown"
         else:
             status = "skipped"
@@ -408,8 +436,9 @@ def summarise(suite: Suite, results: list[FlowResult]) -> list[CaseSummary]:
         first = bad[0] if bad else None
         explanation = ""
         if first is not None:
-            explanation = first.reason if first.outcome in NOT_PROBED else first.explanation
-            if first.reason and first.outcome not in NOT_PROBED:
+            unjudged = first.outcome in NOT_PROBED or first.verdict is Verdict.SKIPPED
+            explanation = first.reason if unjudged else first.explanation
+            if first.reason and not unjudged:
                 explanation = f"{first.reason}; {explanation}"
         out.append(CaseSummary(case.name, case.expect, status, "/".join(intents) or "-", "/".join(outcomes),
                                "/".join(verdicts), any(r.enforcement_gap for r in flows), explanation,

@@ -55,6 +55,7 @@ class ProbeSettings:
     per_node: bool = False
     refused_means: str = "deny"  # TCP and SCTP: allow | deny | unknown: REJECTing CNIs make refused mean blocked
     udp_refused_means: str = "deny"  # UDP apart: an ICMP port unreachable from in between (a REJECT)
+    tcp_reset_means: str = "skipped"  # a TCP refusal by a reset, not ICMP: no listener (skipped) | deny | allow
     settle_seconds: float = 2.0  # between the probe agent's passes (a fresh pod races its CNI rules)
     lease_seconds: int = 60  # a run's Lease lapses this long after its last renewal: its probe pods are then swept
 
@@ -175,6 +176,7 @@ _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str:
                tuple: "a list of CIDRs"}
 _CHOICES = {("probe", "refused_means"): ("allow", "deny", "unknown"),
             ("probe", "udp_refused_means"): ("allow", "deny", "unknown"),
+            ("probe", "tcp_reset_means"): ("skipped", "deny", "allow"),
             (None, "log_level"): ("DEBUG", "INFO", "WARNING", "ERROR")}
 # Zero would mean "never" or "busy loop" here, neither of which anyone wants.
 _POSITIVE = {("schedule", "interval_seconds"), ("schedule", "reload_check_seconds"),

@@ -138,7 +138,9 @@ def test_dataplane_fault_is_blamed_on_the_dataplane(lab: Lab, lab_namespace: str
     pods = deploy_three_tier(lab, ns)
     s = start(suite_of(ns, "api-to-db"), schedule={"interval_seconds": 4})
     assert s.wait_runs(1)[0].known_good
-    with pod_fault(lab, pods["db-0"], "-p", "tcp", "--dport", "5432", "-j", "REJECT", "--reject-with", "tcp-reset"):
+    # An ICMP REJECT, as kube-router's: a reset would read as "no listener" (probe.tcp_reset_means: skipped).
+    with pod_fault(lab, pods["db-0"], "-p", "tcp", "--dport", "5432", "-j", "REJECT", "--reject-with",
+                   "icmp-port-unreachable"):
         [msg] = wait_for(lambda: top_level(slack), "Slack message", s)
     assert "Cause: dataplane: no policy or label changed" in msg.text, msg.text
     assert f"{ns}/api -> {ns}/db 5432/TCP  allowed -> blocked (refused)" in msg.text
@@ -160,7 +162,8 @@ def input_drop(lab: Lab, pod: dict, port: int) -> Iterator[None]:
 def test_refused_timeout_flips_alone_send_nothing(lab: Lab, lab_namespace: str, start, slack) -> None:
     ns = lab_namespace
     deploy_three_tier(lab, ns)
-    # sink: every port open by policy, nothing listens on 9999: the kernel resets (refused = blocked).
+    # sink: every port open by policy, nothing listens on 9999: the kernel resets, read as blocked here
+    # (probe.tcp_reset_means: deny, as for a CNI that rejects with a forged reset).
     [sink] = lab.run_pods(ns, [pod_manifest("sink", {"app": "sink"}, tcp=[8080])]).values()
     since = time.time()
     lab.apply([netpol("sink-open", {"podSelector": {"matchLabels": {"app": "sink"}}, "policyTypes": ["Ingress"],
@@ -168,7 +171,7 @@ def test_refused_timeout_flips_alone_send_nothing(lab: Lab, lab_namespace: str, 
     lab.wait_synced(since=since)
     suite = {"name": "modes", "cases": [{"name": "api-to-sink-closed", "from": {"namespace": ns, "workload": "api"},
                                          "to": {"namespace": ns, "pod": "sink"}, "port": 9999, "expect": "deny"}]}
-    s = start(suite, schedule={"interval_seconds": 4})
+    s = start(suite, schedule={"interval_seconds": 4}, probe={"tcp_reset_means": "deny"})
     assert s.wait_runs(1)[0].known_good
     # The policies allow it and the network blocks it: an enforcement gap, alerted once at the first run.
     wait_for(lambda: top_level(slack), "the gap's message", s)

@@ -156,9 +156,10 @@ def test_dataplane_fault_without_config_change_is_dataplane_drift(lab: Lab, lab_
     ns = lab_namespace
     config, pods, first = first_run_is_known_good(lab, ns, tmp_path, API_TO_DB)
 
-    # (d) db's own kernel rejects 5432: the policies did not change, the network did.
+    # (d) db's own firewall rejects 5432 (ICMP, as kube-router does: a reset would read as "no listener"): the
+    # policies did not change, the network did.
     with pod_fault(lab, pods["db-0"], "-p", "tcp", "--dport", "5432", "-j", "REJECT", "--reject-with",
-                   "tcp-reset"):
+                   "icmp-port-unreachable"):
         rc, second = run_monitor(config, suite_of(ns, API_TO_DB), tmp_path)
     with Store.open(history_db(tmp_path)) as store:
         before, after = store.snapshot(first["snapshot_digest"]), store.snapshot(second["snapshot_digest"])
@@ -190,7 +191,7 @@ def test_a_change_seen_once_is_not_confirmed(lab: Lab, lab_namespace: str, tmp_p
 
     # A SYN with options is 60 bytes: the quota lets the rule match the first one only.
     with pod_fault(lab, pods["db-0"], "-p", "tcp", "--dport", "5432", "--syn", "-m", "quota", "--quota", "100",
-                   "-j", "REJECT", "--reject-with", "tcp-reset"):
+                   "-j", "REJECT", "--reject-with", "icmp-port-unreachable"):
         rc, second = run_monitor(config, suite_of(ns, API_TO_DB), tmp_path)
 
     assert rc == 1  # the run's own observation is stored as seen: refused, a violation of `allow`

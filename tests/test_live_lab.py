@@ -431,12 +431,13 @@ def test_many_targets_fit_the_termination_message(lab: Lab, lab_namespace: str, 
     lab.run_pods(ns, [pod_manifest("src", {"role": "src"}, tcp=[], command=["sleep", "3600"])]
                  + [pod_manifest(f"dst-{i}", {"role": "dst"}, tcp=[], command=["sleep", "3600"])
                     for i in range(3)])
-    ports = list(range(20001, 20401))  # nothing listens there: every connect is refused by the pod's kernel
+    ports = list(range(20001, 20401))  # nothing listens there: every connect is reset by the pod's kernel
     suite = {"name": "wide", "cases": [{"name": "src-to-everything", "from": {"namespace": ns, "pod": "src"},
                                         "to": {"namespace": ns, "labels": {"role": "dst"}}, "ports": ports,
                                         "expect": "deny"}]}
     with PodRecorder(lab, ns) as recorder:
-        rc, report = run_monitor(write_config(lab, tmp_path), suite, tmp_path)
+        # A reset read as blocked (tcp_reset_means: deny), so that the run verifies every case (exit 0).
+        rc, report = run_monitor(write_config(lab, tmp_path, tcp_reset_means="deny"), suite, tmp_path)
     flows = case(report, "src-to-everything")["flows"]
     assert len(flows) == 1200 and {f["outcome"] for f in flows} == {"refused"}
     assert rc == 0 and report["probe_pods"] == 2

@@ -9,9 +9,11 @@ The soak variant of the load test is opt-in: NPD_TEST_SOAK=1 (sizes in NPD_SOAK_
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from monitor.probe.wire import RESET_BY_DESTINATION
 from monitor.store import Store
 from tests.lab import config as C
 from tests.lab import netns
@@ -284,6 +287,88 @@ def test_a_source_workload_scaled_to_zero_is_skipped_with_its_reason_and_back_wi
     assert messages(slack) == [] and [e for e in events(s) if e.kind == "drift"] == []
 
 
+NO_LISTENER_AGENT = ("import asyncio, json, sys\nfrom monitor.probe.agent import probe_target\n"
+                     "from monitor.probe.wire import ProbeTarget\n"
+                     "out = [asyncio.run(probe_target(ProbeTarget(ip, int(port)), 1.5)) for ip, port in "
+                     "(t.split(':') for t in sys.argv[1:])]\n"
+                     "print(json.dumps([[o.outcome, o.detail] for o in out]))\n")
+
+
+def test_an_allowed_tcp_port_without_a_listener_is_skipped_and_a_rejected_one_still_blocked(
+        lab: Lab, lab_namespace: str, start, slack) -> None:
+    """web listens on 8080 only; its policy lets `client` in on 8080 and 8081, nobody else. With
+    refused_means deny (kube-router REJECTs with an ICMP port unreachable from its node), client -> web:8081 is
+    refused by web's own kernel (a TCP reset: nothing listens): that is no verdict, so both cases on it are
+    `skipped` naming the missing listener, never pass or fail, whatever they expect. other -> web:8081 and
+    client -> web:8082 are refused by kube-router (ICMP, queued on the probe's socket): still blocked, so their
+    deny cases pass. No alert, no drift event, the run still becomes known-good (a missing listener is a fact
+    about the cluster, not a failed probe), the skipped-cases metric says 2."""
+    ns = lab_namespace
+    pods = lab.run_pods(ns, [
+        pod_manifest("web", {"app": "web"}, tcp=[8080]),
+        pod_manifest("client", {"app": "client"}, tcp=[], command=["sleep", "3600"]),
+        pod_manifest("other", {"app": "other"}, tcp=[], command=["sleep", "3600"]),
+    ])
+    since = time.time()
+    lab.apply([netpol("web-from-client", {
+        "podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                     "ports": [{"port": 8080}, {"port": 8081}]}]})], namespace=ns)
+    lab.wait_synced(since=since)
+    web = pods["web"]["status"]["podIP"]
+
+    # What the probe agent itself sees, from inside each source's network namespace.
+    def agent_from(src: str, *targets: str) -> list[list[str]]:
+        out = subprocess.run(["ip", "netns", "exec", lab.netns_of(pods[src]), str(C.PYTHON), "-c",
+                              NO_LISTENER_AGENT, *targets], capture_output=True, text=True, timeout=60,
+                             cwd=C.REPO, check=True)
+        return json.loads(out.stdout)
+
+    assert agent_from("client", f"{web}:8080", f"{web}:8081", f"{web}:8082") == [
+        ["connected", ""], ["refused", RESET_BY_DESTINATION], ["refused", ""]]
+    assert agent_from("other", f"{web}:8081") == [["refused", ""]]
+
+    def case(name: str, src: str, port: int, expect: str) -> dict:
+        return {"name": name, "from": {"namespace": ns, "pod": src}, "to": {"namespace": ns, "pod": "web"},
+                "port": port, "expect": expect}
+
+    suite = {"name": "no-listener", "cases": [
+        case("client-to-web", "client", 8080, "allow"),
+        case("client-to-web-no-listener", "client", 8081, "allow"),
+        case("client-to-web-no-listener-must-be-denied", "client", 8081, "deny"),
+        case("other-to-web-no-listener-denied", "other", 8081, "deny"),
+        case("client-to-web-8082-denied", "client", 8082, "deny"),
+    ]}
+    s = start(suite, schedule={"interval_seconds": 4})
+    runs = s.wait_runs(3, timeout=120)[:3]
+    for run in runs:
+        flows = {f.case: f for f in results_of(s, run.id)}
+        for name in ("client-to-web-no-listener", "client-to-web-no-listener-must-be-denied"):
+            f = flows[name]
+            assert (f.outcome.value, f.verdict.value) == ("refused", "skipped"), f
+            assert f.reason.startswith(f"no listener: {ns}/web answered TCP port 8081 with a reset"), f.reason
+            assert not f.violation and not f.enforcement_gap
+        assert (flows["client-to-web"].outcome.value, flows["client-to-web"].verdict.value) == ("connected", "allow")
+        for name in ("other-to-web-no-listener-denied", "client-to-web-8082-denied"):
+            f = flows[name]
+            assert (f.outcome.value, f.verdict.value) == ("refused", "deny"), f
+            assert not f.violation
+    assert all(r.known_good for r in runs), [(r.id, r.status, r.known_good) for r in runs]
+    assert s.metric("netpol_drift_cases", state="skipped") == 2
+    assert s.metric("netpol_drift_cases", state="pass") == 3
+    assert s.metric("netpol_drift_cases", state="fail") == 0
+    # `run --once`: the same two cases skipped, so the suite is not verified (exit 1), nothing failed.
+    once = s.tmp / "once"
+    once.mkdir()
+    rc, report = run_monitor(write_config(lab, once), suite, once, "--no-store")
+    assert rc == 1 and report["ok"] is False, report
+    assert {c["name"]: c["result"] for c in report["cases"]} == {
+        "client-to-web": "pass", "client-to-web-no-listener": "skipped",
+        "client-to-web-no-listener-must-be-denied": "skipped", "other-to-web-no-listener-denied": "pass",
+        "client-to-web-8082-denied": "pass"}
+    assert messages(slack) == [] and events(s) == []
+
+
 # ------------------------------------------------------------------------------------------ item 5: noise
 ICMP_KERNEL_DEFAULTS = ("net.ipv4.icmp_ratelimit=1000", "net.ipv4.icmp_msgs_per_sec=1000",
                         "net.ipv4.icmp_msgs_burst=50")
@@ -359,7 +444,7 @@ def test_a_flow_that_alternates_every_run_gets_one_flapping_message_then_quiet(l
     ns = lab_namespace
     pods = deploy_three_tier(lab, ns)
     db = lab.netns_of(pods["db-0"])
-    rule = ["INPUT", "-p", "tcp", "--dport", "5432", "-j", "REJECT", "--reject-with", "tcp-reset",
+    rule = ["INPUT", "-p", "tcp", "--dport", "5432", "-j", "REJECT", "--reject-with", "icmp-port-unreachable",
             "-m", "comment", "--comment", "netpol-drift-flap-test"]
     suite = clean_suite(ns)
     suite["cases"] = [c for c in suite["cases"] if c["name"] == "api-to-db"]

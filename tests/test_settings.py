@@ -44,13 +44,15 @@ BAD = [
                                          "log_level, probe, report, schedule, slack, store, suite, web)"),
     ("unknown key", "probe: {timeout: 3}\n", "{f}: probe.timeout: unknown key (known: concurrency, image, "
                                             "lease_seconds, namespace, per_node, refused_means, "
-                                            "run_deadline_seconds, settle_seconds, timeout_seconds, "
-                                            "udp_refused_means)"),
+                                            "run_deadline_seconds, settle_seconds, tcp_reset_means, "
+                                            "timeout_seconds, udp_refused_means)"),
     ("wrong type", "probe: {concurrency: many}\n", "{f}: probe.concurrency: must be an integer, got 'many'"),
     ("bad choice", "probe: {refused_means: maybe}\n",
      "{f}: probe.refused_means: must be one of allow, deny, unknown, got 'maybe'"),
     ("bad UDP choice", "probe: {udp_refused_means: closed}\n",
      "{f}: probe.udp_refused_means: must be one of allow, deny, unknown, got 'closed'"),
+    ("bad TCP reset choice", "probe: {tcp_reset_means: unknown}\n",
+     "{f}: probe.tcp_reset_means: must be one of skipped, deny, allow, got 'unknown'"),
     ("negative", "schedule: {interval_seconds: -5}\n", "{f}: schedule.interval_seconds: must not be negative, got -5"),
     ("alert flag not a bool", "alert: {on_blocked_mode_change: sometimes}\n",
      "{f}: alert.on_blocked_mode_change: must be true or false, got 'sometimes'"),

@@ -26,6 +26,7 @@ import time
 from monitor.probe.wire import (
     CLOSED_AT_DESTINATION,
     OUTCOME_LETTERS,
+    RESET_BY_DESTINATION,
     ProbeTarget,
     TargetOutcome,
     WireError,
@@ -47,7 +48,7 @@ UDP_PAYLOAD = b"netpol-drift probe\n"
 
 # ICMP host/network unreachable and friends: the packet could not be delivered, which is not a refusal.
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
-# Linux: queue each ICMP error of a UDP socket with the address that sent it (the socket module lacks the names
+# Linux: queue each ICMP error of a socket with the address that sent it (the socket module lacks the names
 # before Python 3.13 on some builds).
 _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
@@ -67,37 +68,62 @@ def _classify(exc: OSError, elapsed_ms: float) -> TargetOutcome:
     return TargetOutcome("error", elapsed_ms, name)
 
 
+def _recv_errors(sock: socket.socket, family: socket.AddressFamily) -> bool:
+    """Asks the kernel to queue each ICMP error of the socket with the address that sent it (IP_RECVERR,
+    IPV6_RECVERR: no capability needed). False where the kernel does not support it."""
+    try:
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+    except OSError:
+        return False
+    return True
+
+
 async def _probe_stream(target: ProbeTarget, timeout: float, proto: int) -> TargetOutcome:
+    """A TCP refusal is either the destination's own reset (its kernel: nothing listens on the port) or an
+    ICMP error from something in between (a REJECTing CNI on a node). Linux tells them apart: with IP_RECVERR
+    an ICMP error that ends a connect in SYN_SENT is also queued on the socket's error queue (tcp_v4_err ->
+    ip_icmp_error), a reset queues nothing. So a refusal with nothing queued is `refused` with detail
+    RESET_BY_DESTINATION. SCTP reports ICMP errors without queueing them, so its refusals stay undivided."""
     loop = asyncio.get_running_loop()
     started = time.perf_counter()
+    family = _family(target.host)
     try:
-        sock = socket.socket(_family(target.host), socket.SOCK_STREAM, proto)
+        sock = socket.socket(family, socket.SOCK_STREAM, proto)
     except OSError as e:  # SCTP without kernel support: we cannot probe, and say so
         return TargetOutcome("error", None, errno.errorcode.get(e.errno or 0, "socket"))
     with sock:
         sock.setblocking(False)
+        tells_reset = proto == 0 and _recv_errors(sock, family)
         try:
             await asyncio.wait_for(loop.sock_connect(sock, (target.host, target.port)), timeout)
         except TimeoutError:
             return TargetOutcome("timeout")
         except OSError as e:
-            return _classify(e, (time.perf_counter() - started) * 1000)
+            got = _classify(e, (time.perf_counter() - started) * 1000)
+            if got.outcome == "refused" and tells_reset and _queued_error(sock) is None:
+                return TargetOutcome("refused", got.latency_ms, RESET_BY_DESTINATION)
+            return got
         return TargetOutcome("connected", (time.perf_counter() - started) * 1000)
 
 
-def _icmp_sender(sock: socket.socket) -> str | None:
-    """The address that sent the ICMP error queued on the socket (IP_RECVERR), None if none is queued."""
+def _queued_error(sock: socket.socket) -> str | None:
+    """The sender of the error queued on the socket (IP_RECVERR): its address, "" when queued without one
+    (not an ICMP error); None when nothing is queued."""
     try:
         _, ancdata, _, _ = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
-    except OSError:
+    except OSError:  # EAGAIN: the queue is empty
         return None
     for level, kind, data in ancdata:
-        # struct sock_extended_err (16 bytes), then the offender's sockaddr_in / sockaddr_in6.
-        if (level, kind) == (socket.IPPROTO_IP, _IP_RECVERR) and len(data) >= 24:
+        # struct sock_extended_err (16 bytes: errno, origin, type, code, pad, info, data), then the offender's
+        # sockaddr_in / sockaddr_in6; origin 2 / 3 is SO_EE_ORIGIN_ICMP / ICMP6.
+        if (level, kind) == (socket.IPPROTO_IP, _IP_RECVERR) and len(data) >= 24 and data[4] == 2:
             return socket.inet_ntop(socket.AF_INET, data[20:24])
-        if (level, kind) == (socket.IPPROTO_IPV6, _IPV6_RECVERR) and len(data) >= 40:
+        if (level, kind) == (socket.IPPROTO_IPV6, _IPV6_RECVERR) and len(data) >= 40 and data[4] == 3:
             return socket.inet_ntop(socket.AF_INET6, data[24:40])
-    return None
+    return ""
 
 
 async def _probe_udp(target: ProbeTarget, timeout: float) -> TargetOutcome:
@@ -110,10 +136,7 @@ async def _probe_udp(target: ProbeTarget, timeout: float) -> TargetOutcome:
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         try:
-            if family == socket.AF_INET:
-                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
-            else:
-                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+            _recv_errors(sock, family)
             sock.connect((target.host, target.port))  # connected UDP: ICMP errors come back to us
             await loop.sock_sendall(sock, UDP_PAYLOAD)
             await asyncio.wait_for(loop.sock_recv(sock, 2048), timeout)
@@ -121,8 +144,8 @@ async def _probe_udp(target: ProbeTarget, timeout: float) -> TargetOutcome:
             return TargetOutcome("timeout")
         except OSError as e:
             got = _classify(e, (time.perf_counter() - started) * 1000)
-            sender = _icmp_sender(sock) if got.outcome == "refused" else None
-            if sender is not None and sender == socket.inet_ntop(family, socket.inet_pton(family, target.host)):
+            sender = _queued_error(sock) if got.outcome == "refused" else None
+            if sender and sender == socket.inet_ntop(family, socket.inet_pton(family, target.host)):
                 return TargetOutcome("refused", got.latency_ms, CLOSED_AT_DESTINATION)
             return got
         return TargetOutcome("connected", (time.perf_counter() - started) * 1000)

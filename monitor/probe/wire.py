@@ -29,6 +29,9 @@ LETTER_OUTCOMES = {v: k for k, v in OUTCOME_LETTERS.items()}
 # there and nothing listens on the port. That says nothing about policies (run.py judges it `unknown`), unlike
 # a refusal sent by something in between (a REJECTing CNI on a node), which probe.udp_refused_means judges.
 CLOSED_AT_DESTINATION = "closed"
+# Detail of a TCP `refused` that no ICMP error caused: a reset, which the destination's own kernel sends when
+# nothing listens on the port (or a CNI that rejects with a forged reset: probe.tcp_reset_means says which).
+RESET_BY_DESTINATION = "reset"
 PROTOCOL_LETTERS = {"TCP": "T", "UDP": "U", "SCTP": "S"}
 LETTER_PROTOCOLS = {v: k for k, v in PROTOCOL_LETTERS.items()}
 
@@ -48,7 +51,8 @@ class ProbeTarget:
 class TargetOutcome:
     outcome: str  # connected, refused, timeout, unreachable, error, unsettled
     latency_ms: float | None = None
-    detail: str = ""  # errno name or exception class for `error` and `unreachable`; CLOSED_AT_DESTINATION
+    detail: str = ""  # errno name or exception class for `error` and `unreachable`; CLOSED_AT_DESTINATION,
+    # RESET_BY_DESTINATION
 
 
 # ------------------------------------------------------------------------------------------------- targets

@@ -69,6 +69,7 @@ probe:
   per_node: {{ .Values.probe.perNode }}
   refused_means: {{ .Values.probe.refusedMeans }}
   udp_refused_means: {{ .Values.probe.udpRefusedMeans }}
+  tcp_reset_means: {{ .Values.probe.tcpResetMeans }}
 store:
   url: {{ default "sqlite:////var/lib/netpol-drift/netpol-drift.db" .Values.database.url | quote }}
   retention_days: {{ .Values.database.retentionDays }}
