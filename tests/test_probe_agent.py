@@ -19,6 +19,7 @@ import pytest
 from monitor.probe.agent import probe_all, probe_settled
 from monitor.probe.wire import (
     CLOSED_AT_DESTINATION,
+    RESET_BY_DESTINATION,
     RESULT_LIMIT,
     ProbeTarget,
     TargetOutcome,
@@ -108,9 +109,39 @@ def test_tcp_listener_connected(tcp_listener):
     assert result.latency_ms is not None and 0 <= result.latency_ms < 1000
 
 
-def test_tcp_closed_port_refused():
-    [result] = _probe([ProbeTarget("127.0.0.1", free_port())])
-    assert result.outcome == "refused"
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_tcp_closed_port_is_refused_by_a_reset_from_the_destination(host):
+    # Nothing listens: the destination's own kernel resets the SYN, and no ICMP error is queued on the socket.
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))  # bound then released: a port of this family nothing listens on
+        port = s.getsockname()[1]
+    [result] = _probe([ProbeTarget(host, port)])
+    assert (result.outcome, result.detail) == ("refused", RESET_BY_DESTINATION)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("iptables")
+                    or not shutil.which("setpriv"),
+                    reason="needs root to create a private network namespace with iptables rules")
+def test_tcp_refused_by_an_icmp_reject_is_told_from_a_reset_without_any_capability():
+    """In a private network namespace: an iptables REJECT (ICMP port unreachable, as kube-router sends, v4 and
+    v6) is a plain `refused` (the ICMP error reaches the socket's error queue), a closed port is `refused` with
+    detail `reset`, and so is a REJECT with a forged reset (`--reject-with tcp-reset`, as Antrea's Reject):
+    the agent cannot tell those two apart (probe.tcp_reset_means). The agent runs as uid 65532 with no
+    capability at all, as in a probe pod under PodSecurity "restricted": IP_RECVERR needs none."""
+    rules = ("ip link set lo up && iptables -A INPUT -p tcp --dport 9 -j REJECT && "
+             "ip6tables -A INPUT -p tcp --dport 9 -j REJECT && "
+             "iptables -A INPUT -p tcp --dport 10 -j REJECT --reject-with tcp-reset && "
+             'exec setpriv --reuid 65532 --regid 65532 --clear-groups --inh-caps=-all --bounding-set=-all "$@"')
+    proc = subprocess.run(
+        ["unshare", "--net", "sh", "-c", rules, "sh", *CLI, "probe-agent", "--targets",
+         "T127.0.0.1:9,T[::1]:9,T127.0.0.1:10,T127.0.0.1:11,T[::1]:11", "--timeout", "1", "--passes", "1",
+         "--result-file", "/dev/null"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    count, outcomes = decode_result(proc.stdout)
+    assert count == 5
+    assert [(o.outcome, o.detail) for o in outcomes] == [
+        ("refused", ""), ("refused", ""), ("refused", RESET_BY_DESTINATION), ("refused", RESET_BY_DESTINATION),
+        ("refused", RESET_BY_DESTINATION)]
 
 
 def test_tcp_blackhole_times_out_within_the_timeout(tcp_blackhole):

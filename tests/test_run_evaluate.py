@@ -8,13 +8,17 @@ are the real ones. tests/test_replicas_lab.py does the same with a real dataplan
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from monitor.models import LabelSelector, NetworkPolicy, Outcome, Snapshot, Verdict, labels_of
+from monitor.compare import assess, becomes_known_good, changed_outcomes, confirm, could_not_probe
+from monitor.models import LabelSelector, NetworkPolicy, Outcome, Run, Snapshot, Verdict, labels_of, suite_exit_code
 from monitor.plan import plan_suite
 from monitor.probe.runner import ProbeReport
-from monitor.probe.wire import CLOSED_AT_DESTINATION, TargetOutcome
-from monitor.run import evaluate, probe_tasks, summarise
+from monitor.probe.wire import CLOSED_AT_DESTINATION, RESET_BY_DESTINATION, TargetOutcome
+from monitor.run import evaluate, probe_tasks, refusal_means, summarise
+from monitor.settings import DriftSettings, ProbeSettings
 from monitor.suite import parse_suite
 from tests.test_plan import _snapshot
 
@@ -118,3 +122,61 @@ def test_udp_refused_by_the_destination_itself_is_unknown_never_a_pass(expect):
 def test_udp_refused_by_something_in_between_follows_udp_refused_means():
     [r], [case] = _udp_results("deny", TargetOutcome("refused", 0.4))
     assert (r.outcome, r.verdict, case.status) == (Outcome.REFUSED, Verdict.DENY, "pass")
+
+
+# ------------------------------------------------------------------------------- TCP: reset vs ICMP reject
+def _tcp_results(expect: str, outcome: TargetOutcome, reset_means: str = "skipped", deny_api: bool = False):
+    suite = _suite(expect)
+    snap = _deny_api(_snapshot()) if deny_api else _snapshot()
+    plan = plan_suite(suite, snap)
+    tasks, index = probe_tasks(plan)
+    reports = [ProbeReport(t, tuple(outcome for _ in t.targets), pod=f"shop/probe-{i}", node="n1")
+               for i, t in enumerate(tasks)]
+    means = refusal_means(ProbeSettings(refused_means="deny", tcp_reset_means=reset_means))
+    results = evaluate(plan, snap, reports, index, means)
+    return results, summarise(suite, results)
+
+
+@pytest.mark.parametrize("expect", ["allow", "deny"])
+def test_tcp_reset_by_the_destination_is_skipped_naming_the_missing_listener(expect):
+    """Issue 15 item 2: nothing listens on the allowed port, so the destination's kernel resets the SYN. With
+    refused_means deny (kube-router REJECTs) that read as blocked: a deny case passed on nothing verified, an
+    allow case failed on a policy block that was a missing listener. Now: no verdict, the case is skipped."""
+    [r], [case] = _tcp_results(expect, TargetOutcome("refused", 0.3, RESET_BY_DESTINATION))
+    assert (r.outcome, r.verdict) == (Outcome.REFUSED, Verdict.SKIPPED)
+    assert r.reason.startswith("no listener: shop/api-")
+    assert "answered TCP port 8080 with a reset, so nothing listens there" in r.reason
+    assert not r.violation and not r.enforcement_gap and not r.observed
+    assert case.status == "skipped" and case.explanation == r.reason
+    assert suite_exit_code([case.status]) == 1  # not verified: never exit 0
+
+
+def test_tcp_refused_by_icmp_still_follows_refused_means():
+    """The same port blocked by the policies: kube-router's ICMP port unreachable (from its node) reaches the
+    agent's error queue, so the refusal carries no `reset` detail and refused_means deny still judges it."""
+    [r], [case] = _tcp_results("deny", TargetOutcome("refused", 0.3), deny_api=True)
+    assert (r.outcome, r.verdict, case.status) == (Outcome.REFUSED, Verdict.DENY, "pass")
+
+
+@pytest.mark.parametrize(("reset_means", "verdict", "status"), [
+    ("deny", Verdict.DENY, "pass"),  # a CNI that rejects with a forged reset (Antrea's Reject, OVN-Kubernetes)
+    ("allow", Verdict.ALLOW, "fail"),  # a dropping CNI: the SYN got through the policies
+])
+def test_tcp_reset_means_other_than_skipped_is_a_verdict(reset_means, verdict, status):
+    [r], [case] = _tcp_results("deny", TargetOutcome("refused", 0.3, RESET_BY_DESTINATION), reset_means)
+    assert (r.outcome, r.verdict, case.status) == (Outcome.REFUSED, verdict, status)
+    assert r.reason == f"refused (reset: probe.tcp_reset_means {reset_means})"
+
+
+def test_a_skipped_reset_is_no_drift_and_does_not_hold_back_the_baseline():
+    """A listener that went away (connected -> reset) is no drift candidate, no violation, and the run can
+    still become known-good: a missing listener is a fact about the cluster, not a failed probe."""
+    [before], _ = _tcp_results("allow", TargetOutcome("connected", 0.3))
+    [after], _ = _tcp_results("allow", TargetOutcome("refused", 0.3, RESET_BY_DESTINATION))
+    other = replace(before, case="another-case")  # observed in both runs: the baseline needs one observation
+    base = Run("c", "2026-01-01T00:00:00+00:00", None, "manual", "d", "s", (before, other), id="1")
+    run = Run("c", "2026-01-01T00:05:00+00:00", None, "manual", "d", "s", (after, other), id="2")
+    a = assess(run, base)
+    assert a.changed == () and a.violations == () and a.gaps == ()
+    assert not could_not_probe(after)
+    assert becomes_known_good(a, confirm(changed_outcomes(a), [], 1), DriftSettings())
