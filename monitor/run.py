@@ -123,7 +123,8 @@ def blocked_every_pass(passes: str, protocol: str, refused_means: str | Mapping[
     """An unsettled target (passes like `r>t>r`) whose every pass was a way of being blocked with one verdict
     (refused and timeout where refused means deny): its passes disagree on how, not whether, so it is blocked,
     reported with its last pass's outcome. Where the kernel rate-limits a REJECTing CNI's ICMP errors, blocked
-    flows flip between the two under load; that must not leave them unverified. None: really unsettled."""
+    flows flip between the two under load; that must not leave them unverified. None: really unsettled (also
+    when a pass was refused by the destination itself, `r*`: that one got there)."""
     seen = [LETTER_OUTCOMES.get(x) for x in passes.split(">")] if passes else []
     if not seen or None in seen:
         return None

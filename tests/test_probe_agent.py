@@ -29,6 +29,7 @@ from monitor.probe.wire import (
     encode_result,
     encode_targets,
 )
+from monitor.run import blocked_every_pass
 from tests.standins import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -336,20 +337,36 @@ class Toggled:
 
 
 def test_a_refusal_that_clears_after_the_first_pass_settles_on_connected(tcp_listener):
-    # Pass 1 at 0 s is refused (the allow rule is not there yet), passes 2 and 3 (1 s, 2 s) connect.
+    # Pass 1 at 0 s is refused (the allow rule is not there yet), passes 2 and 3 (1 s, 2 s) connect. On
+    # loopback the refusal is a reset from the destination itself: `r*` in the passes.
     with Toggled([(0.0, False), (0.5, True)]) as late:
         got = asyncio.run(probe_settled([ProbeTarget("127.0.0.1", late.port),
                                          ProbeTarget("127.0.0.1", tcp_listener)], 1.0, 1.0))
-    assert [(o.outcome, o.detail) for o in got] == [("connected", "r>c>c"), ("connected", "")]
+    assert [(o.outcome, o.detail) for o in got] == [("connected", "r*>c>c"), ("connected", "")]
 
 
 def test_passes_that_never_agree_are_unsettled_not_a_verdict():
     # Listening at 0 s, gone at 1 s, back at 2 s: c, r, c.
     with Toggled([(0.0, True), (0.5, False), (1.5, True), (2.6, False)]) as flap:
         got = asyncio.run(probe_settled([ProbeTarget("127.0.0.1", flap.port)], 1.0, 1.0))
-    assert [(o.outcome, o.detail) for o in got] == [("unsettled", "c>r>c")]
+    assert [(o.outcome, o.detail) for o in got] == [("unsettled", "c>r*>c")]
     count, decoded = decode_result(encode_result(got))
-    assert count == 1 and (decoded[0].outcome, decoded[0].detail) == ("unsettled", "c>r>c")
+    assert count == 1 and (decoded[0].outcome, decoded[0].detail) == ("unsettled", "c>r*>c")
+
+
+def test_a_refusal_by_icmp_and_a_reset_never_agree(monkeypatch):
+    """Passes refused by something in between (ICMP) and by the destination itself (a reset) disagree on
+    whether the SYN got there: a third pass decides, and `r*` never counts as blocked (run.blocked_every_pass)."""
+    seen = iter([TargetOutcome("refused", 1.0), TargetOutcome("refused", 1.0, RESET_BY_DESTINATION),
+                 TargetOutcome("refused", 1.0)])
+
+    async def scripted(targets, timeout):  # the passes' outcomes, in order (the sockets are tested above)
+        return [next(seen) for _ in targets]
+
+    monkeypatch.setattr("monitor.probe.agent.probe_all", scripted)
+    [got] = asyncio.run(probe_settled([ProbeTarget("10.0.0.1", 80)], 1.0, 0.0))
+    assert (got.outcome, got.detail) == ("unsettled", "r>r*>r")
+    assert blocked_every_pass(got.detail, "TCP", "deny") is None
 
 
 def test_agreeing_passes_stop_after_two():

@@ -171,8 +171,16 @@ async def probe_all(targets: list[ProbeTarget], timeout: float) -> list[TargetOu
     return list(await asyncio.gather(*(bounded(t) for t in targets)))
 
 
+def _pass_letter(o: TargetOutcome) -> str:
+    """A pass in the passes' detail: its outcome letter, `r*` for a refusal by the destination itself (a reset,
+    a port unreachable from its own address), which got there, unlike a refusal from something in between:
+    the two never agree, and run.blocked_every_pass does not count `r*` as blocked."""
+    by_destination = o.outcome == "refused" and o.detail in (CLOSED_AT_DESTINATION, RESET_BY_DESTINATION)
+    return OUTCOME_LETTERS[o.outcome] + ("*" if by_destination else "")
+
+
 def _letters(history: list[TargetOutcome]) -> str:
-    return ">".join(OUTCOME_LETTERS[o.outcome] for o in history)
+    return ">".join(_pass_letter(o) for o in history)
 
 
 async def probe_settled(targets: list[ProbeTarget], timeout: float, settle: float,
@@ -185,7 +193,7 @@ async def probe_settled(targets: list[ProbeTarget], timeout: float, settle: floa
     """
     history: list[list[TargetOutcome]] = [[o] for o in await probe_all(targets, timeout)]
     for _ in range(1, max_passes):
-        pending = [i for i, h in enumerate(history) if len(h) < 2 or h[-1].outcome != h[-2].outcome]
+        pending = [i for i, h in enumerate(history) if len(h) < 2 or _pass_letter(h[-1]) != _pass_letter(h[-2])]
         if not pending:
             break
         await asyncio.sleep(settle)
@@ -197,8 +205,8 @@ async def probe_settled(targets: list[ProbeTarget], timeout: float, settle: floa
         last = h[-1]
         if len(h) == 1:  # max_passes 1: the first packet decides (what a kubelet's race makes unreliable)
             out.append(last)
-        elif last.outcome == h[-2].outcome:
-            changed = len({o.outcome for o in h}) > 1
+        elif _pass_letter(last) == _pass_letter(h[-2]):
+            changed = len({_pass_letter(o) for o in h}) > 1
             out.append(TargetOutcome(last.outcome, last.latency_ms,
                                      last.detail or (_letters(h) if changed else "")))
         else:

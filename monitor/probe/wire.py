@@ -21,7 +21,8 @@ from dataclasses import dataclass
 RESULT_LIMIT = 4096  # bytes: the kubelet truncates termination messages beyond this
 VERSION = "P1"
 
-# `n`: unsettled, the agent's passes disagreed (its detail lists them, e.g. `t>c>t`).
+# `n`: unsettled, the agent's passes disagreed (its detail lists them, e.g. `t>c>t`; `r*` is a pass refused by
+# the destination itself: CLOSED_AT_DESTINATION, RESET_BY_DESTINATION).
 OUTCOME_LETTERS = {"connected": "c", "refused": "r", "timeout": "t", "unreachable": "u", "error": "e",
                    "unsettled": "n"}
 LETTER_OUTCOMES = {v: k for k, v in OUTCOME_LETTERS.items()}
