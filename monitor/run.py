@@ -339,9 +339,11 @@ def evaluate(plan: Plan, snapshot: Snapshot, reports: list[ProbeReport],
                 verdict, detail = _reset_verdict(f, port, refused_means)
             judged.append((outcome, verdict, got.latency_ms, detail, node, f))
         observed = [j for j in judged if j[0] is not Outcome.SKIPPED]
-        # One unsettled replica makes the flow unsettled: the settled ones cannot vouch for it.
+        # One unsettled replica makes the flow unsettled: the settled ones cannot vouch for it. A replica with no
+        # listener (a reset judged `skipped`) does not hide one that gave a verdict.
         pick = next((j for j in observed if j[0] is Outcome.UNSETTLED), None) \
             or next((j for j in observed if j[1] in (Verdict.ALLOW, Verdict.DENY) and j[1] != intent), None) \
+            or next((j for j in observed if j[1] is not Verdict.SKIPPED), None) \
             or (observed[0] if observed else judged[0])
         outcome, verdict, latency, detail, node, f = pick
         reason = detail

@@ -180,3 +180,20 @@ def test_a_skipped_reset_is_no_drift_and_does_not_hold_back_the_baseline():
     assert a.changed == () and a.violations == () and a.gaps == ()
     assert not could_not_probe(after)
     assert becomes_known_good(a, confirm(changed_outcomes(a), [], 1), DriftSettings())
+
+
+@pytest.mark.parametrize("empty", [API_A, API_B])
+def test_a_replica_without_a_listener_does_not_hide_one_that_connects(empty):
+    """One api replica listens, the other has nothing on the port (its reset is no verdict): the flow is
+    judged by the replica that answered, and the reason says the replicas disagree."""
+    snap, suite = _snapshot(), _suite("allow")
+    plan = plan_suite(suite, snap)
+    tasks, index = probe_tasks(plan)
+    seen = {API_A: TargetOutcome("connected", 2.0), API_B: TargetOutcome("connected", 2.0),
+            empty: TargetOutcome("refused", 0.3, RESET_BY_DESTINATION)}
+    reports = [ProbeReport(t, tuple(seen[x.host] for x in t.targets), pod=f"shop/probe-{i}", node="n1")
+               for i, t in enumerate(tasks)]
+    [r] = evaluate(plan, snap, reports, index, refusal_means(ProbeSettings()))
+    assert (r.outcome, r.verdict) == (Outcome.CONNECTED, Verdict.ALLOW)
+    assert r.reason.startswith("replicas disagree: ") and "=refused" in r.reason
+    assert summarise(suite, [r])[0].status == "pass"
