@@ -9,6 +9,7 @@ The soak variant of the load test is opt-in: NPD_TEST_SOAK=1 (sizes in NPD_SOAK_
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from monitor.probe.pods import RUN_LABEL
 from monitor.store import Store
 from tests.lab import config as C
 from tests.lab import netns
@@ -282,6 +284,86 @@ def test_a_source_workload_scaled_to_zero_is_skipped_with_its_reason_and_back_wi
     assert run.status == "ok" and run.known_good
     assert s.metric("netpol_drift_cases", state="skipped") == 0
     assert messages(slack) == [] and [e for e in events(s) if e.kind == "drift"] == []
+
+
+@contextmanager
+def probe_pods_seen(lab: Lab, ns: str) -> Iterator[dict[str, dict]]:
+    """Every probe pod that appears in `ns` while the block runs, as last seen (name -> pod): what the
+    scheduler made of it, before the monitor deleted it."""
+    api = Rest(lab.kubeconfig)
+    seen: dict[str, dict] = {}
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(ApiError, OSError):
+                for pod in api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=PROBE_SELECTOR)["items"]:
+                    seen[pod["metadata"]["name"]] = pod
+            stop.wait(0.2)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        t.join()
+
+
+def probing_run_of(s: Serve, stored_id: str) -> str:
+    """The run id a stored run's probe pods carry (RUN_LABEL), from serve's "run <id> ...: stored as <n>" line."""
+    found = re.findall(r"run (\w+) \w+ in [\d.]+s \(trigger [^)]*\): stored as " + re.escape(str(stored_id)) + ",",
+                       s.log)
+    assert len(found) == 1, f"serve logged no (or more than one) run stored as {stored_id}: {s.log[-3000:]}"
+    return found[0]
+
+
+def test_probe_pods_no_node_takes_are_skipped_with_the_schedulers_reason_and_no_alert(
+        lab: Lab, lab_namespace: str, start, slack) -> None:
+    """Both nodes cordoned (`kubectl cordon`, through the API) while serve runs: the lab's scheduler leaves
+    every probe pod Pending with PodScheduled=False/Unschedulable, and the run skips every flow with the
+    scheduler's words at its deadline (10 s), deletes its Pending pods, and alerts nothing. Then the same
+    with a NoSchedule taint on both nodes. Reopened, the next run verifies everything and is known-good."""
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    suite = clean_suite(ns)
+    s = start(suite, schedule={"interval_seconds": 4}, probe={"run_deadline_seconds": 10})
+    first = s.wait_runs(1)[0]
+    assert first.known_good and first.status == "ok", s.log[-3000:]
+    taint = {"key": "netpol-drift.test/maintenance", "value": "true", "effect": "NoSchedule"}
+    for closed, scheduler_says in (({"cordon": True}, "2 node(s) were unschedulable."),
+                                   ({"cordon": False, "taints": [taint]}, "2 node(s) had untolerated taint(s).")):
+        skipped_before = s.metric("netpol_drift_probe_outcomes_total", outcome="skipped")
+        began = time.monotonic()
+        with lab.nodes_closed(C.NODES, **closed), probe_pods_seen(lab, ns) as seen:
+            run = run_where(s, all_skipped(s), tries=4)
+            took = time.monotonic() - began
+            flows = results_of(s, run.id)
+            assert run.status == "partial" and not run.known_good, (closed, run)
+            assert {f.outcome.value for f in flows} == {"skipped"} and {f.verdict.value for f in flows} == {"skipped"}
+            reason = ("the probe pod could not be scheduled before the run deadline (10s): 0/2 nodes are available: "
+                      f"{scheduler_says} preemption: 0/2 nodes are available: 2 Preemption is not helpful for "
+                      "scheduling.")
+            assert {f.reason for f in flows} == {reason}, {f.reason for f in flows}
+            probe_run = probing_run_of(s, run.id)
+            mine = [p for p in seen.values() if p["metadata"]["labels"].get(RUN_LABEL) == probe_run]
+            assert mine, f"no probe pod of run {probe_run} was seen"
+            for pod in mine:  # what the monitor read: the scheduler's condition, never a node
+                assert pod["spec"].get("nodeName") is None and pod["status"]["phase"] == "Pending"
+                assert {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}.items() <= next(
+                    c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled").items()
+            # The run deleted its Pending pods: none of them is left (the next run's may exist already).
+            left = lab.api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=f"{RUN_LABEL}={probe_run}")["items"]
+            assert left == [], [p["metadata"]["name"] for p in left]
+            assert s.metric("netpol_drift_probe_outcomes_total", outcome="skipped") >= skipped_before + len(flows)
+            assert s.metric("netpol_drift_cases", state="skipped") == len(suite["cases"])
+            assert s.proc.poll() is None, s.log[-3000:]
+        print(f"closed {closed}: all-skipped run {run.id} stored {took:.1f} s after closing; "
+              f"{len(mine)} probe pod(s) Pending; reason {reason!r}")
+    again = run_where(s, lambda r: r.status == "ok")
+    assert again.status == "ok" and again.known_good, s.log[-3000:]
+    assert s.metric("netpol_drift_cases", state="skipped") == 0
+    assert messages(slack) == [] and events(s) == []
 
 
 # ------------------------------------------------------------------------------------------ item 5: noise
