@@ -5,9 +5,8 @@ Ready with its InternalIP and pod CIDR); schedule Pending pods as kube-scheduler
 nodeSelector and required hostname affinity honoured, cordoned nodes and untolerated NoSchedule/NoExecute taints
 skipped, the rest spread over the nodes: the lab has no scheduler, the agent is it; a pod no node fits gets
 PodScheduled=False/Unschedulable with kube-scheduler's message and is tried again on every pass) and act as the
-kubelet of both nodes: give each pod a
-network namespace whose host veth is in its node's namespace and an IP from its node's pod CIDR; report
-hostIP/podIP while Pending;
+kubelet of both nodes: give each pod a network namespace whose host veth is in its node's namespace and an IP
+from its node's pod CIDR; report hostIP/podIP while Pending;
 wait until its node's kube-router's rules mention the pod IP (probe pods do not wait, as with a real kubelet:
 LAB_START_BEFORE_RULES); run each container's command (image ignored; command mapped
 to this host, the venv's bin dir first on PATH) in the pod namespace; report Running, then the termination
@@ -136,7 +135,6 @@ def default_command_map() -> dict[str, list[str]]:
     return m
 
 
-
 # ------------------------------------------------------------------------------------ scheduling rules
 def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
     """Toleration.ToleratesTaint of k8s.io/api core/v1: an empty effect matches every effect, an empty key
@@ -168,6 +166,7 @@ def fit_error(nodes: int, reasons: dict[str, int]) -> str:
     histogram = ", ".join(sorted(f"{n} {reason}" for reason, n in reasons.items()))
     return (f"0/{nodes} nodes are available: {histogram}. preemption: 0/{nodes} nodes are available: "
             f"{nodes} Preemption is not helpful for scheduling.")
+
 
 @dataclass
 class PodRec:
