@@ -9,7 +9,6 @@ The soak variant of the load test is opt-in: NPD_TEST_SOAK=1 (sizes in NPD_SOAK_
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -196,32 +195,43 @@ def test_a_run_past_its_deadline_is_stored_partial_with_the_late_flows_skipped(l
 
 
 @contextmanager
-def deleting_probe_pods(lab: Lab, ns: str) -> Iterator[list[str]]:
-    """Someone else (admin) deletes every probe pod in `ns` as soon as it appears."""
+def each_probe_pod(lab: Lab, ns: str, act: Callable[[Rest, dict], None], every: float) -> Iterator[None]:
+    """While the block runs, a thread lists the probe pods in `ns` every `every` seconds and calls
+    act(api, pod) on each (API errors end that pass, the next one tries again)."""
     api = Rest(lab.kubeconfig)
-    deleted: list[str] = []
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.is_set():
             try:
                 for pod in api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=PROBE_SELECTOR)["items"]:
-                    md = pod["metadata"]
-                    if md.get("deletionTimestamp") or md["name"] in deleted:
-                        continue
-                    api.delete(f"/api/v1/namespaces/{ns}/pods/{md['name']}")
-                    deleted.append(md["name"])
+                    act(api, pod)
             except (ApiError, OSError):
                 pass
-            stop.wait(0.02)
+            stop.wait(every)
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
     try:
-        yield deleted
+        yield
     finally:
         stop.set()
         t.join()
+
+
+@contextmanager
+def deleting_probe_pods(lab: Lab, ns: str) -> Iterator[list[str]]:
+    """Someone else (admin) deletes every probe pod in `ns` as soon as it appears."""
+    deleted: list[str] = []
+
+    def delete(api: Rest, pod: dict) -> None:
+        md = pod["metadata"]
+        if not md.get("deletionTimestamp") and md["name"] not in deleted:
+            api.delete(f"/api/v1/namespaces/{ns}/pods/{md['name']}")
+            deleted.append(md["name"])
+
+    with each_probe_pod(lab, ns, delete, every=0.02):
+        yield deleted
 
 
 def test_probe_pods_deleted_by_someone_else_mid_run_give_skipped_and_no_alert(lab: Lab, lab_namespace: str,
@@ -290,24 +300,9 @@ def test_a_source_workload_scaled_to_zero_is_skipped_with_its_reason_and_back_wi
 def probe_pods_seen(lab: Lab, ns: str) -> Iterator[dict[str, dict]]:
     """Every probe pod that appears in `ns` while the block runs, as last seen (name -> pod): what the
     scheduler made of it, before the monitor deleted it."""
-    api = Rest(lab.kubeconfig)
     seen: dict[str, dict] = {}
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(ApiError, OSError):
-                for pod in api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=PROBE_SELECTOR)["items"]:
-                    seen[pod["metadata"]["name"]] = pod
-            stop.wait(0.2)
-
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
-    try:
+    with each_probe_pod(lab, ns, lambda _api, pod: seen.__setitem__(pod["metadata"]["name"], pod), every=0.2):
         yield seen
-    finally:
-        stop.set()
-        t.join()
 
 
 def probing_run_of(s: Serve, stored_id: str) -> str:
