@@ -816,7 +816,11 @@ def _probe_state(pod: dict) -> ProbePodState:
     exit_code = None
     for cond in map(_obj, _items(status.get("conditions"))):
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            unschedulable = _text(cond.get("message")) or _text(cond.get("reason")) or "not scheduled"
+            # The scheduler's own words ("0/3 nodes are available: 3 node(s) were unschedulable. ..."); a reason
+            # other than Unschedulable (SchedulingGated, SchedulerError) says more than its message alone.
+            why, message = _text(cond.get("reason")), _text(cond.get("message"))
+            unschedulable = ": ".join(x for x in (why if why != "Unschedulable" else None, message) if x) \
+                or why or "not scheduled"
     for cs in map(_obj, _items(status.get("containerStatuses"))):
         state = _obj(cs.get("state"))
         if state.get("terminated"):

@@ -192,3 +192,40 @@ def test_cli_reports_an_unreachable_cluster_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("netpol-drift: error: ") and "unreachable" in lines[-1]
     assert "Traceback" not in proc.stderr
+
+
+class ProbePodList(JsonHandler):
+    """Answers every GET with the probe pods given (a pod list, as the API server sends it)."""
+
+    pods: list
+
+    def do_GET(self) -> None:
+        self.send_json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"},
+                             "items": self.pods})
+
+
+def _pending(name: str, **condition: str) -> dict:
+    return {"metadata": {"name": name, "namespace": "shop", "labels": {PROBE_LABEL: "true"}}, "spec": {},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", **condition}]}}
+
+
+def test_a_probe_pod_the_scheduler_cannot_place_carries_the_schedulers_words(tmp_path):
+    """Issue 15 item 2: PodScheduled=False is read from the pod's status inside the adapter; what leaves it is
+    the scheduler's message (its reason too, when that is not plain Unschedulable), never the V1Pod."""
+    message = ("0/2 nodes are available: 2 node(s) were unschedulable. preemption: 0/2 nodes are available: "
+               "2 Preemption is not helpful for scheduling.")
+    gated = "Scheduling is blocked due to non-empty scheduling gates"
+    pods = [_pending("cordoned", reason="Unschedulable", message=message),
+            _pending("gated", reason="SchedulingGated", message=gated),
+            _pending("bare", reason="Unschedulable"),
+            {**_pending("placed"), "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "True"}]}}]
+    with StandInServer(ProbePodList, pods=pods) as server:
+        adapter = ClusterAdapter.connect(ClusterSettings(retries=1), kubeconfig=str(kubeconfig(tmp_path, server.url)))
+        states, version = adapter.list_probe_pods(f"{PROBE_LABEL}=true")
+    got = {s.name: s.unschedulable for s in states}
+    assert version == "7"
+    assert got == {"cordoned": message,
+                   "gated": f"SchedulingGated: {gated}",
+                   "bare": "Unschedulable", "placed": None}
+    assert all(s.phase == "Pending" and not s.finished for s in states)

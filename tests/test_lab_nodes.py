@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import config as C
-from tests.lab import control, netns, procs
+from tests.lab import control, kube, netns, procs
 from tests.lab.fixtures import Lab, deployment, pod_manifest
 from tests.test_live_lab import case, netpol, probe_pods, run_monitor, write_config
 
@@ -66,6 +66,63 @@ def test_scheduling_honours_node_name_and_selector_and_spreads_the_rest(lab: Lab
     time.sleep(1.5)  # several agent passes: no node fits, so it stays unscheduled (as with kube-scheduler)
     stuck = lab.pod(ns, "nowhere")
     assert stuck["spec"].get("nodeName") is None and stuck["status"]["phase"] == "Pending"
+    assert scheduled(lab, ns, "nowhere") == ("False", "Unschedulable", fit_error(
+        "2 node(s) didn't match Pod's node affinity/selector"))
+
+
+def fit_error(histogram: str) -> str:
+    """kube-scheduler v1.36's message for a pod no node of the two fits (each reason unresolvable)."""
+    return (f"0/2 nodes are available: {histogram}. preemption: 0/2 nodes are available: 2 Preemption is not "
+            "helpful for scheduling.")
+
+
+def scheduled(lab: Lab, ns: str, name: str) -> tuple[str, str | None, str | None] | None:
+    """The pod's PodScheduled condition as (status, reason, message), None while it has none."""
+    cond = next((c for c in lab.pod(ns, name)["status"].get("conditions") or [] if c["type"] == "PodScheduled"),
+                None)
+    return None if cond is None else (cond["status"], cond.get("reason"), cond.get("message"))
+
+
+def test_cordoned_and_tainted_nodes_keep_pods_pending_with_the_schedulers_reason_until_reopened(
+        lab: Lab, lab_namespace: str) -> None:
+    """The agent schedules as kube-scheduler does: cordoned nodes and NoSchedule taints the pod does not
+    tolerate are skipped; a pod no node fits stays Pending with PodScheduled=False/Unschedulable and the
+    scheduler's message (on the status subresource), and is bound once a node opens again (uncordon, taint
+    removed). A DaemonSet's pods carry the cordon toleration (their controller adds it) and still run."""
+    ns = lab_namespace
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    with lab.nodes_closed(C.NODES):
+        lab.api.post(pods, pod_manifest("waits", {"app": "waits"}))
+        cond = kube.wait_for("waits to be found unschedulable", lambda: scheduled(lab, ns, "waits"), timeout=20)
+        assert cond == ("False", "Unschedulable", fit_error("2 node(s) were unschedulable"))
+        daemon = pod_manifest("daemon", {"app": "daemon"}, tcp=[8080])["spec"] | {"restartPolicy": "Always"}
+        lab.apply({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "daemon"},
+                   "spec": {"selector": {"matchLabels": {"app": "daemon"}},
+                            "template": {"metadata": {"labels": {"app": "daemon"}}, "spec": daemon}}}, namespace=ns)
+        kube.wait_for("a DaemonSet pod Running on each cordoned node", lambda: {
+            p["spec"]["nodeName"] for p in lab.pods(ns, {"app": "daemon"})
+            if p["status"].get("phase") == "Running"} == {n.name for n in C.NODES}, timeout=60)
+        version = lab.pod(ns, "waits")["metadata"]["resourceVersion"]
+        time.sleep(1)  # five more agent passes: still nowhere to go, and the unchanged condition is not rewritten
+        waits = lab.pod(ns, "waits")
+        assert waits["spec"].get("nodeName") is None and waits["status"]["phase"] == "Pending"
+        assert waits["metadata"]["resourceVersion"] == version
+    # Uncordoned: a later pass binds it (the binding sets PodScheduled=True) and it runs.
+    pod = lab.wait_running(ns, "waits", timeout=30)
+    assert pod["spec"]["nodeName"] in {n.name for n in C.NODES}
+    assert scheduled(lab, ns, "waits")[0] == "True"
+
+    taint = {"key": "netpol-drift.test/maintenance", "value": "true", "effect": "NoSchedule"}
+    with lab.nodes_closed([FIRST, SECOND], cordon=False, taints=[taint]):
+        lab.api.post(pods, pod_manifest("kept-off", {"app": "kept-off"}))
+        tolerant = pod_manifest("tolerant", {"app": "tolerant"}, tolerations=[
+            {"key": "netpol-drift.test/maintenance", "operator": "Equal", "value": "true", "effect": "NoSchedule"}])
+        lab.api.post(pods, tolerant)
+        lab.wait_running(ns, "tolerant", timeout=30)
+        cond = kube.wait_for("kept-off to be found unschedulable", lambda: scheduled(lab, ns, "kept-off"), timeout=20)
+        assert cond == ("False", "Unschedulable", fit_error("2 node(s) had untolerated taint(s)"))
+        assert lab.pod(ns, "kept-off")["spec"].get("nodeName") is None
+    lab.wait_running(ns, "kept-off", timeout=30)
 
 
 def test_pods_reach_each_other_across_nodes_and_each_node_enforces_its_own(lab: Lab, lab_namespace: str) -> None:

@@ -2,8 +2,9 @@
 
 The cluster is replaced at our own boundary (ClusterAdapter's list/delete of probe pods and run Leases): what
 is under test is the rule. tests/test_live_lab.py runs it for real: two concurrent runs, a SIGKILLed one.
-Also the runner's side of pods deleted by someone else (tests/test_reliability_probe_lab.py does it for real),
-and of an API server that throttles every create (tests/test_reliability_api_lab.py does it with real 429s).
+Also the runner's side of pods deleted by someone else and of pods no node takes
+(tests/test_reliability_probe_lab.py does both for real), and of an API server that throttles every create
+(tests/test_reliability_api_lab.py does it with real 429s).
 """
 
 from __future__ import annotations
@@ -147,3 +148,50 @@ def test_a_throttled_api_server_cannot_hold_the_run_past_its_deadline() -> None:
     assert reasons[:3] == [f"could not create the probe pod: create pod shop/netpol-drift-probe-r1-{i}: HTTP 429: "
                            "Too many requests" for i in range(3)]
     assert set(reasons[3:]) == {"the probe pod was not created before the run deadline (1s)"}
+
+
+class NeverScheduled(Vanishing):
+    """Every probe pod stays Pending: the scheduler finds no node for it (all cordoned). A clock of its own:
+    each watch request lasts what the runner asked for, so the run deadline comes without waiting for it."""
+
+    MESSAGE = ("0/2 nodes are available: 2 node(s) were unschedulable. preemption: 0/2 nodes are available: "
+               "2 Preemption is not helpful for scheduling.")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self.deleted: list[str] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def list_probe_pods(self, selector: str):
+        return tuple(ProbePodState("shop", n, "Pending", unschedulable=self.MESSAGE) for n in self.created
+                     if n not in self.deleted), "1"
+
+    def watch_probe_pods(self, selector: str, resource_version: str, timeout_seconds: float):
+        self.now += timeout_seconds
+        return iter(())
+
+    def delete_pod(self, namespace: str, name: str) -> bool:
+        self.deleted.append(name)
+        return True
+
+
+def test_a_probe_pod_no_node_takes_is_skipped_with_the_schedulers_reason_at_the_run_deadline() -> None:
+    """Issue 15 item 2: a scheduler may still place the pod (a node uncordoned), so the runner waits for it,
+    but no longer than the run deadline; then each target is skipped with the scheduler's words, and the
+    Pending pod is deleted."""
+    from monitor.probe.runner import run_probes
+    from monitor.probe.wire import ProbeTarget
+
+    cluster = NeverScheduled()
+    targets = (ProbeTarget("10.0.0.2", 80, "TCP"), ProbeTarget("10.0.0.3", 53, "UDP"))
+    task = ProbeTask("shop/Deployment/web", "shop", (("app", "web"),), targets)
+    [report], created = run_probes(cluster, [task], ProbeSettings(run_deadline_seconds=8), "r1", cluster.clock)
+    assert created == 1 and report.outcomes == (None, None)
+    assert report.skipped_reason == ("the probe pod could not be scheduled before the run deadline (8s): "
+                                     + NeverScheduled.MESSAGE)
+    assert report.reason_for(1) == report.skipped_reason
+    assert 8.0 <= cluster.now < 8.0 + 5.0  # waited for the deadline, not beyond one watch slice of it
+    assert cluster.deleted == cluster.created

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from monitor.probe.pods import RUN_LABEL
 from monitor.probe.wire import RESET_BY_DESTINATION
 from monitor.store import Store
 from tests.lab import config as C
@@ -197,32 +198,43 @@ def test_a_run_past_its_deadline_is_stored_partial_with_the_late_flows_skipped(l
 
 
 @contextmanager
-def deleting_probe_pods(lab: Lab, ns: str) -> Iterator[list[str]]:
-    """Someone else (admin) deletes every probe pod in `ns` as soon as it appears."""
+def each_probe_pod(lab: Lab, ns: str, act: Callable[[Rest, dict], None], every: float) -> Iterator[None]:
+    """While the block runs, a thread lists the probe pods in `ns` every `every` seconds and calls
+    act(api, pod) on each (API errors end that pass, the next one tries again)."""
     api = Rest(lab.kubeconfig)
-    deleted: list[str] = []
     stop = threading.Event()
 
     def loop() -> None:
         while not stop.is_set():
             try:
                 for pod in api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=PROBE_SELECTOR)["items"]:
-                    md = pod["metadata"]
-                    if md.get("deletionTimestamp") or md["name"] in deleted:
-                        continue
-                    api.delete(f"/api/v1/namespaces/{ns}/pods/{md['name']}")
-                    deleted.append(md["name"])
+                    act(api, pod)
             except (ApiError, OSError):
                 pass
-            stop.wait(0.02)
+            stop.wait(every)
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
     try:
-        yield deleted
+        yield
     finally:
         stop.set()
         t.join()
+
+
+@contextmanager
+def deleting_probe_pods(lab: Lab, ns: str) -> Iterator[list[str]]:
+    """Someone else (admin) deletes every probe pod in `ns` as soon as it appears."""
+    deleted: list[str] = []
+
+    def delete(api: Rest, pod: dict) -> None:
+        md = pod["metadata"]
+        if not md.get("deletionTimestamp") and md["name"] not in deleted:
+            api.delete(f"/api/v1/namespaces/{ns}/pods/{md['name']}")
+            deleted.append(md["name"])
+
+    with each_probe_pod(lab, ns, delete, every=0.02):
+        yield deleted
 
 
 def test_probe_pods_deleted_by_someone_else_mid_run_give_skipped_and_no_alert(lab: Lab, lab_namespace: str,
@@ -366,6 +378,71 @@ def test_an_allowed_tcp_port_without_a_listener_is_skipped_and_a_rejected_one_st
         "client-to-web": "pass", "client-to-web-no-listener": "skipped",
         "client-to-web-no-listener-must-be-denied": "skipped", "other-to-web-no-listener-denied": "pass",
         "client-to-web-8082-denied": "pass"}
+    assert messages(slack) == [] and events(s) == []
+
+
+@contextmanager
+def probe_pods_seen(lab: Lab, ns: str) -> Iterator[dict[str, dict]]:
+    """Every probe pod that appears in `ns` while the block runs, as last seen (name -> pod): what the
+    scheduler made of it, before the monitor deleted it."""
+    seen: dict[str, dict] = {}
+    with each_probe_pod(lab, ns, lambda _api, pod: seen.__setitem__(pod["metadata"]["name"], pod), every=0.2):
+        yield seen
+
+
+def probing_run_of(s: Serve, stored_id: str) -> str:
+    """The run id a stored run's probe pods carry (RUN_LABEL), from serve's "run <id> ...: stored as <n>" line."""
+    found = re.findall(r"run (\w+) \w+ in [\d.]+s \(trigger [^)]*\): stored as " + re.escape(str(stored_id)) + ",",
+                       s.log)
+    assert len(found) == 1, f"serve logged no (or more than one) run stored as {stored_id}: {s.log[-3000:]}"
+    return found[0]
+
+
+def test_probe_pods_no_node_takes_are_skipped_with_the_schedulers_reason_and_no_alert(
+        lab: Lab, lab_namespace: str, start, slack) -> None:
+    """Both nodes cordoned (`kubectl cordon`, through the API) while serve runs: the lab's scheduler leaves
+    every probe pod Pending with PodScheduled=False/Unschedulable, and the run skips every flow with the
+    scheduler's words at its deadline (10 s), deletes its Pending pods, and alerts nothing. Then the same
+    with a NoSchedule taint on both nodes. Reopened, the next run verifies everything and is known-good."""
+    ns = lab_namespace
+    deploy_three_tier(lab, ns)
+    suite = clean_suite(ns)
+    s = start(suite, schedule={"interval_seconds": 4}, probe={"run_deadline_seconds": 10})
+    first = s.wait_runs(1)[0]
+    assert first.known_good and first.status == "ok", s.log[-3000:]
+    taint = {"key": "netpol-drift.test/maintenance", "value": "true", "effect": "NoSchedule"}
+    for closed, scheduler_says in (({"cordon": True}, "2 node(s) were unschedulable."),
+                                   ({"cordon": False, "taints": [taint]}, "2 node(s) had untolerated taint(s).")):
+        skipped_before = s.metric("netpol_drift_probe_outcomes_total", outcome="skipped")
+        began = time.monotonic()
+        with lab.nodes_closed(C.NODES, **closed), probe_pods_seen(lab, ns) as seen:
+            run = run_where(s, all_skipped(s), tries=4)
+            took = time.monotonic() - began
+            flows = results_of(s, run.id)
+            assert run.status == "partial" and not run.known_good, (closed, run)
+            assert {f.outcome.value for f in flows} == {"skipped"} and {f.verdict.value for f in flows} == {"skipped"}
+            reason = ("the probe pod could not be scheduled before the run deadline (10s): 0/2 nodes are available: "
+                      f"{scheduler_says} preemption: 0/2 nodes are available: 2 Preemption is not helpful for "
+                      "scheduling.")
+            assert {f.reason for f in flows} == {reason}, {f.reason for f in flows}
+            probe_run = probing_run_of(s, run.id)
+            mine = [p for p in seen.values() if p["metadata"]["labels"].get(RUN_LABEL) == probe_run]
+            assert mine, f"no probe pod of run {probe_run} was seen"
+            for pod in mine:  # what the monitor read: the scheduler's condition, never a node
+                assert pod["spec"].get("nodeName") is None and pod["status"]["phase"] == "Pending"
+                assert {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}.items() <= next(
+                    c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled").items()
+            # The run deleted its Pending pods: none of them is left (the next run's may exist already).
+            left = lab.api.get(f"/api/v1/namespaces/{ns}/pods", labelSelector=f"{RUN_LABEL}={probe_run}")["items"]
+            assert left == [], [p["metadata"]["name"] for p in left]
+            assert s.metric("netpol_drift_probe_outcomes_total", outcome="skipped") >= skipped_before + len(flows)
+            assert s.metric("netpol_drift_cases", state="skipped") == len(suite["cases"])
+            assert s.proc.poll() is None, s.log[-3000:]
+        print(f"closed {closed}: all-skipped run {run.id} stored {took:.1f} s after closing; "
+              f"{len(mine)} probe pod(s) Pending; reason {reason!r}")
+    again = run_where(s, lambda r: r.status == "ok")
+    assert again.status == "ok" and again.known_good, s.log[-3000:]
+    assert s.metric("netpol_drift_cases", state="skipped") == 0
     assert messages(slack) == [] and events(s) == []
 
 

@@ -1,10 +1,12 @@
 """The lab node agent: the kubelet of the lab, realizing pods as Linux network namespaces.
 
 Job (LAB.md "Lab node agent contract"): register the lab's nodes (config.NODES: lab-node and lab-node-2, each
-Ready with its InternalIP and pod CIDR); schedule Pending pods (nodeName and nodeSelector honoured, the rest spread
-over the nodes: the lab has no scheduler, the agent is it) and act as the kubelet of both nodes: give each pod a
-network namespace whose host veth is in its node's namespace and an IP from its node's pod CIDR; report
-hostIP/podIP while Pending;
+Ready with its InternalIP and pod CIDR); schedule Pending pods as kube-scheduler's filters would (nodeName,
+nodeSelector and required hostname affinity honoured, cordoned nodes and untolerated NoSchedule/NoExecute taints
+skipped, the rest spread over the nodes: the lab has no scheduler, the agent is it; a pod no node fits gets
+PodScheduled=False/Unschedulable with kube-scheduler's message and is tried again on every pass) and act as the
+kubelet of both nodes: give each pod a network namespace whose host veth is in its node's namespace and an IP
+from its node's pod CIDR; report hostIP/podIP while Pending;
 wait until its node's kube-router's rules mention the pod IP (probe pods do not wait, as with a real kubelet:
 LAB_START_BEFORE_RULES); run each container's command (image ignored; command mapped
 to this host, the venv's bin dir first on PATH) in the pod namespace; report Running, then the termination
@@ -63,6 +65,12 @@ START_BEFORE_RULES = os.environ.get("LAB_START_BEFORE_RULES", "probe")
 if START_BEFORE_RULES not in ("probe", "all", "none"):
     raise SystemExit(f"LAB_START_BEFORE_RULES={START_BEFORE_RULES!r}: expected probe, all or none")
 PROBE_LABEL = "netpol-drift.io/probe"
+# kube-scheduler's filter reasons (v1.36.3: plugins nodeunschedulable, tainttoleration, nodeaffinity) and the
+# message its default preemption adds when no victim could help (every reason here is "unresolvable").
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"  # a cordoned node; DaemonSet pods tolerate it
+REASON_CORDONED = "node(s) were unschedulable"
+REASON_TAINTED = "node(s) had untolerated taint(s)"
+REASON_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
 # How long after a racing pod's containers start its IP reaches the API (and so kube-router): the lag with which
 # a CNI programs a new pod's rules. kube-router alone, on an idle lab, syncs faster than a Python process starts.
 RULES_LAG = float(os.environ.get("LAB_RULES_LAG", "1.0"))
@@ -125,6 +133,39 @@ def default_command_map() -> dict[str, list[str]]:
     if extra:
         m.update({k: shlex.split(v) for k, v in json.loads(extra).items()})
     return m
+
+
+# ------------------------------------------------------------------------------------ scheduling rules
+def tolerates(toleration: dict[str, Any], taint: dict[str, Any]) -> bool:
+    """Toleration.ToleratesTaint of k8s.io/api core/v1: an empty effect matches every effect, an empty key
+    (with Exists) every key; operator Equal (the default) compares values, Exists ignores them. Lt/Gt sit
+    behind the TaintTolerationComparisonOperators feature gate, off by default: they match nothing."""
+    if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+        return False
+    if toleration.get("key") and toleration["key"] != taint.get("key"):
+        return False
+    operator = toleration.get("operator") or "Equal"
+    if operator == "Exists":
+        return True
+    return operator == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
+
+
+def untolerated_taint(taints: list[dict[str, Any]], tolerations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first taint that keeps the pod off the node (NoSchedule or NoExecute; PreferNoSchedule only
+    weighs in scoring) and that no toleration of the pod tolerates."""
+    return next((t for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")
+                 and not any(tolerates(tol, t) for tol in tolerations)), None)
+
+
+def fit_error(nodes: int, reasons: dict[str, int]) -> str:
+    """kube-scheduler's FitError text for a pod no node fits (every reason here is unresolvable, so its
+    preemption adds that it cannot help): "0/2 nodes are available: 2 node(s) were unschedulable. preemption:
+    0/2 nodes are available: 2 Preemption is not helpful for scheduling." """
+    if not nodes:
+        return "no nodes available to schedule pods"
+    histogram = ", ".join(sorted(f"{n} {reason}" for reason, n in reasons.items()))
+    return (f"0/{nodes} nodes are available: {histogram}. preemption: 0/{nodes} nodes are available: "
+            f"{nodes} Preemption is not helpful for scheduling.")
 
 
 @dataclass
@@ -324,6 +365,7 @@ class Agent:
         pods = self.list_pods()
         seen = set()
         ours = {n.name for n in C.NODES}
+        nodes: dict[str, dict[str, Any]] | None = None
         for pod in pods:
             md, spec = pod["metadata"], pod["spec"]
             uid = md["uid"]
@@ -337,7 +379,9 @@ class Agent:
             if md.get("deletionTimestamp"):
                 self.spawn(uid, self.delete_pod, pod)
             elif not node:
-                self.bind(pod, pods)
+                if nodes is None:  # read once per pass, and only when some pod waits for a node
+                    nodes = self.node_objects()
+                self.bind(pod, pods, nodes)
             elif uid not in self.pods and uid not in self.gave_up and phase not in ("Succeeded", "Failed"):
                 self.spawn(uid, self.start_pod_or_fail, pod)
         self.live_groups = None  # one /proc scan per pass for all running pods, not one per pod
@@ -368,24 +412,59 @@ class Agent:
         threading.Thread(target=body, daemon=True, name=f"{fn.__name__}-{uid[:8]}").start()
 
     # --------------------------------------------------------------------------------------------- binding
-    def schedule(self, pod: dict[str, Any], pods: list[dict[str, Any]]) -> C.LabNode | None:
-        """The node for an unscheduled pod: among the nodes its nodeSelector (and required node affinity on
-        kubernetes.io/hostname or the node's name, as DaemonSet pods carry) allows, the least loaded one, ties
-        taken in turn, so the pods of a namespace spread over both nodes. None when no node fits (the pod stays
-        Pending, as with a scheduler)."""
+    def node_objects(self) -> dict[str, dict[str, Any]]:
+        """The lab's Node objects by name, as the scheduler sees them (cordon, taints, labels)."""
+        return {n["metadata"]["name"]: n for n in self.api.get("/api/v1/nodes")["items"]}
+
+    def feasible(self, pod: dict[str, Any], nodes: dict[str, dict[str, Any]] | None = None
+                 ) -> tuple[list[C.LabNode], dict[str, int], int]:
+        """kube-scheduler's filters over the lab's nodes, in its order (NodeUnschedulable, TaintToleration,
+        NodeAffinity; the first that rejects a node names it): (the nodes that fit, reason -> nodes it rejected,
+        how many nodes were considered). `nodes`: the Node objects by name (None: every lab node as registered,
+        neither cordoned nor tainted); a lab node without its object is not considered, as with a scheduler.
+        Only the agent's own nodes count: it cannot run a pod anywhere else."""
         spec = pod["spec"]
+        tolerations = spec.get("tolerations") or []
         selector = spec.get("nodeSelector") or {}
-        fits = [n for n in C.NODES
-                if all({"kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux"}.get(k) == v
-                       for k, v in selector.items())]
         terms = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
                   .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
         # The DaemonSet controller pins each of its pods with matchFields metadata.name; people use the label.
         hostnames = {v for t in terms for e in [*(t.get("matchExpressions") or []), *(t.get("matchFields") or [])]
                      if e.get("key") in ("kubernetes.io/hostname", "metadata.name") and e.get("operator") == "In"
                      for v in e.get("values") or []}
-        if hostnames:
-            fits = [n for n in fits if n.name in hostnames]
+        fits: list[C.LabNode] = []
+        reasons: dict[str, int] = {}
+        considered = 0
+        for n in C.NODES:
+            obj = {} if nodes is None else nodes.get(n.name)
+            if obj is None:
+                continue
+            considered += 1
+            node_spec = obj.get("spec") or {}
+            labels = (obj.get("metadata") or {}).get("labels") or {"kubernetes.io/hostname": n.name,
+                                                                    "kubernetes.io/os": "linux"}
+            reason = None
+            if node_spec.get("unschedulable") and not any(
+                    tolerates(t, {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}) for t in tolerations):
+                reason = REASON_CORDONED
+            elif untolerated_taint(node_spec.get("taints") or [], tolerations) is not None:
+                reason = REASON_TAINTED
+            elif any(labels.get(k) != v for k, v in selector.items()) or (hostnames and n.name not in hostnames):
+                reason = REASON_AFFINITY
+            if reason:
+                reasons[reason] = reasons.get(reason, 0) + 1
+            else:
+                fits.append(n)
+        return fits, reasons, considered
+
+    def schedule(self, pod: dict[str, Any], pods: list[dict[str, Any]],
+                 nodes: dict[str, dict[str, Any]] | None = None) -> C.LabNode | None:
+        """The node for an unscheduled pod: among the nodes that fit it (feasible), the least loaded one, ties
+        taken in turn, so the pods of a namespace spread over both nodes. None when no node fits (the pod stays
+        Pending, as with a scheduler)."""
+        return self.pick(pod, self.feasible(pod, nodes)[0], pods)
+
+    def pick(self, pod: dict[str, Any], fits: list[C.LabNode], pods: list[dict[str, Any]]) -> C.LabNode | None:
         if not fits:
             return None
         # Spread as the default scheduler's topology spreading does: fewest live pods of the same namespace
@@ -402,11 +481,13 @@ class Agent:
             self.spread += 1
             return candidates[self.spread % len(candidates)]
 
-    def bind(self, pod: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+    def bind(self, pod: dict[str, Any], pods: list[dict[str, Any]], nodes: dict[str, dict[str, Any]]) -> None:
         md = pod["metadata"]
-        node = self.schedule(pod, pods)
+        fits, reasons, considered = self.feasible(pod, nodes)
+        node = self.pick(pod, fits, pods)
         if node is None:
-            return
+            self.report_unschedulable(pod, fit_error(considered, reasons))
+            return  # tried again on the next pass: an uncordoned node or a removed taint takes it then
         try:
             self.api.post(f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}/binding", {
                 "apiVersion": "v1", "kind": "Binding", "metadata": {"name": md["name"], "uid": md["uid"]},
@@ -416,6 +497,29 @@ class Agent:
         except ApiError as e:
             if e.status not in (404, 409):
                 raise
+
+    def report_unschedulable(self, pod: dict[str, Any], message: str) -> None:
+        """PodScheduled=False, reason Unschedulable, kube-scheduler's message, on the status subresource (as
+        kube-scheduler's updatePod does), only when it changes: the agent retries every pass, and a status
+        write each time would wake every watcher of the pod. The binding sets PodScheduled=True later."""
+        md = pod["metadata"]
+        current = next((c for c in (pod.get("status") or {}).get("conditions") or []
+                        if c.get("type") == "PodScheduled"), {})
+        if (current.get("status"), current.get("reason"), current.get("message")) == ("False", "Unschedulable",
+                                                                                      message):
+            return
+        since = current.get("lastTransitionTime") if current.get("status") == "False" else None
+        condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                     "lastProbeTime": None, "lastTransitionTime": since or now()}
+        try:  # strategic merge: conditions merge by type, so the pod's other conditions stay as they are
+            self.api.request("PATCH", f"/api/v1/namespaces/{md['namespace']}/pods/{md['name']}/status",
+                             {"status": {"conditions": [condition]}},
+                             content_type="application/strategic-merge-patch+json")
+        except ApiError as e:
+            if e.status not in (404, 409):
+                raise
+            return
+        log(f"{md['namespace']}/{md['name']}: unschedulable: {message}")
 
     # ------------------------------------------------------------------------------------------- start pod
     def status_path(self, rec: PodRec) -> str:

@@ -222,6 +222,34 @@ class Lab:
         """The lab node a pod runs on."""
         return C.node_named(pod["spec"]["nodeName"])
 
+    # ---------------------------------------------------------------------------------------------- nodes
+    @contextlib.contextmanager
+    def nodes_closed(self, nodes: Iterable[C.LabNode], cordon: bool = True,
+                     taints: Iterable[Mapping[str, str]] = ()) -> Iterator[None]:
+        """`kubectl cordon` (spec.unschedulable) and/or `kubectl taint` on the nodes for the block, through the
+        API as kubectl does; undone afterwards, also when the block fails, and waited for until the node
+        lifecycle controller has taken its node.kubernetes.io/unschedulable taint off again (until then the
+        agent, like kube-scheduler, still keeps pods off the node). A running pod stays where it is."""
+        nodes, taints = list(nodes), [dict(t) for t in taints]
+        ours = {(t["key"], t["effect"]) for t in taints}
+
+        def set_spec(closed: bool) -> None:
+            for n in nodes:
+                path = f"/api/v1/nodes/{n.name}"
+                others = [t for t in self.api.get(path)["spec"].get("taints") or []
+                          if (t["key"], t["effect"]) not in ours]
+                self.api.merge_patch(path, {"spec": {"unschedulable": True if closed and cordon else None,
+                                                     "taints": others + (taints if closed else []) or None}})
+
+        set_spec(True)
+        try:
+            yield
+        finally:
+            set_spec(False)
+            _poll("the cordon taint to leave " + ", ".join(n.name for n in nodes), lambda: not any(
+                t["key"] == "node.kubernetes.io/unschedulable"
+                for n in nodes for t in self.api.get(f"/api/v1/nodes/{n.name}")["spec"].get("taints") or []), 30)
+
     # -------------------------------------------------------------------------------------------- probing
     def netns_of(self, pod: Mapping[str, Any]) -> str:
         return netns.pod_names(pod["metadata"]["uid"])[0]
