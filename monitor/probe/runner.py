@@ -298,6 +298,7 @@ class ProbeRun:
         and when the watch's resource version expires: listing every pod after every event costs the API
         server and us far more than the events do), refills slots as pods finish, stops at the deadline."""
         deadline = self.until if self.until is not None else self.clock() + self.settings.run_deadline_seconds
+        limit = f"the run deadline ({self.settings.run_deadline_seconds}s)"  # in the skip reasons
         waiting = deque(range(len(chunks)))
         live: dict[str, _Live] = {}  # by pod name
         selector = probe_selector(self.run_id)
@@ -329,7 +330,6 @@ class ProbeRun:
                 live[name] = _Live(c, task.namespace, name, self.clock())
                 self._report(results)
             if waiting and time_left() <= 0:
-                limit = f"the run deadline ({self.settings.run_deadline_seconds}s)"
                 while waiting:
                     results[waiting.popleft()] = (None, f"the probe pod was not created before {limit}", None, None)
 
@@ -338,7 +338,6 @@ class ProbeRun:
         while live:
             self._renew_lease()
             if self.clock() >= deadline:
-                limit = f"the run deadline ({self.settings.run_deadline_seconds}s)"
                 for item in live.values():
                     results[item.index] = (None, self._late_reason(item, limit), f"{item.namespace}/{item.name}",
                                            None)
