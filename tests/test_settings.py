@@ -54,6 +54,10 @@ BAD = [
     ("bad TCP reset choice", "probe: {tcp_reset_means: unknown}\n",
      "{f}: probe.tcp_reset_means: must be one of skipped, deny, allow, got 'unknown'"),
     ("negative", "schedule: {interval_seconds: -5}\n", "{f}: schedule.interval_seconds: must not be negative, got -5"),
+    ("negative outage hold", "drift: {hold_after_api_outage_seconds: -1}\n",
+     "{f}: drift.hold_after_api_outage_seconds: must not be negative, got -1.0"),
+    ("outage hold not a number", "drift: {hold_after_api_outage_seconds: soon}\n",
+     "{f}: drift.hold_after_api_outage_seconds: must be a number, got 'soon'"),
     ("alert flag not a bool", "alert: {on_blocked_mode_change: sometimes}\n",
      "{f}: alert.on_blocked_mode_change: must be true or false, got 'sometimes'"),
     ("alert unknown key", "alert: {flap_runs: 3}\n", "{f}: alert.flap_runs: unknown key (known: flap_opens, "
